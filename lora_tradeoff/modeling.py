@@ -1,0 +1,89 @@
+"""Load the base model, optionally with a LoRA adapter, the same way for every evaluation.
+
+One loader serves generation and MMLU scoring for the base model and for every
+fine-tuned run, so a difference between two rows of a results table can only come
+from the weights, never from how they were loaded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+class AdapterMismatchError(ValueError):
+    """An adapter was trained on another base model than the one configured."""
+
+
+def resolve_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def inference_dtype(device: str) -> Any:
+    """bf16 on CUDA (fast, ample range); float32 on CPU, where bf16 matmuls are slow and lossy."""
+    import torch
+
+    return torch.bfloat16 if device.startswith("cuda") else torch.float32
+
+
+def check_adapter_matches(adapter_dir: Path, model_config: Any) -> None:
+    """Fail with a clear message when an adapter cannot belong to this base model."""
+    config_path = adapter_dir / "adapter_config.json"
+    if not config_path.exists():
+        raise AdapterMismatchError(
+            f"{adapter_dir} has no adapter_config.json: not a PEFT adapter directory. "
+            "Rerun the training rule that writes it."
+        )
+    adapter_config = json.loads(config_path.read_text())
+    if adapter_config.get("peft_type") != "LORA":
+        raise AdapterMismatchError(f"{config_path}: peft_type is {adapter_config.get('peft_type')!r}, expected LORA")
+    expected_layers = int(model_config.num_hidden_layers)
+    layers = adapter_config.get("layers_to_transform")
+    layer_list = [layers] if isinstance(layers, int) else (layers or [])
+    if any(layer >= expected_layers for layer in layer_list):
+        raise AdapterMismatchError(
+            f"{config_path}: layers_to_transform {layers} exceeds the base model's "
+            f"{expected_layers} layers; the adapter was trained on another model. Retrain it "
+            "(delete the run's results folder) or point config.model at the model it was trained on."
+        )
+
+
+def load_model_and_tokenizer(
+    model_dir: Path,
+    adapter_dir: Path | None = None,
+    device: str = "auto",
+    merge_adapter: bool = True,
+) -> tuple[Any, Any]:
+    """Return ``(model, tokenizer)`` in eval mode on ``device``.
+
+    With ``adapter_dir`` the LoRA weights are applied with PEFT and, when
+    ``merge_adapter`` is true, merged into the base weights: one matmul per layer
+    instead of two, with the same outputs up to float rounding.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = resolve_device(device)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=inference_dtype(device))
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        adapter_dir = Path(adapter_dir)
+        check_adapter_matches(adapter_dir, model.config)
+        try:
+            model = PeftModel.from_pretrained(model, adapter_dir)
+        except (RuntimeError, ValueError, KeyError) as error:
+            raise AdapterMismatchError(
+                f"{adapter_dir} does not fit the base model {model_dir}: {error}. "
+                "Retrain the adapter on this base model or point config.model at the one it was trained on."
+            ) from error
+        if merge_adapter:
+            model = model.merge_and_unload()
+    model.to(device)
+    model.eval()
+    return model, tokenizer
