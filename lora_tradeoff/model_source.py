@@ -209,6 +209,8 @@ def prepare_base_model(source: dict[str, Any], out_dir: Path, manifest_path: Pat
         model_dir = Path(source["path"]).resolve()
         if not model_dir.is_dir():
             raise ModelSourceError(f"config.model.path: {model_dir} is not a directory")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "SOURCE.txt").write_text(f"config.model.source is local: the checkpoint is {model_dir}\n")
         record.update(path=str(model_dir))
     else:  # the schema's enum makes this unreachable from config
         raise ModelSourceError(f"config.model.source: unknown source {kind!r}")

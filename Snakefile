@@ -1,0 +1,17 @@
+# What LoRA fine-tuning buys (Spider execution accuracy) and costs (MMLU 4-shot) an LLM.
+# Stages: rules/acquire.smk -> format.smk -> train.smk / generate.smk -> score.smk,
+# mmlu.smk -> report.smk. All logic is in the lora_tradeoff package; see README.md.
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/acquire.smk"
+include: "rules/format.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        get_final_outputs(),

