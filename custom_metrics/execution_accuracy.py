@@ -1,0 +1,100 @@
+"""Spider execution accuracy as a DeepEval metric (no LLM judge involved).
+
+A seed brief said a match should "return 1.8"; that was a typo: scores are
+1.0 (the prediction's result equals the gold result) or 0.0.
+"""
+
+from pathlib import Path
+
+from deepeval.metrics import BaseMetric
+from deepeval.metrics.utils import check_llm_test_case_params, construct_verbose_logs
+from deepeval.test_case import LLMTestCase, SingleTurnParams
+
+from lora_tradeoff.execution import DEFAULT_ROW_CAP, DEFAULT_TIMEOUT_S, Mode, score_pair
+
+DB_PATH_KEY = "db_path"
+
+
+class ExecutionAccuracy(BaseMetric):
+    """1.0 when the SQL in `actual_output` returns the same result as `expected_output`.
+
+    Test case fields: `input` = the question, `actual_output` = raw model output
+    (the SQL is extracted from it), `expected_output` = gold SQL,
+    `metadata["db_path"]` = the SQLite database. Comparison rules are those of
+    `lora_tradeoff.execution.score_pair` in `mode`. A missing database marks the
+    metric skipped (DeepEval leaves it out of the results), not failed.
+    After `measure`: `score`, `success`, `reason`, `extracted_sql` and
+    `score_breakdown` (extracted SQL, status, category, row counts, seconds).
+    """
+
+    _required_params = [
+        SingleTurnParams.INPUT,
+        SingleTurnParams.ACTUAL_OUTPUT,
+        SingleTurnParams.EXPECTED_OUTPUT,
+    ]
+
+    def __init__(
+        self,
+        threshold: float = 1.0,
+        mode: Mode = "spider",
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        row_cap: int = DEFAULT_ROW_CAP,
+        verbose_mode: bool = False,
+    ):
+        self.threshold = threshold
+        self.mode = mode
+        self.timeout_s = timeout_s
+        self.row_cap = row_cap
+        self.verbose_mode = verbose_mode
+        self.include_reason = True
+        self.async_mode = False
+        self.extracted_sql: str | None = None
+
+    def measure(self, test_case: LLMTestCase, *args, **kwargs) -> float:
+        check_llm_test_case_params(test_case, self._required_params, None, None, self)
+        db_path = (test_case.metadata or {}).get(DB_PATH_KEY)
+        result = score_pair(
+            Path(db_path) if db_path else None,
+            test_case.expected_output,
+            test_case.actual_output,
+            mode=self.mode,
+            timeout_s=self.timeout_s,
+            row_cap=self.row_cap,
+        )
+        self.extracted_sql = result.extracted_sql
+        self.score = result.score
+        self.reason = result.reason
+        self.skipped = result.status == "skipped"
+        self.score_breakdown = {
+            "extracted_sql": result.extracted_sql,
+            "status": result.status,
+            "category": result.category,
+            "gold_rows": result.gold_rows,
+            "pred_rows": result.pred_rows,
+            "seconds": result.seconds,
+        }
+        self.success = self.is_successful()
+        self.verbose_logs = construct_verbose_logs(
+            self,
+            steps=[
+                f"Extracted SQL: {result.extracted_sql!r}",
+                f"Status: {result.status} ({result.category})",
+                f"Score: {self.score:.1f}\nReason: {self.reason}",
+            ],
+        )
+        return self.score
+
+    async def a_measure(self, test_case: LLMTestCase, *args, **kwargs) -> float:
+        # Execution is bounded by the sandbox's time limit; nothing to await.
+        return self.measure(test_case, *args, **kwargs)
+
+    def is_successful(self) -> bool | None:
+        """None when skipped (database missing), else score >= threshold."""
+        if self.skipped:
+            self.success = None
+            return None
+        return super().is_successful()
+
+    @property
+    def __name__(self) -> str:
+        return "Execution Accuracy"

@@ -1,0 +1,434 @@
+"""Sandboxed SQLite execution and Spider execution-accuracy comparison.
+
+Execution (`execute_query`) opens the database read-only and lets exactly one
+read-only statement run, bounded in time, rows and value size, so that no
+prediction can change the database, hang the run or exhaust memory.
+
+Comparison has two modes:
+
+- ``spider`` (default) reproduces `eval_exec_match` of test-suite-sql-eval
+  (github taoyds/test-suite-sql-eval, exec_eval.py) with its defaults
+  (``plug_value=False``, ``keep_distinct=False``) on a single database:
+  both queries are normalised (`normalise_spider`) before they run, results are
+  bags of rows (duplicates count), row order counts only when the gold query
+  contains "order by", a consistent column permutation is allowed, values are
+  compared as SQLite returns them (Python ``==``: 1 == 1.0, "1" != 1), two empty
+  results match, and a failing prediction is a miss (`spider_result_eq`).
+- ``set`` is the seed briefs' ``set(pred) == set(gold)``: queries run as
+  extracted, duplicates and row order are ignored, columns must be in the same
+  order.
+
+Differences from the official evaluator, all deliberate: the database is opened
+read-only, the time limit really interrupts the query, a gold query that fails
+is reported on its item instead of aborting the run (the official code
+asserts), non-UTF-8 bytes decode with U+FFFD instead of being dropped, and
+results are bounded in rows and bytes. evaluation.py also rewrites the
+prediction with ``p_str.replace("value", "1")`` before calling eval_exec_match,
+for models that emit a "value" placeholder; that is not done here because it
+corrupts identifiers that contain "value" and our models predict real values.
+"""
+
+import functools
+import random
+import re
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import closing
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Literal
+
+from lora_tradeoff.sql_extract import extract_sql, split_statements, sql_tokens
+
+Mode = Literal["spider", "set"]
+MODES: tuple[Mode, ...] = ("spider", "set")
+Status = Literal["success", "failure", "skipped"]
+
+DEFAULT_TIMEOUT_S = 10.0
+# The largest dev gold result has 1,860 rows; a prediction with more rows than
+# gold cannot match, so the cap only has to sit well above every gold result.
+DEFAULT_ROW_CAP = 100_000
+# Largest string or blob SQLite may build (sqlite3_limit LENGTH): stops
+# randomblob(1e9)-style allocations inside the engine. Spider values are tiny.
+MAX_VALUE_BYTES = 1_000_000
+# Total str/bytes payload a result may hold; with the row cap this bounds the
+# memory one query can use (rows x MAX_VALUE_BYTES alone would not).
+MAX_RESULT_BYTES = 64_000_000
+# How many SQLite VM instructions run between two deadline checks: small enough
+# to stop within milliseconds, large enough that the check costs little.
+_PROGRESS_STEPS = 1_000
+_FETCH_BATCH = 256
+
+# Authorizer actions a read-only query needs; everything else is denied,
+# including every write, ATTACH/DETACH, PRAGMA and transaction control.
+_ALLOWED_ACTIONS = frozenset(
+    {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
+)
+# Authorizer action code -> name, to say in the reason what was refused.
+_ACTION_NAMES = {
+    getattr(sqlite3, f"SQLITE_{name}"): name
+    for name in (
+        "CREATE_INDEX CREATE_TABLE CREATE_TEMP_INDEX CREATE_TEMP_TABLE CREATE_TEMP_TRIGGER "
+        "CREATE_TEMP_VIEW CREATE_TRIGGER CREATE_VIEW DELETE DROP_INDEX DROP_TABLE "
+        "DROP_TEMP_INDEX DROP_TEMP_TABLE DROP_TEMP_TRIGGER DROP_TEMP_VIEW DROP_TRIGGER "
+        "DROP_VIEW INSERT PRAGMA TRANSACTION UPDATE ATTACH DETACH ALTER_TABLE REINDEX "
+        "ANALYZE CREATE_VTABLE DROP_VTABLE SAVEPOINT"
+    ).split()
+}
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Outcome of one sandboxed query: rows on success, else an error message."""
+
+    rows: list[tuple] | None
+    error: str | None
+    seconds: float
+    timed_out: bool = False
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """Execution-accuracy verdict for one (gold, prediction) pair.
+
+    `status` is "success" (score 1.0), "failure" (score 0.0) or "skipped"
+    (database missing; not a failure and not part of EX). `category` is a
+    coarse, countable form of `reason`: match, wrong_result, row_count,
+    exec_error, timeout, empty, skipped or gold_error. `gold_rows`/`pred_rows`
+    are row counts, None when that query did not run or failed.
+    """
+
+    extracted_sql: str
+    score: float
+    status: Status
+    reason: str
+    category: str
+    gold_rows: int | None
+    pred_rows: int | None
+    seconds: float
+
+
+def _decode_text(value: bytes) -> str:
+    """Text factory: invalid UTF-8 becomes U+FFFD instead of raising mid-result."""
+    return value.decode("utf-8", errors="replace")
+
+
+def _connect(db_path: Path, deadline: list[float], denied: list[str]) -> sqlite3.Connection:
+    """Open `db_path` read-only with the sandbox installed.
+
+    The progress handler reads `deadline` (a one-item list holding a monotonic
+    time) on every check, so the caller starts the clock after connecting.
+    Refused actions are appended to `denied` to explain the failure.
+    """
+    conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+    conn.text_factory = _decode_text
+    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
+    conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+
+    def authorize(action: int, arg1: str | None, *_: object) -> int:
+        if action in _ALLOWED_ACTIONS:
+            return sqlite3.SQLITE_OK
+        denied.append(" ".join(filter(None, (_ACTION_NAMES.get(action, str(action)), arg1))))
+        return sqlite3.SQLITE_DENY
+
+    conn.set_authorizer(authorize)
+    # A truthy return makes SQLite abort the running statement ("interrupted").
+    conn.set_progress_handler(lambda: time.monotonic() > deadline[0], _PROGRESS_STEPS)
+    return conn
+
+
+def _payload_bytes(row: tuple) -> int:
+    return sum(len(v) for v in row if isinstance(v, (str, bytes)))
+
+
+def _fetch_bounded(cursor: sqlite3.Cursor, row_cap: int) -> tuple[list[tuple] | None, str | None]:
+    """Fetch all rows unless there are more than `row_cap` or MAX_RESULT_BYTES of text."""
+    rows: list[tuple] = []
+    payload = 0
+    while batch := cursor.fetchmany(_FETCH_BATCH):
+        rows.extend(batch)
+        if len(rows) > row_cap:
+            return None, f"row cap exceeded (more than {row_cap} rows)"
+        payload += sum(_payload_bytes(row) for row in batch)
+        if payload > MAX_RESULT_BYTES:
+            return None, f"result too large (more than {MAX_RESULT_BYTES} bytes)"
+    return rows, None
+
+
+def execute_query(
+    db_path: Path, sql: str, timeout_s: float = DEFAULT_TIMEOUT_S, row_cap: int = DEFAULT_ROW_CAP
+) -> QueryResult:
+    """Run one read-only statement on `db_path` within `timeout_s` and `row_cap`.
+
+    Fails (rows None, error set) on: several statements, any non-read action
+    (write, DDL, ATTACH/DETACH, PRAGMA, transaction), a value over
+    MAX_VALUE_BYTES, more than `row_cap` rows or MAX_RESULT_BYTES of text,
+    running past `timeout_s` (timed_out True; the clock covers execution and
+    fetching), and any SQLite error. Never raises for a bad query.
+    """
+    start = time.monotonic()
+    statements = split_statements(sql)
+    if len(statements) > 1:
+        return QueryResult(None, f"{len(statements)} statements; only one may run", 0.0)
+    deadline = [float("inf")]
+    denied: list[str] = []
+    timed_out = False
+    try:
+        with closing(_connect(db_path, deadline, denied)) as conn:
+            deadline[0] = time.monotonic() + timeout_s
+            rows, error = _fetch_bounded(conn.execute(sql), row_cap)
+    except (sqlite3.Error, ValueError, OverflowError, MemoryError) as exc:
+        rows, error = None, str(exc)
+        timed_out = isinstance(exc, sqlite3.OperationalError) and time.monotonic() > deadline[0]
+        if timed_out:
+            error = f"timed out after {timeout_s:g} s"
+        elif denied:
+            error = f"{error}: {', '.join(dict.fromkeys(denied))} (read-only sandbox)"
+    return QueryResult(rows, error, time.monotonic() - start, timed_out)
+
+
+@functools.lru_cache(maxsize=4096)
+def _execute_gold(db_path: Path, sql: str, timeout_s: float, row_cap: int) -> QueryResult:
+    """Gold results repeat across predictions and models; run each gold query once."""
+    return execute_query(db_path, sql, timeout_s, row_cap)
+
+
+# --- spider normalisation: exec_eval.postprocess, parse.remove_distinct, replace_cur_year
+
+_CUR_YEAR = re.compile(r"YEAR\s*\(\s*CURDATE\s*\(\s*\)\s*\)\s*", re.IGNORECASE)
+
+
+def normalise_spider(sql: str) -> str:
+    """Rewrite `sql` as test-suite-sql-eval does before executing it (both sides).
+
+    - "> =", "< =", "! =" become ">=", "<=", "!=" (exec_eval.postprocess);
+    - every DISTINCT keyword is deleted (parse.remove_distinct, since
+      keep_distinct defaults to False) -- also inside aggregates, so
+      COUNT(DISTINCT x) counts duplicates; literals and quoted names are kept;
+    - MySQL's YEAR(CURDATE()) becomes 2020 (exec_eval.replace_cur_year).
+    """
+    sql = sql.replace("> =", ">=").replace("< =", "<=").replace("! =", "!=")
+    sql = "".join(token for token in sql_tokens(sql) if token.lower() != "distinct")
+    return _CUR_YEAR.sub("2020", sql)
+
+
+def gold_orders_rows(normalised_gold: str) -> bool:
+    """Row order counts iff the gold text contains "order by" (exec_eval's literal test,
+    so "ORDER  BY" with two spaces does not count and an ORDER BY in a subquery does)."""
+    return "order by" in normalised_gold.lower()
+
+
+# --- comparison: mirror of exec_eval.result_eq and helpers
+
+
+def _unorder_row(row: tuple) -> tuple:
+    # exec_eval sorts values by str(value) + str(type): int 1 and float 1.0 may then
+    # land in different places, so this pre-check can reject pairs that are equal
+    # under Python ==. Mirrored on purpose: it is part of the official verdict.
+    return tuple(sorted(row, key=lambda v: str(v) + str(type(v))))
+
+
+def _quick_reject(gold: list[tuple], pred: list[tuple], order_matters: bool) -> bool:
+    """exec_eval.quick_rej negated: True when the rows, each read as a sorted
+    bag of values, already differ (as lists if order matters, else as sets)."""
+    g = [_unorder_row(row) for row in gold]
+    p = [_unorder_row(row) for row in pred]
+    return g != p if order_matters else set(g) != set(p)
+
+
+def _column_candidates(gold: list[tuple], pred: list[tuple]) -> list[set[int]]:
+    """For each gold column, the pred columns that may map onto it.
+
+    exec_eval prunes only for more than 3 columns, by 20 random pred rows: a pred
+    column whose value is absent from a gold column cannot be that column. The
+    pruning is sound, so which rows are sampled never changes the verdict; a fixed
+    seed keeps it reproducible.
+    """
+    n = len(gold[0])
+    candidates = [set(range(n)) for _ in range(n)]
+    if n <= 3:
+        return candidates
+    gold_columns = [{row[i] for row in gold} for i in range(n)]
+    sample = random.Random(0).choices(pred, k=20)
+    for row in sample:
+        for g_col in range(n):
+            candidates[g_col] = {p for p in candidates[g_col] if row[p] in gold_columns[g_col]}
+    return candidates
+
+
+def _permutations(candidates: list[set[int]]) -> Iterator[tuple[int, ...]]:
+    """Injective column maps with perm[i] in candidates[i], by backtracking
+    (exec_eval enumerates the product and drops non-permutations: same set)."""
+    n = len(candidates)
+    perm: list[int] = []
+
+    def extend(i: int) -> Iterator[tuple[int, ...]]:
+        if i == n:
+            yield tuple(perm)
+            return
+        for col in sorted(candidates[i] - set(perm)):
+            perm.append(col)
+            yield from extend(i + 1)
+            perm.pop()
+
+    return extend(0)
+
+
+def spider_result_eq(gold: list[tuple], pred: list[tuple], order_matters: bool) -> bool:
+    """exec_eval.result_eq: is there a column permutation of `pred` equal to `gold`?
+
+    Equal means the same bag of rows (duplicates count), and additionally the
+    same row sequence when `order_matters`. Two empty results are equal; one
+    empty and one not, different row counts or different column counts are not.
+    """
+    if not gold and not pred:
+        return True
+    if len(gold) != len(pred) or len(gold[0]) != len(pred[0]):
+        return False
+    if _quick_reject(gold, pred, order_matters):
+        return False
+    gold_set, gold_bag = set(gold), Counter(gold)
+    for perm in _permutations(_column_candidates(gold, pred)):
+        permuted = [tuple(row[i] for i in perm) for row in pred]
+        if order_matters:
+            if permuted == gold:
+                return True
+        elif set(permuted) == gold_set and Counter(permuted) == gold_bag:
+            return True
+    return False
+
+
+def set_result_eq(gold: list[tuple], pred: list[tuple]) -> bool:
+    """`set` mode: same set of rows, columns in the same order; duplicates and order ignored."""
+    return set(gold) == set(pred)
+
+
+def _mismatch(
+    gold: list[tuple], pred: list[tuple], mode: Mode, order_matters: bool
+) -> tuple[str, str]:
+    """(reason, category) for two results that did not match in `mode`."""
+    if mode == "set":
+        n_gold, n_pred, unit = len(set(gold)), len(set(pred)), "distinct rows"
+    else:
+        n_gold, n_pred, unit = len(gold), len(pred), "rows"
+    if n_gold != n_pred:
+        return f"{n_pred} {unit} vs {n_gold} {unit} (prediction vs gold)", "row_count"
+    if gold and pred and len(gold[0]) != len(pred[0]):
+        return (
+            f"{len(pred[0])} columns vs {len(gold[0])} columns (prediction vs gold)",
+            "wrong_result",
+        )
+    if mode == "spider" and order_matters and spider_result_eq(gold, pred, order_matters=False):
+        return "same rows in a different order (gold has ORDER BY)", "wrong_result"
+    return "different values", "wrong_result"
+
+
+def _compare(gold: QueryResult, pred: QueryResult, mode: Mode, gold_text: str) -> tuple[str, str]:
+    """(reason, category) for two successful results; reason "match" on a match."""
+    order_matters = mode == "spider" and gold_orders_rows(gold_text)
+    matched = (
+        spider_result_eq(gold.rows, pred.rows, order_matters)
+        if mode == "spider"
+        else set_result_eq(gold.rows, pred.rows)
+    )
+    return ("match", "match") if matched else _mismatch(gold.rows, pred.rows, mode, order_matters)
+
+
+def _judge(
+    db_path: Path | None,
+    gold_sql: str,
+    raw_output: str,
+    extracted: str,
+    mode: Mode,
+    timeout_s: float,
+    row_cap: int,
+) -> tuple[str, str, int | None, int | None]:
+    """(reason, category, gold_rows, pred_rows) for one pair; see `score_pair`."""
+    if db_path is None or not db_path.is_file():
+        return f"database missing: {db_path}", "skipped", None, None
+    if mode == "spider":
+        gold_text, pred_text = normalise_spider(gold_sql), normalise_spider(extracted)
+    else:
+        gold_text, pred_text = gold_sql, extracted
+    gold = _execute_gold(db_path.resolve(), gold_text, timeout_s, row_cap)
+    if gold.rows is None:
+        return f"gold failed: {gold.error}", "gold_error", None, None
+    if not extracted:
+        reason = "empty prediction" if not raw_output.strip() else "no SQL found in output"
+        return reason, "empty", len(gold.rows), None
+    pred = execute_query(db_path, pred_text, timeout_s, row_cap)
+    if pred.rows is None:
+        category = "timeout" if pred.timed_out else "exec_error"
+        return f"prediction failed: {pred.error}", category, len(gold.rows), None
+    reason, category = _compare(gold, pred, mode, gold_text)
+    return reason, category, len(gold.rows), len(pred.rows)
+
+
+def score_pair(
+    db_path: Path | str | None,
+    gold_sql: str,
+    raw_output: str,
+    mode: Mode = "spider",
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    row_cap: int = DEFAULT_ROW_CAP,
+) -> ScoreResult:
+    """Score one model output against its gold query on one database.
+
+    The SQL is taken from `raw_output` with `extract_sql`, gold and prediction
+    run in the sandbox (`execute_query`; gold results are cached per database
+    and query), and the results are compared in `mode` (see the module doc).
+    A missing database is "skipped"; a failing gold query, an empty or failing
+    prediction and a different result are "failure" with score 0.0; a match is
+    "success" with score 1.0. Never raises for bad SQL on either side.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    start = time.monotonic()
+    extracted = extract_sql(raw_output)
+    path = None if db_path is None else Path(db_path)
+    reason, category, gold_rows, pred_rows = _judge(
+        path, gold_sql, raw_output, extracted, mode, timeout_s, row_cap
+    )
+    status: Status = {"match": "success", "skipped": "skipped"}.get(category, "failure")
+    return ScoreResult(
+        extracted_sql=extracted,
+        score=1.0 if status == "success" else 0.0,
+        status=status,
+        reason=reason,
+        category=category,
+        gold_rows=gold_rows,
+        pred_rows=pred_rows,
+        seconds=time.monotonic() - start,
+    )
+
+
+def _score_item(item: dict, mode: Mode, timeout_s: float, row_cap: int) -> ScoreResult:
+    return score_pair(
+        item["db_path"], item["gold_sql"], item["raw_output"], mode, timeout_s, row_cap
+    )
+
+
+def score_items(
+    items: Sequence[dict],
+    n_workers: int = 1,
+    mode: Mode = "spider",
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    row_cap: int = DEFAULT_ROW_CAP,
+) -> list[ScoreResult]:
+    """`score_pair` over items {"db_path", "gold_sql", "raw_output"}, in input order.
+
+    With n_workers > 1 the items are spread over a forked process pool; each
+    worker keeps its own gold cache. Every query is bounded by the sandbox, so
+    a worker cannot hang on one item.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    score = functools.partial(_score_item, mode=mode, timeout_s=timeout_s, row_cap=row_cap)
+    if n_workers <= 1 or len(items) < 2:
+        return [score(item) for item in items]
+    chunksize = max(1, len(items) // (n_workers * 8))
+    with get_context("fork").Pool(n_workers) as pool:
+        return pool.map(score, items, chunksize=chunksize)

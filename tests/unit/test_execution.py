@@ -1,0 +1,393 @@
+"""Sandboxed execution and the spider / set comparison rules, on tiny and real databases."""
+
+import hashlib
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from lora_tradeoff import execution
+from lora_tradeoff.execution import (
+    execute_query,
+    gold_orders_rows,
+    normalise_spider,
+    score_items,
+    score_pair,
+    spider_result_eq,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """t: a duplicate row; u: four columns (exec_eval prunes permutations above 3);
+    big: 200 rows for cross joins; bad: a TEXT value that is not UTF-8."""
+    path = tmp_path_factory.mktemp("tiny") / "tiny.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            """
+            CREATE TABLE t (a INTEGER, b TEXT);
+            INSERT INTO t VALUES (1, 'x'), (2, 'y'), (2, 'y'), (3, 'z');
+            CREATE TABLE u (c INTEGER, d TEXT, e REAL, f TEXT);
+            INSERT INTO u VALUES (1, 'p', 0.5, 'q'), (2, 'r', 1.5, 's');
+            CREATE TABLE big (n INTEGER);
+            WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 200)
+            INSERT INTO big SELECT n FROM s;
+            CREATE TABLE bad (s TEXT);
+            INSERT INTO bad VALUES (CAST(x'4aff6f' AS TEXT));
+            """
+        )
+    conn.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def concert_db(spider_dir: Path) -> Path:
+    return spider_dir / "database" / "concert_singer" / "concert_singer.sqlite"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# (gold, prediction, spider score, set score, substring of the spider-mode reason)
+TINY_CASES = {
+    "bag: duplicates count": (
+        "SELECT a FROM t",
+        "SELECT a FROM t GROUP BY a",
+        0,
+        1,
+        "3 rows vs 4 rows",
+    ),
+    "DISTINCT removed from gold too": (
+        "SELECT DISTINCT a FROM t",
+        "SELECT a FROM t GROUP BY a",
+        0,
+        1,
+        "3 rows vs 4 rows",
+    ),
+    "COUNT(DISTINCT) becomes COUNT": (
+        "SELECT count(DISTINCT a) FROM t",
+        "SELECT count(a) FROM t",
+        1,
+        0,
+        "match",
+    ),
+    "order counts with gold ORDER BY": (
+        "SELECT a FROM t ORDER BY a",
+        "SELECT a FROM t ORDER BY a DESC",
+        0,
+        1,
+        "different order",
+    ),
+    "order ignored without gold ORDER BY": (
+        "SELECT a FROM t",
+        "SELECT a FROM t ORDER BY a DESC",
+        1,
+        1,
+        "match",
+    ),
+    "column permutation": ("SELECT a, b FROM t", "SELECT b, a FROM t", 1, 0, "match"),
+    "column permutation, 4 columns": (
+        "SELECT c, d, e, f FROM u",
+        "SELECT f, e, d, c FROM u",
+        1,
+        0,
+        "match",
+    ),
+    "column count": ("SELECT a FROM t", "SELECT a, b FROM t", 0, 0, "2 columns vs 1 columns"),
+    "text is not integer": ("SELECT a FROM t WHERE a = 1", "SELECT '1'", 0, 0, "different values"),
+    "1 equals 1.0": ("SELECT a FROM t WHERE a = 1", "SELECT 1.0", 1, 1, "match"),
+    "both empty": ("SELECT a FROM t WHERE a > 9", "SELECT b FROM t WHERE a < 0", 1, 1, "match"),
+    "one empty": (
+        "SELECT a FROM t WHERE a = 1",
+        "SELECT a FROM t WHERE a > 9",
+        0,
+        0,
+        "0 rows vs 1 rows",
+    ),
+    "'> =' repaired": (
+        "SELECT a FROM t WHERE a >= 2",
+        "SELECT a FROM t WHERE a > = 2",
+        1,
+        0,
+        "match",
+    ),
+    "YEAR(CURDATE()) is 2020": ("SELECT 2020", "SELECT YEAR(CURDATE())", 1, 0, "match"),
+    "failing prediction": (
+        "SELECT a FROM t",
+        "SELECT x FROM t",
+        0,
+        0,
+        "prediction failed: no such column: x",
+    ),
+}
+
+REAL_CASES = {
+    "bag: duplicates count": (
+        "SELECT country FROM singer",
+        "SELECT country FROM singer GROUP BY country",
+        0,
+        1,
+        "3 rows vs 6 rows",
+    ),
+    "COUNT(DISTINCT) becomes COUNT": (
+        "SELECT count(DISTINCT country) FROM singer",
+        "SELECT count(country) FROM singer",
+        1,
+        0,
+        "match",
+    ),
+    "order counts with gold ORDER BY": (
+        "SELECT name FROM singer ORDER BY age",
+        "SELECT name FROM singer ORDER BY age DESC",
+        0,
+        1,
+        "different order",
+    ),
+    "order ignored without gold ORDER BY": (
+        "SELECT name FROM singer",
+        "SELECT name FROM singer ORDER BY age",
+        1,
+        1,
+        "match",
+    ),
+    "column permutation": (
+        "SELECT name, age FROM singer",
+        "SELECT age, name FROM singer",
+        1,
+        0,
+        "match",
+    ),
+    "column permutation, 4 columns": (
+        "SELECT singer_id, name, country, age FROM singer",
+        "SELECT age, country, name, singer_id FROM singer",
+        1,
+        0,
+        "match",
+    ),
+    "text is not integer": (
+        "SELECT song_release_year FROM singer",
+        "SELECT CAST(song_release_year AS INTEGER) FROM singer",
+        0,
+        0,
+        "different values",
+    ),
+    "both empty": (
+        "SELECT name FROM singer WHERE age > 100",
+        "SELECT name FROM singer WHERE age < 0",
+        1,
+        1,
+        "match",
+    ),
+    "'> =' repaired": (
+        "SELECT name FROM singer WHERE age >= 40",
+        "SELECT name FROM singer WHERE age > = 40",
+        1,
+        0,
+        "match",
+    ),
+    "failing prediction": (
+        "SELECT name FROM singer",
+        "SELECT nme FROM singer",
+        0,
+        0,
+        "no such column: nme",
+    ),
+}
+
+
+def check_case(db: Path, gold: str, pred: str, spider: int, set_: int, reason: str) -> None:
+    result = score_pair(db, gold, pred)
+    assert result.score == float(spider), result.reason
+    assert reason in result.reason
+    assert result.status == ("success" if spider else "failure")
+    assert score_pair(db, gold, pred, mode="set").score == float(set_)
+
+
+@pytest.mark.parametrize("case", TINY_CASES.values(), ids=TINY_CASES.keys())
+def test_rule_on_tiny_db(tiny_db: Path, case: tuple) -> None:
+    check_case(tiny_db, *case)
+
+
+@pytest.mark.parametrize("case", REAL_CASES.values(), ids=REAL_CASES.keys())
+def test_rule_on_real_db(concert_db: Path, case: tuple) -> None:
+    check_case(concert_db, *case)
+
+
+def test_result_eq_needs_one_consistent_column_permutation() -> None:
+    gold = [(1, "x"), (2, "y")]
+    assert spider_result_eq(gold, [("x", 1), ("y", 2)], order_matters=False)
+    # each row matches under some permutation, but not under the same one
+    assert not spider_result_eq(gold, [("x", 1), (2, "y")], order_matters=False)
+
+
+def test_result_eq_keeps_exec_evals_int_float_quick_reject() -> None:
+    # exec_eval sorts each row by str(value)+str(type) before comparing; 1 and 1.0
+    # then sort differently against 1.5, so the official verdict is "different".
+    assert spider_result_eq([(1.0, 1.5)], [(1.0, 1.5)], order_matters=False)
+    assert not spider_result_eq([(1, 1.5)], [(1.0, 1.5)], order_matters=False)
+
+
+def test_normalise_spider_keeps_literals_and_identifiers() -> None:
+    sql = "SELECT DISTINCT \"distinct\", distinct_x FROM t WHERE b = 'distinct' AND a > = 1"
+    assert (
+        normalise_spider(sql)
+        == "SELECT  \"distinct\", distinct_x FROM t WHERE b = 'distinct' AND a >= 1"
+    )
+
+
+def test_order_matters_is_exec_evals_literal_test() -> None:
+    assert gold_orders_rows("SELECT a FROM t ORDER BY a")
+    assert gold_orders_rows("SELECT a FROM (SELECT a FROM t order by a)")
+    assert not gold_orders_rows("SELECT a FROM t ORDER  BY a")
+
+
+def test_missing_database_is_skipped(tmp_path: Path) -> None:
+    for db in (None, tmp_path / "absent.sqlite"):
+        result = score_pair(db, "SELECT 1", "SELECT 1")
+        assert (result.status, result.score, result.category) == ("skipped", 0.0, "skipped")
+        assert result.reason == f"database missing: {db}"
+
+
+@pytest.mark.parametrize("db_fixture", ["tiny_db", "concert_db"])
+def test_failing_gold_is_reported_not_raised(
+    db_fixture: str, request: pytest.FixtureRequest
+) -> None:
+    db = request.getfixturevalue(db_fixture)
+    result = score_pair(db, "SELECT nope FROM nowhere", "SELECT 1")
+    assert (result.status, result.category, result.score) == ("failure", "gold_error", 0.0)
+    assert result.reason == "gold failed: no such table: nowhere"
+
+
+def test_unknown_mode_is_refused(tiny_db: Path) -> None:
+    with pytest.raises(ValueError, match="mode"):
+        score_pair(tiny_db, "SELECT 1", "SELECT 1", mode="exact")
+
+
+def test_several_statements_refused_by_executor(tiny_db: Path) -> None:
+    result = execute_query(tiny_db, "SELECT 1; SELECT 2")
+    assert result.rows is None
+    assert result.error == "2 statements; only one may run"
+
+
+def test_row_cap(tiny_db: Path) -> None:
+    assert execute_query(tiny_db, "SELECT n FROM big", row_cap=200).rows is not None
+    result = execute_query(tiny_db, "SELECT n FROM big", row_cap=199)
+    assert result.rows is None
+    assert result.error == "row cap exceeded (more than 199 rows)"
+
+
+def test_non_utf8_text_is_replaced_not_raised(tiny_db: Path) -> None:
+    assert execute_query(tiny_db, "SELECT s FROM bad").rows == [("J\ufffdo",)]
+
+
+def test_gold_result_is_cached(tiny_db: Path) -> None:
+    execution._execute_gold.cache_clear()
+    for pred in ("SELECT a FROM t", "SELECT b FROM t", "SELECT a FROM t"):
+        score_pair(tiny_db, "SELECT a FROM t", pred)
+    info = execution._execute_gold.cache_info()
+    assert (info.misses, info.hits) == (1, 2)
+
+
+def test_score_items_keeps_input_order_across_workers(tiny_db: Path) -> None:
+    items = [
+        {"db_path": tiny_db, "gold_sql": gold, "raw_output": pred}
+        for gold, pred, *_ in list(TINY_CASES.values()) * 3
+    ]
+    parallel = score_items(items, n_workers=2)
+    serial = [score_pair(item["db_path"], item["gold_sql"], item["raw_output"]) for item in items]
+    assert [(r.score, r.reason) for r in parallel] == [(r.score, r.reason) for r in serial]
+
+
+# --- adversarial predictions: each is a miss with a reason, within the time limit,
+# and leaves the database file byte-for-byte unchanged. {table} is a table with rows.
+ADVERSARIAL = {
+    "drop": ("DROP TABLE {table}", "not authorized"),
+    "delete": ("DELETE FROM {table}", "not authorized: DELETE"),
+    "update": ("UPDATE {table} SET {column} = NULL", "not authorized: UPDATE"),
+    "insert": ("INSERT INTO {table} SELECT * FROM {table}", "not authorized: INSERT"),
+    "create": ("CREATE TABLE evil (x)", "not authorized: INSERT sqlite_master"),
+    "attach": ("ATTACH DATABASE '{scratch}' AS evil", "not authorized: ATTACH"),
+    "pragma writable_schema": (
+        "PRAGMA writable_schema=1",
+        "not authorized: PRAGMA writable_schema",
+    ),
+    "pragma journal_mode": ("PRAGMA journal_mode=DELETE", "not authorized: PRAGMA journal_mode"),
+    "recursive CTE": (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT * FROM c",
+        "row cap exceeded",
+    ),
+    "6-way cross join": (
+        "SELECT count(*) FROM {table} a, {table} b, {table} c, {table} d, {table} e, {table} f",
+        "timed out after 1 s",
+    ),
+    "huge blob": ("SELECT randomblob(1000000000)", "string or blob too big"),
+    "huge result": ("SELECT zeroblob(900000) FROM {table} a, {table} b", "result too large"),
+    "several statements": (
+        "DELETE FROM {table}; SELECT count(*) FROM {table}",
+        "not authorized: DELETE",
+    ),
+    "empty output": ("", "empty prediction"),
+    "prose only": ("I am not able to write this query, sorry.", "no SQL found in output"),
+    "syntax error": ("SELECT FROM WHERE", "syntax error"),
+}
+
+
+def check_adversarial(db: Path, table: str, column: str, gold: str, pred: str, reason: str) -> None:
+    before = sha256(db)
+    scratch = db.parent / "scratch.sqlite"
+    start = time.monotonic()
+    result = score_pair(
+        db, gold, pred.format(table=table, column=column, scratch=scratch), timeout_s=1.0
+    )
+    elapsed = time.monotonic() - start
+    assert (result.score, result.status) == (0.0, "failure")
+    assert reason in result.reason
+    assert elapsed < 3.0  # the 1 s limit really interrupted the query
+    assert sha256(db) == before
+    assert not scratch.exists()
+
+
+@pytest.mark.parametrize("case", ADVERSARIAL.values(), ids=ADVERSARIAL.keys())
+def test_adversarial_on_tiny_db(tmp_path: Path, tiny_db: Path, case: tuple) -> None:
+    db = tmp_path / "tiny.sqlite"
+    shutil.copyfile(tiny_db, db)
+    check_adversarial(db, "big", "n", "SELECT count(*) FROM big", *case)
+
+
+@pytest.mark.parametrize("case", ADVERSARIAL.values(), ids=ADVERSARIAL.keys())
+def test_adversarial_on_real_db(tmp_path: Path, spider_dir: Path, case: tuple) -> None:
+    # A writable copy: were the sandbox to let a write through, the hash would show it.
+    original = spider_dir / "database" / "car_1" / "car_1.sqlite"
+    db = tmp_path / "car_1.sqlite"
+    shutil.copyfile(original, db)
+    check_adversarial(db, "cars_data", "mpg", "SELECT count(*) FROM cars_data", *case)
+    assert sha256(db) == sha256(original)
+
+
+def test_timeout_interrupts_and_is_flagged(spider_dir: Path) -> None:
+    db = spider_dir / "database" / "car_1" / "car_1.sqlite"
+    sql = "SELECT count(*) FROM cars_data a, cars_data b, cars_data c, cars_data d"
+    result = execute_query(db, sql, timeout_s=0.5)
+    assert (result.rows, result.timed_out, result.error) == (None, True, "timed out after 0.5 s")
+    assert result.seconds < 2.0
+
+
+def test_gold_against_itself_on_all_dev(spider_dir: Path, spider_dev: list[dict]) -> None:
+    """Every dev question with a database scores 1.0 against its own gold query (972)."""
+    items = [
+        {
+            "db_path": spider_dir / "database" / x["db_id"] / f"{x['db_id']}.sqlite",
+            "gold_sql": x["query"],
+            "raw_output": x["query"],
+        }
+        for x in spider_dev
+    ]
+    results = score_items(items, n_workers=2)
+    scored = [(i, r) for i, r in enumerate(results) if r.status != "skipped"]
+    assert len(scored) == 972
+    assert [(i, r.reason) for i, r in scored if r.score != 1.0] == []
+    skipped = [i for i, r in enumerate(results) if r.status == "skipped"]
+    assert skipped == list(range(429, 491))  # wta_1 is missing
