@@ -29,9 +29,11 @@ corrupts identifiers that contain "value" and our models predict real values.
 """
 
 import functools
+import os
 import random
 import re
 import sqlite3
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -116,28 +118,38 @@ def _decode_text(value: bytes) -> str:
     return value.decode("utf-8", errors="replace")
 
 
-def _connect(db_path: Path, deadline: list[float], denied: list[str]) -> sqlite3.Connection:
-    """Open `db_path` read-only with the sandbox installed.
+class _Sandbox:
+    """A read-only connection to one database with the sandbox installed.
 
-    The progress handler reads `deadline` (a one-item list holding a monotonic
-    time) on every check, so the caller starts the clock after connecting.
-    Refused actions are appended to `denied` to explain the failure.
+    Reused across queries: the authorizer lets nothing but reads run, so no
+    query can leave state behind (no PRAGMA, temp table, ATTACH or open
+    transaction) for the next. `deadline` is re-armed per query.
     """
-    conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
-    conn.text_factory = _decode_text
-    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
-    conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
 
-    def authorize(action: int, arg1: str | None, *_: object) -> int:
+    def __init__(self, db_path: Path):
+        self.deadline = float("inf")
+        self.denied: list[str] = []
+        self.conn = sqlite3.connect(f"{db_path.as_uri()}?mode=ro", uri=True, isolation_level=None)
+        self.conn.text_factory = _decode_text
+        self.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
+        self.conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+        self.conn.set_authorizer(self._authorize)
+        # A truthy return makes SQLite abort the running statement ("interrupted").
+        self.conn.set_progress_handler(lambda: time.monotonic() > self.deadline, _PROGRESS_STEPS)
+
+    def _authorize(self, action: int, arg1: str | None, *_: object) -> int:
         if action in _ALLOWED_ACTIONS:
             return sqlite3.SQLITE_OK
-        denied.append(" ".join(filter(None, (_ACTION_NAMES.get(action, str(action)), arg1))))
+        self.denied.append(" ".join(filter(None, (_ACTION_NAMES.get(action, str(action)), arg1))))
         return sqlite3.SQLITE_DENY
 
-    conn.set_authorizer(authorize)
-    # A truthy return makes SQLite abort the running statement ("interrupted").
-    conn.set_progress_handler(lambda: time.monotonic() > deadline[0], _PROGRESS_STEPS)
-    return conn
+
+@functools.lru_cache(maxsize=64)
+def _sandbox(db_path: Path, pid: int, thread: int) -> _Sandbox:
+    """One sandbox per database, process and thread: opening a connection and
+    parsing the schema cost more than most Spider queries; SQLite connections
+    must not cross fork() and this one's deadline must not be shared."""
+    return _Sandbox(db_path)
 
 
 def _payload_bytes(row: tuple) -> int:
@@ -159,7 +171,10 @@ def _fetch_bounded(cursor: sqlite3.Cursor, row_cap: int) -> tuple[list[tuple] | 
 
 
 def execute_query(
-    db_path: Path, sql: str, timeout_s: float = DEFAULT_TIMEOUT_S, row_cap: int = DEFAULT_ROW_CAP
+    db_path: Path | str,
+    sql: str,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    row_cap: int = DEFAULT_ROW_CAP,
 ) -> QueryResult:
     """Run one read-only statement on `db_path` within `timeout_s` and `row_cap`.
 
@@ -173,20 +188,23 @@ def execute_query(
     statements = split_statements(sql)
     if len(statements) > 1:
         return QueryResult(None, f"{len(statements)} statements; only one may run", 0.0)
-    deadline = [float("inf")]
-    denied: list[str] = []
+    try:
+        box = _sandbox(Path(db_path).absolute(), os.getpid(), threading.get_ident())
+    except sqlite3.Error as exc:
+        return QueryResult(None, f"cannot open database: {exc}", time.monotonic() - start)
+    box.denied.clear()
     timed_out = False
     try:
-        with closing(_connect(db_path, deadline, denied)) as conn:
-            deadline[0] = time.monotonic() + timeout_s
-            rows, error = _fetch_bounded(conn.execute(sql), row_cap)
+        box.deadline = time.monotonic() + timeout_s
+        with closing(box.conn.execute(sql)) as cursor:
+            rows, error = _fetch_bounded(cursor, row_cap)
     except (sqlite3.Error, ValueError, OverflowError, MemoryError) as exc:
         rows, error = None, str(exc)
-        timed_out = isinstance(exc, sqlite3.OperationalError) and time.monotonic() > deadline[0]
+        timed_out = isinstance(exc, sqlite3.OperationalError) and time.monotonic() > box.deadline
         if timed_out:
             error = f"timed out after {timeout_s:g} s"
-        elif denied:
-            error = f"{error}: {', '.join(dict.fromkeys(denied))} (read-only sandbox)"
+        elif box.denied:
+            error = f"{error}: {', '.join(dict.fromkeys(box.denied))} (read-only sandbox)"
     return QueryResult(rows, error, time.monotonic() - start, timed_out)
 
 
@@ -194,6 +212,13 @@ def execute_query(
 def _execute_gold(db_path: Path, sql: str, timeout_s: float, row_cap: int) -> QueryResult:
     """Gold results repeat across predictions and models; run each gold query once."""
     return execute_query(db_path, sql, timeout_s, row_cap)
+
+
+def clear_caches() -> None:
+    """Forget cached gold results and close this process's cached connections
+    (for a database file that changed on disk, or a cold-cache benchmark)."""
+    _execute_gold.cache_clear()
+    _sandbox.cache_clear()
 
 
 # --- spider normalisation: exec_eval.postprocess, parse.remove_distinct, replace_cur_year
@@ -277,19 +302,8 @@ def _permutations(candidates: list[set[int]]) -> Iterator[tuple[int, ...]]:
     return extend(0)
 
 
-def spider_result_eq(gold: list[tuple], pred: list[tuple], order_matters: bool) -> bool:
-    """exec_eval.result_eq: is there a column permutation of `pred` equal to `gold`?
-
-    Equal means the same bag of rows (duplicates count), and additionally the
-    same row sequence when `order_matters`. Two empty results are equal; one
-    empty and one not, different row counts or different column counts are not.
-    """
-    if not gold and not pred:
-        return True
-    if len(gold) != len(pred) or len(gold[0]) != len(pred[0]):
-        return False
-    if _quick_reject(gold, pred, order_matters):
-        return False
+def _permutation_match(gold: list[tuple], pred: list[tuple], order_matters: bool) -> bool:
+    """The core of exec_eval.result_eq, for results of equal, non-zero shape."""
     gold_set, gold_bag = set(gold), Counter(gold)
     for perm in _permutations(_column_candidates(gold, pred)):
         permuted = [tuple(row[i] for i in perm) for row in pred]
@@ -301,24 +315,43 @@ def spider_result_eq(gold: list[tuple], pred: list[tuple], order_matters: bool) 
     return False
 
 
+def spider_result_eq(gold: list[tuple], pred: list[tuple], order_matters: bool) -> bool:
+    """exec_eval.result_eq: is there a column permutation of `pred` equal to `gold`?
+
+    Equal means the same bag of rows (duplicates count), and additionally the
+    same row sequence when `order_matters`. Two empty results are equal; one
+    empty and one not, different row counts or different column counts are not.
+    """
+    if not gold and not pred:
+        return True
+    if len(gold) != len(pred) or len(gold[0]) != len(pred[0]):
+        return False
+    return not _quick_reject(gold, pred, order_matters) and _permutation_match(gold, pred, order_matters)
+
+
 def set_result_eq(gold: list[tuple], pred: list[tuple]) -> bool:
     """`set` mode: same set of rows, columns in the same order; duplicates and order ignored."""
     return set(gold) == set(pred)
 
 
-def _mismatch(
-    gold: list[tuple], pred: list[tuple], mode: Mode, order_matters: bool
-) -> tuple[str, str]:
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _mismatch(gold: list[tuple], pred: list[tuple], mode: Mode, order_matters: bool) -> tuple[str, str]:
     """(reason, category) for two results that did not match in `mode`."""
     if mode == "set":
-        n_gold, n_pred, unit = len(set(gold)), len(set(pred)), "distinct rows"
+        n_gold, n_pred, noun = len(set(gold)), len(set(pred)), "distinct row"
     else:
-        n_gold, n_pred, unit = len(gold), len(pred), "rows"
+        n_gold, n_pred, noun = len(gold), len(pred), "row"
     if n_gold != n_pred:
-        return f"{n_pred} {unit} vs {n_gold} {unit} (prediction vs gold)", "row_count"
+        return f"{_count(n_pred, noun)} vs {_count(n_gold, noun)} (prediction vs gold)", "row_count"
     if gold and pred and len(gold[0]) != len(pred[0]):
+        counts = f"{_count(len(pred[0]), 'column')} vs {_count(len(gold[0]), 'column')}"
+        return f"{counts} (prediction vs gold)", "wrong_result"
+    if mode == "spider" and _permutation_match(gold, pred, order_matters):
         return (
-            f"{len(pred[0])} columns vs {len(gold[0])} columns (prediction vs gold)",
+            "equal only across int/real types (1 vs 1.0), which exec_eval's pre-check rejects",
             "wrong_result",
         )
     if mode == "spider" and order_matters and spider_result_eq(gold, pred, order_matters=False):
@@ -353,7 +386,7 @@ def _judge(
         gold_text, pred_text = normalise_spider(gold_sql), normalise_spider(extracted)
     else:
         gold_text, pred_text = gold_sql, extracted
-    gold = _execute_gold(db_path.resolve(), gold_text, timeout_s, row_cap)
+    gold = _execute_gold(db_path.absolute(), gold_text, timeout_s, row_cap)
     if gold.rows is None:
         return f"gold failed: {gold.error}", "gold_error", None, None
     if not extracted:
@@ -389,9 +422,7 @@ def score_pair(
     start = time.monotonic()
     extracted = extract_sql(raw_output)
     path = None if db_path is None else Path(db_path)
-    reason, category, gold_rows, pred_rows = _judge(
-        path, gold_sql, raw_output, extracted, mode, timeout_s, row_cap
-    )
+    reason, category, gold_rows, pred_rows = _judge(path, gold_sql, raw_output, extracted, mode, timeout_s, row_cap)
     status: Status = {"match": "success", "skipped": "skipped"}.get(category, "failure")
     return ScoreResult(
         extracted_sql=extracted,
@@ -406,9 +437,7 @@ def score_pair(
 
 
 def _score_item(item: dict, mode: Mode, timeout_s: float, row_cap: int) -> ScoreResult:
-    return score_pair(
-        item["db_path"], item["gold_sql"], item["raw_output"], mode, timeout_s, row_cap
-    )
+    return score_pair(item["db_path"], item["gold_sql"], item["raw_output"], mode, timeout_s, row_cap)
 
 
 def score_items(

@@ -10,6 +10,7 @@ import pytest
 
 from lora_tradeoff import execution
 from lora_tradeoff.execution import (
+    clear_caches,
     execute_query,
     gold_orders_rows,
     normalise_spider,
@@ -96,16 +97,23 @@ TINY_CASES = {
         0,
         "match",
     ),
-    "column count": ("SELECT a FROM t", "SELECT a, b FROM t", 0, 0, "2 columns vs 1 columns"),
+    "column count": ("SELECT a FROM t", "SELECT a, b FROM t", 0, 0, "2 columns vs 1 column"),
     "text is not integer": ("SELECT a FROM t WHERE a = 1", "SELECT '1'", 0, 0, "different values"),
     "1 equals 1.0": ("SELECT a FROM t WHERE a = 1", "SELECT 1.0", 1, 1, "match"),
+    "1 vs 1.0 beside 1001: exec_eval's pre-check": (
+        "SELECT 1, 1001",
+        "SELECT 1.0, 1001",
+        0,
+        1,
+        "equal only across int/real types",
+    ),
     "both empty": ("SELECT a FROM t WHERE a > 9", "SELECT b FROM t WHERE a < 0", 1, 1, "match"),
     "one empty": (
         "SELECT a FROM t WHERE a = 1",
         "SELECT a FROM t WHERE a > 9",
         0,
         0,
-        "0 rows vs 1 rows",
+        "0 rows vs 1 row",
     ),
     "'> =' repaired": (
         "SELECT a FROM t WHERE a >= 2",
@@ -174,6 +182,13 @@ REAL_CASES = {
         0,
         "different values",
     ),
+    "1 vs 1.0 beside 10104: exec_eval's pre-check": (
+        "SELECT stadium_id, capacity FROM stadium WHERE stadium_id = 1",
+        "SELECT stadium_id * 1.0, capacity FROM stadium WHERE stadium_id = 1",
+        0,
+        1,
+        "equal only across int/real types",
+    ),
     "both empty": (
         "SELECT name FROM singer WHERE age > 100",
         "SELECT name FROM singer WHERE age < 0",
@@ -232,10 +247,7 @@ def test_result_eq_keeps_exec_evals_int_float_quick_reject() -> None:
 
 def test_normalise_spider_keeps_literals_and_identifiers() -> None:
     sql = "SELECT DISTINCT \"distinct\", distinct_x FROM t WHERE b = 'distinct' AND a > = 1"
-    assert (
-        normalise_spider(sql)
-        == "SELECT  \"distinct\", distinct_x FROM t WHERE b = 'distinct' AND a >= 1"
-    )
+    assert normalise_spider(sql) == "SELECT  \"distinct\", distinct_x FROM t WHERE b = 'distinct' AND a >= 1"
 
 
 def test_order_matters_is_exec_evals_literal_test() -> None:
@@ -252,9 +264,7 @@ def test_missing_database_is_skipped(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("db_fixture", ["tiny_db", "concert_db"])
-def test_failing_gold_is_reported_not_raised(
-    db_fixture: str, request: pytest.FixtureRequest
-) -> None:
+def test_failing_gold_is_reported_not_raised(db_fixture: str, request: pytest.FixtureRequest) -> None:
     db = request.getfixturevalue(db_fixture)
     result = score_pair(db, "SELECT nope FROM nowhere", "SELECT 1")
     assert (result.status, result.category, result.score) == ("failure", "gold_error", 0.0)
@@ -283,18 +293,27 @@ def test_non_utf8_text_is_replaced_not_raised(tiny_db: Path) -> None:
     assert execute_query(tiny_db, "SELECT s FROM bad").rows == [("J\ufffdo",)]
 
 
-def test_gold_result_is_cached(tiny_db: Path) -> None:
-    execution._execute_gold.cache_clear()
+def test_gold_result_is_cached(tiny_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clear_caches()
+    executed: list[str] = []
+
+    def counting_execute(db_path: Path, sql: str, *args: object) -> execution.QueryResult:
+        executed.append(sql)
+        return execute_query(db_path, sql, *args)
+
+    monkeypatch.setattr(execution, "execute_query", counting_execute)
     for pred in ("SELECT a FROM t", "SELECT b FROM t", "SELECT a FROM t"):
-        score_pair(tiny_db, "SELECT a FROM t", pred)
-    info = execution._execute_gold.cache_info()
-    assert (info.misses, info.hits) == (1, 2)
+        score_pair(tiny_db, "SELECT count(*) FROM t", pred)
+    assert executed.count("SELECT count(*) FROM t") == 1
+    assert len(executed) == 4
+    clear_caches()
+    score_pair(tiny_db, "SELECT count(*) FROM t", "SELECT 4")
+    assert executed.count("SELECT count(*) FROM t") == 2
 
 
 def test_score_items_keeps_input_order_across_workers(tiny_db: Path) -> None:
     items = [
-        {"db_path": tiny_db, "gold_sql": gold, "raw_output": pred}
-        for gold, pred, *_ in list(TINY_CASES.values()) * 3
+        {"db_path": tiny_db, "gold_sql": gold, "raw_output": pred} for gold, pred, *_ in list(TINY_CASES.values()) * 3
     ]
     parallel = score_items(items, n_workers=2)
     serial = [score_pair(item["db_path"], item["gold_sql"], item["raw_output"]) for item in items]
@@ -339,9 +358,7 @@ def check_adversarial(db: Path, table: str, column: str, gold: str, pred: str, r
     before = sha256(db)
     scratch = db.parent / "scratch.sqlite"
     start = time.monotonic()
-    result = score_pair(
-        db, gold, pred.format(table=table, column=column, scratch=scratch), timeout_s=1.0
-    )
+    result = score_pair(db, gold, pred.format(table=table, column=column, scratch=scratch), timeout_s=1.0)
     elapsed = time.monotonic() - start
     assert (result.score, result.status) == (0.0, "failure")
     assert reason in result.reason

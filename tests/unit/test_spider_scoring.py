@@ -91,9 +91,7 @@ def test_table_rows_follow_dev_order(tiny_db: Path) -> None:
 
 
 def test_all_skipped_has_no_ex() -> None:
-    frame = score_predictions(
-        [dev_item(0, "gone", "SELECT 1")], [{"id": "dev-0000", "raw_output": "SELECT 1"}], {}
-    )
+    frame = score_predictions([dev_item(0, "gone", "SELECT 1")], [{"id": "dev-0000", "raw_output": "SELECT 1"}], {})
     summary = summarize_scores(frame)
     assert (summary["ex"], summary["skipped"], summary["n_scored"]) == (None, 1, 0)
 
@@ -114,18 +112,14 @@ def test_predictions_must_match_dev_items(predictions: list[dict], message: str)
 def test_real_dev_summary(spider_dir: Path, spider_dev: list[dict]) -> None:
     """All 1034 dev questions; every 7th prediction is prose, the rest are gold."""
     dev = [
-        dev_item(i, x["db_id"], x["query"], x["sql"]) | {"question": x["question"]}
-        for i, x in enumerate(spider_dev)
+        dev_item(i, x["db_id"], x["query"], x["sql"]) | {"question": x["question"]} for i, x in enumerate(spider_dev)
     ]
     databases = {
-        x["db_id"]: str(p)
-        if (p := spider_dir / "database" / x["db_id"] / f"{x['db_id']}.sqlite").exists()
-        else None
+        x["db_id"]: str(p) if (p := spider_dir / "database" / x["db_id"] / f"{x['db_id']}.sqlite").exists() else None
         for x in spider_dev
     }
     predictions = [
-        {"id": item["id"], "raw_output": "No idea." if i % 7 == 0 else item["query"]}
-        for i, item in enumerate(dev)
+        {"id": item["id"], "raw_output": "No idea." if i % 7 == 0 else item["query"]} for i, item in enumerate(dev)
     ]
     frame = score_predictions(dev, predictions, databases, n_workers=2)
     summary = summarize_scores(frame)

@@ -46,9 +46,7 @@ def test_no_sql_gives_empty_string(raw: str) -> None:
     assert extract_sql(raw) == ""
 
 
-@pytest.mark.parametrize(
-    "sql", ["SELECT 'a''b' -- x\n/* y */ FROM [t] `u` \"v\"", "SELECT 'unterminated", "/* open"]
-)
+@pytest.mark.parametrize("sql", ["SELECT 'a''b' -- x\n/* y */ FROM [t] `u` \"v\"", "SELECT 'unterminated", "/* open"])
 def test_tokens_round_trip(sql: str) -> None:
     assert "".join(sql_tokens(sql)) == sql
 
