@@ -12,11 +12,14 @@ Comparison has two modes:
   both queries are normalised (`normalise_spider`) before they run, results are
   bags of rows (duplicates count), row order counts only when the gold query
   contains "order by", a consistent column permutation is allowed, values are
-  compared as SQLite returns them (Python ``==``: 1 == 1.0, "1" != 1), two empty
-  results match, and a failing prediction is a miss (`spider_result_eq`).
+  compared as SQLite returns them (Python ``==``: 1 == 1.0, "1" != 1; but
+  exec_eval's type-aware pre-check, kept here, can reject 1 vs 1.0 inside a
+  multi-column row), two empty results match, and a failing prediction is a
+  miss (`spider_result_eq`). docs/scoring-agreement.md: 6053/6053 verdicts agree.
 - ``set`` is the seed briefs' ``set(pred) == set(gold)``: queries run as
-  extracted, duplicates and row order are ignored, columns must be in the same
-  order.
+  extracted (no normalisation), duplicates and row order are ignored, columns
+  must be in the same order, two empty results match, a failing prediction is
+  a miss.
 
 Differences from the official evaluator, all deliberate: the database is opened
 read-only, the time limit really interrupts the query, a gold query that fails
