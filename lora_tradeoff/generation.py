@@ -1,0 +1,540 @@
+"""Greedy SQL generation for the base model and every LoRA adapter through one batched path.
+
+`generate_sql` is token-for-token the output of ``model.generate(do_sample=False)``
+run on one prompt at a time, cut at the first stop (see `stop_point`), and much
+faster, for three reasons:
+
+* Shared prefix. Every prompt of a style starts with the same tokens (system turn
+  and, for few_shot, the three worked examples): their keys/values are computed
+  once and copied into each batch; only each question's own suffix is prefilled.
+* Batches of similar length. Prompts are sorted by length, suffixes are
+  right-aligned after the prefix (the padding between prefix and suffix is masked
+  out and position ids skip it, so every sequence sees exactly its own prompt),
+  and keys/values are written in place into a buffer allocated once per batch.
+* Grouped-query attention without copies. With a padding mask, transformers'
+  SDPA attention copies every key/value head once per query head that shares it
+  (3x for SmolLM2) at every layer and decode step; for a large batch over long
+  prompts that copy moves more memory than the attention itself. We fold the
+  query heads of a group into the query axis instead (same scores, one read).
+* A lean decode loop. One forward per step with only the last position's logits,
+  rows that have stopped are dropped from the batch, and the batch ends as soon
+  as every row has stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AttentionInterface, AttentionMaskInterface
+from transformers.cache_utils import Cache, CacheLayerMixin
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import sdpa_mask
+
+# A statement ends at a ';' followed by a newline (optionally after spaces).
+_STATEMENT_END = re.compile(r";[ \t]*\n")
+_FENCE = "```"
+
+
+class PromptTooLongError(ValueError):
+    """A prompt plus the generation budget does not fit the model's context."""
+
+
+class MissingChatTemplateError(ValueError):
+    """The tokenizer cannot turn chat messages into a prompt."""
+
+
+# ---------------------------------------------------------------------------
+# Prompts
+
+
+def encode_prompts(tokenizer: Any, prompt_rows: Sequence[dict]) -> list[list[int]]:
+    """Token ids of each row's ``messages`` exactly as ``apply_chat_template(messages, add_generation_prompt=True)``.
+
+    The template is rendered to text and the texts are tokenized in one batch
+    (that is what ``apply_chat_template(tokenize=True)`` does per prompt, so the
+    ids are the same; the batch call is several times faster on 1000 prompts).
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        raise MissingChatTemplateError(
+            f"The tokenizer of {tokenizer.name_or_path!r} has no chat template, so chat messages cannot be "
+            "turned into a prompt. Use an instruction-tuned model whose checkpoint ships one "
+            "(chat_template.jinja or tokenizer_config.json 'chat_template'), i.e. change config.model."
+        )
+    texts = [
+        tokenizer.apply_chat_template(row["messages"], add_generation_prompt=True, tokenize=False)
+        for row in prompt_rows
+    ]
+    if not texts:
+        return []
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+def check_prompt_lengths(
+    prompt_ids: Sequence[Sequence[int]], row_ids: Sequence[str], context_length: int, max_new_tokens: int
+) -> None:
+    """Fail before any generation when a prompt leaves no room for ``max_new_tokens`` in the context."""
+    limit = context_length - max_new_tokens
+    for row_id, ids in zip(row_ids, prompt_ids, strict=True):
+        if len(ids) > limit:
+            raise PromptTooLongError(
+                f"Prompt {row_id} has {len(ids)} tokens, but the model's context of {context_length} tokens "
+                f"minus generation.max_new_tokens={max_new_tokens} leaves {limit}. Lower prompt.max_seq_len "
+                "(fewer schema tables / shorter examples) or generation.max_new_tokens in the config."
+            )
+
+
+def shared_prefix_length(prompt_ids: Sequence[Sequence[int]]) -> int:
+    """Length of the longest token prefix common to all prompts, leaving every prompt at least one own token.
+
+    The last prompt token must go through the suffix prefill, because its logits
+    choose the first new token.
+    """
+    if not prompt_ids:
+        return 0
+    first = prompt_ids[0]
+    length = min(len(ids) for ids in prompt_ids) - 1
+    for ids in prompt_ids[1:]:
+        # Shrink to the first position where this prompt differs from the first one.
+        length = next((i for i in range(length) if ids[i] != first[i]), length)
+    return max(length, 0)
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length, longest first.
+
+    Similar lengths keep padding small; longest first makes a batch size that is
+    too large for the device's memory fail at once rather than after an hour.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+# ---------------------------------------------------------------------------
+# Stops
+
+
+def stop_point(
+    new_ids: Sequence[int], eos_ids: frozenset[int], decode: Callable[[Sequence[int]], str], complete: bool
+) -> tuple[int, str, str] | None:
+    """Where generation of one sequence stops: ``(tokens kept, text kept, reason)``, or None to go on.
+
+    Reasons, earliest in the text wins:
+
+    * ``statement_end``: a ';' followed by a newline, or the code fence that
+      closes an opened one. The kept text ends with the ';' or the fence; the
+      kept tokens end with the token that completes it.
+    * ``eos``: an end-of-turn token. It counts as a kept token, its text is dropped.
+    * ``max_new_tokens``: ``complete`` says the budget is spent.
+    """
+    eos_at = next((i for i, token in enumerate(new_ids) if token in eos_ids), None)
+    body = new_ids if eos_at is None else new_ids[:eos_at]
+    text = decode(body)
+    end = statement_end(text)
+    if end is not None:
+        kept = next(n for n in range(1, len(body) + 1) if decode(body[:n]).startswith(text[:end]))
+        return kept, text[:end], "statement_end"
+    if eos_at is not None:
+        return eos_at + 1, text, "eos"
+    if complete:
+        return len(new_ids), text, "max_new_tokens"
+    return None
+
+
+def statement_end(text: str) -> int | None:
+    """Character offset just after the first statement terminator in ``text``, or None.
+
+    A terminator is a ';' that a newline follows, or a code fence that closes an
+    earlier one ("```sql\\nSELECT 1\\n```"). A ';' at the very end is not one yet:
+    the next token may still be a newline, or an eos.
+    """
+    ends = []
+    match = _STATEMENT_END.search(text)
+    if match:
+        ends.append(match.start() + 1)
+    opening = text.find(_FENCE)
+    closing = text.find(_FENCE, opening + len(_FENCE)) if opening >= 0 else -1
+    if closing >= 0:
+        ends.append(closing + len(_FENCE))
+    return min(ends, default=None)
+
+
+def _stop_candidates(tokenizer: Any) -> frozenset[int]:
+    """Token ids whose text holds a ';' or a backtick: only a sequence with one of them can reach a statement end."""
+    vocabulary = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    # Byte-level BPE spells ';' and '`' as themselves, so the raw token strings suffice.
+    return frozenset(i for i, token in enumerate(vocabulary) if token and (";" in token or "`" in token))
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    """Ids that end the assistant's turn: the generation config's (where ``generate`` stops) and the tokenizer's."""
+    configured = model.generation_config.eos_token_id
+    ids = set(configured if isinstance(configured, list) else [configured])
+    ids.add(tokenizer.eos_token_id)
+    ids.discard(None)
+    if not ids:
+        raise ValueError(
+            f"{tokenizer.name_or_path!r} defines no eos token; generation could not stop at the end of a turn."
+        )
+    return frozenset(ids)
+
+
+# ---------------------------------------------------------------------------
+# Key/value cache
+
+
+class _BatchKVLayer(CacheLayerMixin):
+    """One layer's keys/values for one batch, in a buffer allocated once.
+
+    Appending writes in place (transformers' DynamicLayer re-concatenates the whole
+    cache at every step) and attention reads only the filled part. The buffer is
+    allocated at the first update, from the shapes the model produces, and starts
+    with the shared prefix's keys/values, copied to every row.
+    """
+
+    def __init__(self, batch_size: int, capacity: int, prefix: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.capacity = capacity
+        self.prefix = prefix
+        self.length = 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.dtype, self.device = key_states.dtype, key_states.device
+        shape = (self.batch_size, key_states.shape[1], self.capacity)
+        self._keys = key_states.new_empty((*shape, key_states.shape[-1]))
+        self._values = value_states.new_empty((*shape, value_states.shape[-1]))
+        if self.prefix is not None:
+            self.length = self.prefix[0].shape[-2]
+            self._keys[:, :, : self.length] = self.prefix[0]
+            self._values[:, :, : self.length] = self.prefix[1]
+            self.prefix = None
+        self.is_initialized = True
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        end = self.length + key_states.shape[-2]
+        self._keys[:, :, self.length : end] = key_states
+        self._values[:, :, self.length : end] = value_states
+        self.length = end
+        self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
+        return self.keys, self.values
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.get_seq_length() + query_length, 0
+
+    def get_seq_length(self) -> int:
+        if self.prefix is not None:
+            return self.prefix[0].shape[-2]
+        return self.length
+
+    def get_max_length(self) -> int:
+        return self.capacity
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep only the rows ``indices`` (copies the filled part into a smaller buffer)."""
+        self._keys = _select_rows(self._keys, indices, self.length)
+        self._values = _select_rows(self._values, indices, self.length)
+        self.batch_size = len(indices)
+        self.keys, self.values = self._keys[:, :, : self.length], self._values[:, :, : self.length]
+
+
+def _select_rows(buffer: torch.Tensor, indices: torch.Tensor, filled: int) -> torch.Tensor:
+    smaller = buffer.new_empty((len(indices), *buffer.shape[1:]))
+    smaller[:, :, :filled] = buffer[indices, :, :filled]
+    return smaller
+
+
+def _batch_cache(
+    n_layers: int, batch_size: int, capacity: int, prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None
+) -> Cache:
+    prefixes = prefix_kv if prefix_kv is not None else [None] * n_layers
+    return Cache(layers=[_BatchKVLayer(batch_size, capacity, prefix) for prefix in prefixes])
+
+
+def _n_layers(model: Any) -> int:
+    return int(model.config.get_text_config(decoder=True).num_hidden_layers)
+
+
+def _encode_prefix(model: Any, prefix_ids: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """Keys/values of the shared prefix at positions 0..len-1, batch of one; None for an empty prefix."""
+    if not prefix_ids:
+        return None
+    cache = _batch_cache(_n_layers(model), 1, len(prefix_ids), None)
+    model(
+        input_ids=torch.tensor([list(prefix_ids)], device=model.device),
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+# ---------------------------------------------------------------------------
+# Attention
+
+_GROUPED_SDPA = "lora_tradeoff_grouped_sdpa"
+
+
+def grouped_sdpa_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """transformers' SDPA attention (inference), reading each shared key/value head once per decode step.
+
+    Query heads ``g*k .. g*k+g-1`` share key/value head ``k``. For one new token
+    per row, stacking a group's query heads along the query axis gives
+    ``kv_heads`` attentions of ``g`` queries each, every query row seeing the same
+    keys, mask row and scale as before, and the mask broadcasts over the group
+    without a copy. Everything else goes to transformers' SDPA attention
+    unchanged: without a mask it already avoids the copy (SDPA's ``enable_gqa``),
+    and in a prefill the copy is small next to the rest of the work.
+    """
+    batch, heads, q_length, head_dim = query.shape
+    kv_heads = key.shape[1]
+    if attention_mask is None or q_length != 1 or heads == kv_heads:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+    folded = query.reshape(batch, kv_heads, heads // kv_heads, head_dim)
+    output = torch.nn.functional.scaled_dot_product_attention(
+        folded, key, value, attn_mask=attention_mask, scale=scaling
+    )
+    return output.reshape(batch, 1, heads, head_dim), None
+
+
+AttentionInterface.register(_GROUPED_SDPA, grouped_sdpa_attention)
+AttentionMaskInterface.register(_GROUPED_SDPA, sdpa_mask)
+
+
+@contextmanager
+def _grouped_attention(model: Any) -> Iterator[None]:
+    """Run ``model`` with `grouped_sdpa_attention` where it uses SDPA, and put its setting back afterwards."""
+    config = model.config
+    before = config._attn_implementation
+    if before == "sdpa":
+        config._attn_implementation = _GROUPED_SDPA
+    try:
+        yield
+    finally:
+        config._attn_implementation = before
+
+
+# ---------------------------------------------------------------------------
+# Decoding
+
+
+class _StopScanner:
+    """Decides, from token ids on the host, when each sequence has stopped (see `stop_point`)."""
+
+    def __init__(self, model: Any, tokenizer: Any, max_new_tokens: int) -> None:
+        self.tokenizer = tokenizer
+        self.eos_ids = _eos_ids(model, tokenizer)
+        self.candidates = _stop_candidates(tokenizer)
+        self.max_new_tokens = max_new_tokens
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def check(self, new_ids: list[int]) -> tuple[list[int], str, str] | None:
+        """``(kept token ids, kept text, reason)`` once ``new_ids`` hold a stop, else None."""
+        complete = len(new_ids) >= self.max_new_tokens
+        # Decoding is the slow part; a sequence without eos or ';'/'`' tokens cannot have stopped.
+        if not complete and not any(token in self.eos_ids or token in self.candidates for token in new_ids):
+            return None
+        stop = stop_point(new_ids, self.eos_ids, self.decode, complete)
+        return None if stop is None else (new_ids[: stop[0]], stop[1], stop[2])
+
+
+def _steps_per_stop_check(device: torch.device) -> int:
+    """Decode steps between two looks for stops.
+
+    Looking needs the new tokens on the host, which makes the host wait for the
+    GPU; on CUDA the GPU may run 8 steps ahead instead. Rows then run past their
+    stop by up to 7 tokens, which are discarded: the output does not depend on
+    this number, only the wasted work does.
+    """
+    return 8 if device.type == "cuda" else 1
+
+
+def _greedy_batch(
+    model: Any,
+    prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None,
+    prefix_length: int,
+    suffixes: Sequence[Sequence[int]],
+    pad_id: int,
+    scanner: _StopScanner,
+) -> list[tuple[list[int], str, str]]:
+    """Greedy continuations of ``prefix + suffix`` for each suffix: ``(kept token ids, kept text, stop reason)``."""
+    device = model.device
+    batch = len(suffixes)
+    width = max(len(suffix) for suffix in suffixes)
+    max_new = scanner.max_new_tokens
+    capacity = prefix_length + width + max_new
+
+    # Layout of every row: [prefix | padding | suffix | new tokens]. Padding is masked
+    # out and position ids continue the prefix, so each row sees exactly its prompt.
+    input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
+    mask = torch.zeros((batch, capacity), dtype=torch.long)
+    mask[:, :prefix_length] = 1
+    lengths = torch.tensor([len(suffix) for suffix in suffixes])
+    for row, suffix in enumerate(suffixes):
+        input_ids[row, width - len(suffix) :] = torch.tensor(suffix)
+        mask[row, prefix_length + width - len(suffix) : prefix_length + width] = 1
+    mask[:, prefix_length + width :] = 1  # new tokens; a column is read only once it is filled
+    offsets = torch.arange(width) - (width - lengths[:, None])
+    position_ids = (prefix_length + offsets).clamp(min=0)
+    input_ids, mask, position_ids = input_ids.to(device), mask.to(device), position_ids.to(device)
+    next_position = position_ids[:, -1] + 1
+
+    cache = _batch_cache(_n_layers(model), batch, capacity, prefix_kv)
+    rows = list(range(batch))  # original row index of each row still in the cache
+    generated: list[list[int]] = [[] for _ in range(batch)]
+    results: list[tuple[list[int], str, str] | None] = [None] * batch
+    steps_per_check = _steps_per_stop_check(device)
+    unchecked: list[torch.Tensor] = []
+    filled = prefix_length + width
+    logits = model(
+        input_ids=input_ids,
+        attention_mask=mask[:, :filled],
+        position_ids=position_ids,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    ).logits
+    for step in range(1, max_new + 1):
+        tokens = logits[:, -1].argmax(dim=-1)
+        unchecked.append(tokens)
+        if step % steps_per_check == 0 or step == max_new:
+            for row, new in zip(rows, torch.stack(unchecked, dim=1).tolist(), strict=True):
+                if results[row] is None:
+                    generated[row].extend(new)
+                    results[row] = scanner.check(generated[row])
+            unchecked = []
+            keep = [i for i, row in enumerate(rows) if results[row] is None]
+            if not keep:
+                break
+            # Dropping stopped rows copies the cache, so wait until it pays: a quarter of the rows.
+            if len(rows) - len(keep) >= max(1, len(rows) // 4):
+                index = torch.tensor(keep, device=device)
+                cache.batch_select_indices(index)
+                tokens, mask, next_position = tokens[index], mask[index], next_position[index]
+                rows = [rows[i] for i in keep]
+        logits = model(
+            input_ids=tokens[:, None],
+            attention_mask=mask[:, : filled + 1],
+            position_ids=next_position[:, None],
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits
+        filled += 1
+        next_position = next_position + 1
+    return results  # type: ignore[return-value]  # every row stopped: the last step is a complete check
+
+
+def generate_sql(
+    model: Any,
+    tokenizer: Any,
+    prompt_rows: list[dict],
+    max_new_tokens: int,
+    batch_size: int,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict]:
+    """Greedy answers to chat prompts, one result row per prompt row, in input order.
+
+    ``prompt_rows`` need "id" and "messages" (chat turns; the model sees
+    ``apply_chat_template(messages, add_generation_prompt=True)``). The model is
+    any causal LM, with or without a (merged or unmerged) adapter, in eval mode.
+
+    Each result row holds:
+
+    * id, prompt_tokens: the prompt's length in tokens;
+    * raw_output: the generated text up to and including the stop (a ';' that
+      ends a statement, a closing code fence) or up to eos, eos itself excluded;
+    * output_token_ids, new_tokens: the generated tokens kept (eos included when
+      that was the stop) and their number;
+    * stop_reason: "statement_end", "eos" or "max_new_tokens";
+    * seconds: this item's share of its batch's wall time plus its share of the
+      shared-prefix encoding, so the column sums to the total time.
+
+    The tokens are those of ``model.generate(do_sample=False)`` on each prompt
+    alone, cut at the stop (float rounding differences aside, which batching can
+    introduce on GPUs in bf16).
+    """
+    if max_new_tokens < 1 or batch_size < 1:
+        raise ValueError(f"max_new_tokens ({max_new_tokens}) and batch_size ({batch_size}) must be at least 1")
+    prompt_ids = encode_prompts(tokenizer, prompt_rows)
+    check_prompt_lengths(
+        prompt_ids,
+        [row["id"] for row in prompt_rows],
+        int(model.config.get_text_config(decoder=True).max_position_embeddings),
+        max_new_tokens,
+    )
+    scanner = _StopScanner(model, tokenizer, max_new_tokens)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(scanner.eos_ids)
+    total = len(prompt_rows)
+    results: list[dict] = [{} for _ in range(total)]
+    started = time.perf_counter()
+    with torch.inference_mode(), _grouped_attention(model):
+        prefix_length = shared_prefix_length(prompt_ids)
+        prefix_kv = _encode_prefix(model, prompt_ids[0][:prefix_length]) if total else None
+        prefix_share = (time.perf_counter() - started) / max(total, 1)
+        done = 0
+        for batch in length_sorted_batches([len(ids) for ids in prompt_ids], batch_size):
+            batch_started = time.perf_counter()
+            outputs = _greedy_batch(
+                model, prefix_kv, prefix_length, [prompt_ids[i][prefix_length:] for i in batch], pad_id, scanner
+            )
+            seconds = (time.perf_counter() - batch_started) / len(batch) + prefix_share
+            for index, (kept_ids, text, reason) in zip(batch, outputs, strict=True):
+                results[index] = {
+                    "id": prompt_rows[index]["id"],
+                    "prompt_tokens": len(prompt_ids[index]),
+                    "raw_output": text,
+                    "output_token_ids": kept_ids,
+                    "new_tokens": len(kept_ids),
+                    "stop_reason": reason,
+                    "seconds": seconds,
+                }
+            done += len(batch)
+            if progress is not None:
+                progress(_progress_line(done, total, time.perf_counter() - started))
+    return results
+
+
+def _progress_line(done: int, total: int, elapsed: float) -> str:
+    rate = done / elapsed if elapsed > 0 else float("inf")
+    eta = (total - done) / rate if rate > 0 else float("inf")
+    return f"generated {done}/{total} items, {rate:.2f} items/s, ETA {eta:.0f} s"
+
+
+# ---------------------------------------------------------------------------
+# Files
+
+
+def write_predictions_jsonl(rows: Iterable[dict], path: Path) -> None:
+    """Write result rows as JSON lines (UTF-8, one row a line), creating parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def read_predictions_jsonl(path: Path) -> list[dict]:
+    """Read rows written by `write_predictions_jsonl`."""
+    with Path(path).open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]

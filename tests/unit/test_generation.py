@@ -1,0 +1,202 @@
+"""Batched SQL generation on the real model and real Spider prompts from the workflow's formatter.
+
+The reference is the plain path: ``model.generate(do_sample=False)`` on one prompt
+at a time. The batched path must give the same tokens, cut at its stop.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from bench.bench_generation import naive_generate, spider_prompt_rows
+from lora_tradeoff import generation
+from lora_tradeoff.generation import (
+    MissingChatTemplateError,
+    PromptTooLongError,
+    encode_prompts,
+    generate_sql,
+    length_sorted_batches,
+    read_predictions_jsonl,
+    shared_prefix_length,
+    statement_end,
+    stop_point,
+    write_predictions_jsonl,
+)
+from lora_tradeoff.modeling import AdapterMismatchError, load_model_and_tokenizer
+
+MAX_NEW = 24
+
+
+@pytest.fixture(scope="module")
+def base(base_model_dir):
+    return load_model_and_tokenizer(base_model_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def rows(spider_dir, base):
+    """Few-shot and zero-shot prompts over databases of different sizes (220 to 914 tokens), so padding matters."""
+    _, tokenizer = base
+    few_shot = spider_prompt_rows(spider_dir, tokenizer, 8, "few_shot")
+    zero_shot = spider_prompt_rows(spider_dir, tokenizer, 8, "zero_shot")
+    return {"few_shot": [few_shot[i] for i in (0, 2)], "zero_shot": [zero_shot[i] for i in (0, 2, 3)]}
+
+
+def assert_same_tokens_as_one_at_a_time(model, tokenizer, prompt_rows, results, max_new_tokens):
+    reference = naive_generate(model, tokenizer, prompt_rows, max_new_tokens)
+    for row, result, expected in zip(prompt_rows, results, reference, strict=True):
+        assert result["id"] == row["id"]
+        assert result["output_token_ids"] == expected[: result["new_tokens"]], row["id"]
+        if result["stop_reason"] != "statement_end":  # generate() stops at eos or the budget, like us
+            assert result["output_token_ids"] == expected, row["id"]
+
+
+def test_prompt_ids_are_exactly_the_formatters_chat_template(base, rows):
+    _, tokenizer = base
+    prompt_rows = rows["few_shot"] + rows["zero_shot"]
+    expected = [
+        tokenizer.apply_chat_template(row["messages"], add_generation_prompt=True)["input_ids"] for row in prompt_rows
+    ]
+    assert encode_prompts(tokenizer, prompt_rows) == expected
+    assert [len(ids) for ids in expected] == [row["n_tokens"] for row in prompt_rows]
+
+
+@pytest.mark.slow
+def test_batched_equals_one_at_a_time_with_padding(base, rows):
+    """Mixed styles: a short shared prefix and suffixes of very different lengths in one batch."""
+    model, tokenizer = base
+    prompt_rows = [rows["zero_shot"][0], rows["few_shot"][0], rows["zero_shot"][1], rows["zero_shot"][2]]
+    lines = []
+    results = generate_sql(model, tokenizer, prompt_rows, MAX_NEW, batch_size=3, progress=lines.append)
+    assert_same_tokens_as_one_at_a_time(model, tokenizer, prompt_rows, results, MAX_NEW)
+    assert [r["prompt_tokens"] for r in results] == [r["n_tokens"] for r in prompt_rows]
+    assert len(lines) == 2 and lines[-1].startswith("generated 4/4 items")
+    assert all(r["seconds"] > 0 and r["new_tokens"] == len(r["output_token_ids"]) for r in results)
+
+
+@pytest.mark.slow
+def test_few_shot_prompts_share_their_examples_prefix(base, rows, monkeypatch):
+    model, tokenizer = base
+    prompt_rows = rows["few_shot"]
+    ids = encode_prompts(tokenizer, prompt_rows)
+    assert shared_prefix_length(ids) > 0.6 * min(len(i) for i in ids)  # system turn + 3 examples
+    results = generate_sql(model, tokenizer, prompt_rows, MAX_NEW, batch_size=8)
+    assert_same_tokens_as_one_at_a_time(model, tokenizer, prompt_rows, results, MAX_NEW)
+    assert {r["stop_reason"] for r in results} <= {"statement_end", "eos", "max_new_tokens"}
+    for result in results:
+        if result["stop_reason"] == "statement_end":
+            assert result["raw_output"].rstrip().endswith((";", "```"))
+    # On CUDA stops are looked for every few steps only; the output must not change.
+    monkeypatch.setattr(generation, "_steps_per_stop_check", lambda device: 5)
+    lagging = generate_sql(model, tokenizer, prompt_rows, MAX_NEW, batch_size=8)
+    assert [dict(r, seconds=0) for r in lagging] == [dict(r, seconds=0) for r in results]
+
+
+def _save_adapter(base_model_dir, path, random_b: bool) -> None:
+    model, _ = load_model_and_tokenizer(base_model_dir, device="cpu")
+    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+    if random_b:  # default init has B = 0: the adapter is a no-op until trained
+        generator = torch.Generator().manual_seed(0)
+        for name, parameter in peft_model.named_parameters():
+            if "lora_B" in name:
+                parameter.data = torch.randn(parameter.shape, generator=generator) * 0.5
+    peft_model.save_pretrained(path)
+
+
+@pytest.mark.slow
+def test_adapter_changes_output_and_zero_adapter_does_not(base_model_dir, base, rows, tmp_path):
+    model, tokenizer = base
+    prompt_rows = rows["zero_shot"][:2]
+    base_ids = [r["output_token_ids"] for r in generate_sql(model, tokenizer, prompt_rows, 12, batch_size=2)]
+    for name, random_b, changes in (("zero", False, False), ("random", True, True)):
+        _save_adapter(base_model_dir, tmp_path / name, random_b)
+        adapted, adapted_tokenizer = load_model_and_tokenizer(base_model_dir, tmp_path / name, device="cpu")
+        ids = [r["output_token_ids"] for r in generate_sql(adapted, adapted_tokenizer, prompt_rows, 12, batch_size=2)]
+        assert (ids != base_ids) == changes, name
+
+
+def test_adapter_from_another_model_names_its_config(base_model_dir, tmp_path):
+    adapter = tmp_path / "deep"
+    _save_adapter(base_model_dir, adapter, random_b=False)
+    config_path = adapter / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["layers_to_transform"] = [0, 31]
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(AdapterMismatchError, match=f"{config_path}.*31.*30 layers"):
+        load_model_and_tokenizer(base_model_dir, adapter, device="cpu")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AdapterMismatchError, match=f"{tmp_path / 'empty'} has no adapter_config.json"):
+        load_model_and_tokenizer(base_model_dir, tmp_path / "empty", device="cpu")
+
+
+def test_over_long_prompt_names_its_id_and_the_config_keys(base, rows):
+    model, tokenizer = base
+    row = rows["few_shot"][0]
+    with pytest.raises(
+        PromptTooLongError,
+        match=rf"{row['id']} has {row['n_tokens']} tokens.*prompt.max_seq_len.*"
+        r"generation.max_new_tokens",
+    ):
+        generate_sql(model, tokenizer, [row], max_new_tokens=8192 - 100, batch_size=1)
+
+
+def test_model_without_chat_template_is_refused(base, rows):
+    model, tokenizer = base
+    plain = copy.deepcopy(tokenizer)
+    plain.chat_template = None
+    with pytest.raises(MissingChatTemplateError, match="no chat template.*config.model"):
+        generate_sql(model, plain, rows["zero_shot"][:1], MAX_NEW, batch_size=1)
+
+
+def _chars(ids):
+    return "".join(chr(i) for i in ids)
+
+
+def _ids(text):
+    return [ord(c) for c in text]
+
+
+@pytest.mark.parametrize(
+    ("text", "end"),
+    [
+        ("SELECT 1;\nSELECT 2;\n", len("SELECT 1;")),
+        ("SELECT 1; \n", len("SELECT 1;")),
+        ("SELECT 1;", None),  # the newline (or eos) may still come
+        ("SELECT 'a;b' FROM t", None),
+        ("```sql\nSELECT 1\n```\nExplanation", len("```sql\nSELECT 1\n```")),
+        ("```sql\nSELECT 1;\n```", len("```sql\nSELECT 1;")),
+        ("```sql\nSELECT 1", None),
+    ],
+)
+def test_statement_end(text, end):
+    assert statement_end(text) == end
+
+
+def test_stop_point_keeps_tokens_up_to_the_stop():
+    eos = frozenset({0})
+    assert stop_point(_ids("SELECT 1;\nSEL"), eos, _chars, complete=False) == (9, "SELECT 1;", "statement_end")
+    assert stop_point([*_ids("SELECT 1;"), 0, 65], eos, _chars, complete=False) == (10, "SELECT 1;", "eos")
+    assert stop_point(_ids("SELECT 1"), eos, _chars, complete=False) is None
+    assert stop_point(_ids("SELECT 1"), eos, _chars, complete=True) == (8, "SELECT 1", "max_new_tokens")
+
+
+def test_shared_prefix_leaves_every_prompt_a_token():
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 5]]) == 2
+    assert shared_prefix_length([[1, 2], [1, 2, 3]]) == 1
+    assert shared_prefix_length([[7, 8, 9]]) == 2
+    assert shared_prefix_length([[1], [2]]) == 0
+
+
+def test_batches_group_similar_lengths_longest_first():
+    assert length_sorted_batches([3, 9, 1, 7, 5], 2) == [[1, 3], [4, 0], [2]]
+
+
+def test_predictions_round_trip(tmp_path):
+    rows = [{"id": "dev-0000", "raw_output": "SELECT 'é';", "new_tokens": 5, "stop_reason": "statement_end"}]
+    path = tmp_path / "out" / "predictions.jsonl"
+    write_predictions_jsonl(rows, path)
+    assert read_predictions_jsonl(path) == rows
