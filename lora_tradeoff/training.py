@@ -1,0 +1,729 @@
+"""LoRA / QLoRA supervised fine-tuning with TRL's ``SFTTrainer`` and a PEFT ``LoraConfig``.
+
+One run = one :class:`RunSpec` (every hyper-parameter, from ``config.training.runs[<name>]``)
+trained by :func:`train_lora` into ``results/runs/<name>/``:
+
+* ``adapter/``          the final LoRA adapter (written atomically, so a killed run never
+                        leaves a directory that looks complete);
+* ``train_log.csv``     step, epoch, loss, learning_rate, grad_norm, tokens_per_s, appended
+                        while training so a crash keeps the log;
+* ``hyperparams.json``  every value actually used, library versions, data and speed figures;
+* ``checkpoints/``      Trainer checkpoints (two kept) from which a killed run resumes.
+
+Loss masking. The training text of an example is ``apply_chat_template(messages)``; the
+inference prompt is ``apply_chat_template(messages[:-1], add_generation_prompt=True)``. The
+prompt must be a token prefix of the training text (checked per example), carries label
+-100, and the loss falls on the assistant's SQL and its closing ``<|im_end|>`` only; the
+newline the chat template writes after ``<|im_end|>`` stays in the text (so it is exactly
+the rendered conversation) with label -100, because inference stops at ``<|im_end|>``.
+We tokenize ourselves (TRL accepts ``input_ids`` + ``labels`` as is) since TRL's own
+prompt-completion masking would also train that trailing newline.
+
+Speed levers (GPU), all off or neutral by default so CPU runs work unchanged:
+
+* ``bf16: auto``: bf16 weights + autocast on a bf16-capable CUDA GPU, float32 elsewhere;
+* ``packing: true``: padding-free batches: the batch's examples are concatenated into one
+  row with restarting ``position_ids``; attention stays within each example (transformers
+  derives the block-diagonal mask from ``position_ids``, or the varlen kernel uses the
+  sequence boundaries). The batch holds the same examples as without it: only padding goes.
+  With ``sdpa`` the mask is dense (quadratic in the summed batch length), so large GPU
+  batches want ``attn_implementation: flex_attention`` (or ``flash_attention_2`` where
+  installed);
+* ``group_by_length: true``: padded batches of similar lengths (little padding, per-row
+  attention), robust with ``sdpa``;
+* large ``per_device_batch_size``: a 135M model is launch-bound on an H100 at small batches;
+* ``torch_compile: true``;
+* the 49k-vocab logits are never materialised: TRL 1.16 computes the loss with a fused,
+  chunked LM head over the labelled positions only (always on).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lora_tradeoff.formatting import read_jsonl
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+TRAINER_STATE = "trainer_state.json"
+CHECKPOINT_PREFIX = "checkpoint-"
+FINGERPRINT = "run_fingerprint.json"
+SAVE_TOTAL_LIMIT = 2
+LOG_COLUMNS = ("step", "epoch", "loss", "learning_rate", "grad_norm", "tokens_per_s")
+QUANTIZATIONS = ("none", "nf4")
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3")
+LR_SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
+
+
+class TrainingConfigError(ValueError):
+    """A run's configuration is invalid or cannot run on this machine; the message names the key."""
+
+
+def config_key(run_name: str, key: str) -> str:
+    """The config path of a run's key, as users write it: ``training.runs[<name>].<key>``."""
+    return f"training.runs[{run_name}].{key}"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Every hyper-parameter of one LoRA run; the defaults are the documented config defaults.
+
+    ``max_steps`` (when set) bounds training and overrides ``num_epochs``. Batch sizes count
+    examples (also with ``packing``). ``max_seq_len`` counts tokens of the whole rendered
+    conversation; longer examples are left out (a truncated SQL answer would teach wrong
+    SQL) and counted in ``hyperparams.json``.
+    """
+
+    name: str
+    r: int = 16
+    alpha: float = 32
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] | str = ("q_proj", "v_proj")
+    layers_to_transform: tuple[int, ...] | None = None
+    learning_rate: float = 2e-4
+    num_epochs: float = 1.0
+    max_steps: int | None = None
+    per_device_batch_size: int = 8
+    grad_accumulation: int = 1
+    max_seq_len: int = 1024
+    seed: int = 42
+    quantization: str = "none"
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    lr_scheduler: str = "cosine"
+    logging_steps: int = 1
+    save_steps: int = 50
+    packing: bool = False
+    group_by_length: bool = False
+    gradient_checkpointing: bool = False
+    bf16: bool | str = "auto"
+    torch_compile: bool = False
+    attn_implementation: str = "sdpa"
+
+    @classmethod
+    def from_config(cls, name: str, config: dict[str, Any]) -> RunSpec:
+        """Build and validate a spec from one ``training.runs[<name>]`` mapping.
+
+        Unknown keys are an error (a typo must not silently fall back to a default).
+        """
+        known = {field.name for field in dataclasses.fields(cls)} - {"name"}
+        unknown = sorted(set(config) - known - {"name"})
+        if unknown:
+            raise TrainingConfigError(
+                f"{config_key(name, unknown[0])}: unknown key; known keys are {', '.join(sorted(known))}"
+            )
+        values = dict(config)
+        values.pop("name", None)
+        if isinstance(values.get("target_modules"), list):
+            values["target_modules"] = tuple(values["target_modules"])
+        if isinstance(values.get("layers_to_transform"), list):
+            values["layers_to_transform"] = tuple(values["layers_to_transform"])
+        spec = cls(name=name, **values)
+        spec.validate()
+        return spec
+
+    def validate(self) -> None:
+        """Raise :class:`TrainingConfigError` naming the first invalid key."""
+
+        def fail(key: str, message: str) -> None:
+            raise TrainingConfigError(f"{config_key(self.name, key)}: {message}")
+
+        positive_ints = (
+            "r",
+            "per_device_batch_size",
+            "grad_accumulation",
+            "max_seq_len",
+            "logging_steps",
+            "save_steps",
+        )
+        for key in positive_ints:
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                fail(key, f"must be a positive integer, got {value!r}")
+        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
+            fail("max_steps", f"must be a positive integer or null, got {self.max_steps!r}")
+        if self.max_steps is None and not self.num_epochs > 0:
+            fail("num_epochs", f"must be > 0 when max_steps is not set, got {self.num_epochs!r}")
+        if not 0 <= self.dropout < 1:
+            fail("dropout", f"must lie in [0, 1), got {self.dropout!r}")
+        if not 0 <= self.warmup_ratio < 1:
+            fail("warmup_ratio", f"must lie in [0, 1), got {self.warmup_ratio!r}")
+        if not self.learning_rate > 0:
+            fail("learning_rate", f"must be > 0, got {self.learning_rate!r}")
+        if isinstance(self.target_modules, str) and self.target_modules != "all-linear":
+            fail("target_modules", f'must be a list of module names or "all-linear", got {self.target_modules!r}')
+        if not self.target_modules:
+            fail("target_modules", "must not be empty")
+        if self.layers_to_transform is not None and (
+            not self.layers_to_transform or any(not isinstance(i, int) or i < 0 for i in self.layers_to_transform)
+        ):
+            fail(
+                "layers_to_transform",
+                f"must be a non-empty list of layer indices or null, got {self.layers_to_transform!r}",
+            )
+        if self.quantization not in QUANTIZATIONS:
+            fail("quantization", f"must be one of {', '.join(QUANTIZATIONS)}, got {self.quantization!r}")
+        if self.bf16 not in (True, False, "auto"):
+            fail("bf16", f'must be true, false or "auto", got {self.bf16!r}')
+        if self.lr_scheduler not in LR_SCHEDULERS:
+            fail("lr_scheduler", f"must be one of {', '.join(LR_SCHEDULERS)}, got {self.lr_scheduler!r}")
+        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
+            fail("attn_implementation", f"must be one of {', '.join(ATTN_IMPLEMENTATIONS)}")
+        if self.packing and self.group_by_length:
+            fail("group_by_length", "is for padded batches; packing already removes all padding: set one of them")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready values (tuples as lists)."""
+        return {
+            key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(self).items()
+        }
+
+
+# ----------------------------------------------------------------------------- machine checks
+
+
+def check_quantization_supported(spec: RunSpec) -> None:
+    """Fail at once (before anything is loaded) when ``nf4`` cannot run here; no silent fallback."""
+    if spec.quantization != "nf4":
+        return
+    import torch
+
+    key = config_key(spec.name, "quantization")
+    if not torch.cuda.is_available():
+        raise TrainingConfigError(
+            f"{key}: nf4 needs a CUDA GPU and bitsandbytes; this machine has no CUDA. "
+            "Use quantization: none or run on a GPU."
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise TrainingConfigError(
+            f"{key}: nf4 needs the bitsandbytes package, which is not installed "
+            "(pip install bitsandbytes). Use quantization: none or install it."
+        )
+
+
+def training_device() -> str:
+    """Where the Trainer will run: the first CUDA GPU when present, else the CPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_bf16(spec: RunSpec, device: str) -> bool:
+    """``auto``: bf16 only on a bf16-capable CUDA GPU (CPU bf16 matmuls are slow and lossy)."""
+    import torch
+
+    if spec.bf16 == "auto":
+        return device == "cuda" and torch.cuda.is_bf16_supported()
+    if spec.bf16 and device != "cuda":
+        raise TrainingConfigError(f"{config_key(spec.name, 'bf16')}: true needs a CUDA GPU; use auto or false")
+    return bool(spec.bf16)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def tokenize_sft_example(tokenizer: Any, messages: Sequence[dict[str, str]]) -> dict[str, list[int]]:
+    """``input_ids`` of the rendered conversation and ``labels`` that train the assistant answer only.
+
+    The last message is the assistant's answer. Labels are -100 on the inference prompt
+    (system, user and the ``<|im_start|>assistant\\n`` header) and on anything the template
+    writes after the closing eos; the answer tokens and that eos keep their ids.
+    """
+    if messages[-1]["role"] != "assistant":
+        raise ValueError(f"the last message must be the assistant's answer, got role {messages[-1]['role']!r}")
+    prompt_ids = _chat_ids(tokenizer, list(messages[:-1]), add_generation_prompt=True)
+    input_ids = _chat_ids(tokenizer, list(messages), add_generation_prompt=False)
+    if input_ids[: len(prompt_ids)] != prompt_ids:
+        raise ValueError(
+            "the tokenized inference prompt is not a prefix of the tokenized training conversation; "
+            "training would see another context than inference. Check the chat template."
+        )
+    eos_id = tokenizer.eos_token_id
+    try:
+        answer_end = input_ids.index(eos_id, len(prompt_ids)) + 1
+    except ValueError as error:
+        raise ValueError(
+            f"the chat template does not close the assistant turn with eos {tokenizer.eos_token!r}"
+        ) from error
+    labels = [-100] * len(prompt_ids) + input_ids[len(prompt_ids) : answer_end] + [-100] * (len(input_ids) - answer_end)
+    return {"input_ids": input_ids, "labels": labels}
+
+
+def _chat_ids(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool) -> list[int]:
+    encoded = tokenizer.apply_chat_template(
+        messages, tokenize=True, add_generation_prompt=add_generation_prompt, return_dict=True
+    )
+    return list(encoded["input_ids"])
+
+
+def build_train_dataset(tokenizer: Any, rows: Sequence[dict[str, Any]], max_seq_len: int) -> tuple[Any, dict[str, int]]:
+    """Tokenize rows into a ``datasets.Dataset`` (``input_ids``, ``labels``) and count what was kept.
+
+    Examples longer than ``max_seq_len`` are left out, not truncated. Returns the dataset and
+    ``{"examples", "examples_too_long", "tokens", "label_tokens"}`` of the kept data (one epoch).
+    """
+    from datasets import Dataset
+
+    kept = [tokenize_sft_example(tokenizer, row["messages"]) for row in rows]
+    too_long = sum(len(example["input_ids"]) > max_seq_len for example in kept)
+    kept = [example for example in kept if len(example["input_ids"]) <= max_seq_len]
+    if not kept:
+        raise ValueError(f"no training example fits max_seq_len={max_seq_len} ({too_long} are longer)")
+    stats = {
+        "examples": len(kept),
+        "examples_too_long": too_long,
+        "tokens": sum(len(example["input_ids"]) for example in kept),
+        "label_tokens": sum(sum(label != -100 for label in example["labels"]) for example in kept),
+    }
+    return Dataset.from_list(kept), stats
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def is_complete_checkpoint(path: Path) -> bool:
+    """A Trainer checkpoint is complete when its adapter weights exist and its state parses.
+
+    The Trainer writes ``trainer_state.json`` last, so a readable state means the weights,
+    optimizer, scheduler and RNG states before it were written too.
+    """
+    if not (path / ADAPTER_WEIGHTS).is_file():
+        return False
+    try:
+        json.loads((path / TRAINER_STATE).read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(path.name.removeprefix(CHECKPOINT_PREFIX))
+
+
+def list_checkpoints(checkpoint_dir: Path) -> list[Path]:
+    """Checkpoint directories, oldest step first."""
+    if not checkpoint_dir.is_dir():
+        return []
+    found = [
+        path
+        for path in checkpoint_dir.glob(f"{CHECKPOINT_PREFIX}*")
+        if path.is_dir() and path.name.removeprefix(CHECKPOINT_PREFIX).isdigit()
+    ]
+    return sorted(found, key=checkpoint_step)
+
+
+def last_complete_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The newest complete checkpoint, skipping any half-written one (a run killed while saving)."""
+    complete = [path for path in list_checkpoints(checkpoint_dir) if is_complete_checkpoint(path)]
+    return complete[-1] if complete else None
+
+
+def run_fingerprint(spec: RunSpec, model_dir: Path, train_jsonl: Path) -> dict[str, Any]:
+    """What a checkpoint must have been trained with to be resumed: spec, base model, data."""
+    digest = hashlib.sha256(Path(train_jsonl).read_bytes()).hexdigest()
+    return {"spec": spec.to_dict(), "model_dir": str(Path(model_dir).resolve()), "train_sha256": digest}
+
+
+def prepare_resume(checkpoint_dir: Path, fingerprint: dict[str, Any], progress: Callable[[str], None]) -> Path | None:
+    """Return the checkpoint to resume from, after clearing what cannot be resumed.
+
+    Checkpoints of another spec, base model or data set are deleted (resuming them would
+    mix two runs); so are incomplete ones, which the Trainer's rotation would otherwise
+    take for the newest.
+    """
+    fingerprint_path = checkpoint_dir / FINGERPRINT
+    if fingerprint_path.exists() and json.loads(fingerprint_path.read_text()) != fingerprint:
+        progress(f"{checkpoint_dir}: checkpoints of another configuration or data set; starting over")
+        shutil.rmtree(checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(fingerprint_path, fingerprint)
+    for path in list_checkpoints(checkpoint_dir):
+        if not is_complete_checkpoint(path):
+            progress(f"removing incomplete checkpoint {path.name} (the run was killed while saving it)")
+            shutil.rmtree(path)
+    return last_complete_checkpoint(checkpoint_dir)
+
+
+# ----------------------------------------------------------------------------- model and trainer
+
+
+def resolve_target_modules(model: Any, target_modules: tuple[str, ...] | str) -> list[str]:
+    """Module names LoRA wraps; ``all-linear`` = every linear layer of the decoder (not the LM head).
+
+    Expanded here rather than by PEFT because PEFT refuses ``layers_to_transform`` with the
+    string form, and the explicit list is what hyperparams.json should record.
+    """
+    if target_modules != "all-linear":
+        return list(target_modules)
+    import torch
+
+    output_embeddings = model.get_output_embeddings()
+    return sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and module is not output_embeddings
+        }
+    )
+
+
+def build_lora_config(spec: RunSpec, target_modules: list[str]) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        task_type="CAUSAL_LM",
+        r=spec.r,
+        lora_alpha=spec.alpha,
+        lora_dropout=spec.dropout,
+        target_modules=target_modules,
+        layers_to_transform=list(spec.layers_to_transform) if spec.layers_to_transform is not None else None,
+        layers_pattern="layers" if spec.layers_to_transform is not None else None,
+        bias="none",
+    )
+
+
+def build_sft_config(spec: RunSpec, checkpoint_dir: Path, bf16: bool) -> Any:
+    """The TRL/Trainer arguments of a run (everything not set here is the library default)."""
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(checkpoint_dir),
+        seed=spec.seed,
+        data_seed=spec.seed,
+        max_steps=spec.max_steps if spec.max_steps is not None else -1,
+        num_train_epochs=spec.num_epochs,
+        per_device_train_batch_size=spec.per_device_batch_size,
+        gradient_accumulation_steps=spec.grad_accumulation,
+        learning_rate=spec.learning_rate,
+        lr_scheduler_type=spec.lr_scheduler,
+        warmup_steps=spec.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        weight_decay=spec.weight_decay,
+        logging_steps=spec.logging_steps,
+        save_strategy="steps",
+        save_steps=spec.save_steps,
+        save_total_limit=SAVE_TOTAL_LIMIT,
+        bf16=bf16,
+        fp16=False,
+        gradient_checkpointing=spec.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if spec.gradient_checkpointing else None,
+        torch_compile=spec.torch_compile,
+        # Sequences are tokenized and length-filtered by build_train_dataset; TRL must not
+        # truncate again (and refuses max_length with padding-free batches).
+        max_length=None,
+        packing=False,
+        padding_free=spec.packing,
+        train_sampling_strategy="group_by_length" if spec.group_by_length else "random",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+
+
+def load_base_model(spec: RunSpec, model_dir: Path, bf16: bool) -> Any:
+    """The base model for training: float32 on CPU, bf16 on GPU, 4-bit NF4 for QLoRA."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"attn_implementation": spec.attn_implementation}
+    if spec.quantization == "nf4":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+        kwargs["device_map"] = {"": torch.cuda.current_device()}
+        kwargs["dtype"] = torch.bfloat16
+    else:
+        kwargs["dtype"] = torch.bfloat16 if bf16 else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    if spec.quantization == "nf4":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=spec.gradient_checkpointing)
+    return model
+
+
+def build_trainer(
+    spec: RunSpec,
+    model_dir: Path,
+    rows: Sequence[dict[str, Any]],
+    checkpoint_dir: Path,
+    callbacks: Sequence[Any] = (),
+) -> tuple[Any, dict[str, Any]]:
+    """An ``SFTTrainer`` ready to train ``spec`` on ``rows``, and facts about it for the record.
+
+    The facts: device, dtype, bf16, resolved target modules, data statistics.
+    """
+    from transformers import AutoTokenizer, PrinterCallback
+    from trl import SFTTrainer
+
+    check_quantization_supported(spec)
+    device = training_device()
+    bf16 = resolve_bf16(spec, device)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    dataset, data_stats = build_train_dataset(tokenizer, rows, spec.max_seq_len)
+    model = load_base_model(spec, model_dir, bf16)
+    target_modules = resolve_target_modules(model, spec.target_modules)
+    trainer = SFTTrainer(
+        model=model,
+        args=build_sft_config(spec, checkpoint_dir, bf16),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=build_lora_config(spec, target_modules),
+        callbacks=list(callbacks),
+    )
+    trainer.remove_callback(PrinterCallback)  # progress goes through TrainLogCallback instead
+    facts = {
+        "device": device,
+        "device_name": _device_name(device),
+        "base_dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "bf16": bf16,
+        "target_modules": target_modules,
+        "data": data_stats,
+    }
+    return trainer, facts
+
+
+def _device_name(device: str) -> str:
+    import platform
+
+    import torch
+
+    return torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine()
+
+
+# ----------------------------------------------------------------------------- logging
+
+
+class TrainLogCallback:
+    """Appends each logged step to ``train_log.csv`` (flushed, so a crash keeps it) and reports progress.
+
+    ``tokens_per_s`` counts real (non-padding) tokens since the previous log line, from
+    TRL's running ``num_tokens`` (attention-mask sum, or flattened length when padding-free).
+    """
+
+    def __init__(self, log_path: Path, run_name: str, progress: Callable[[str], None]) -> None:
+        self.log_path = log_path
+        self.run_name = run_name
+        self.progress = progress
+        self.started_at = 0.0
+        self.start_step = 0
+        self.last_time = 0.0
+        self.last_tokens = 0
+        self.tokens = 0
+
+    # transformers.TrainerCallback hooks (duck-typed: the Trainer calls them by name)
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.started_at = self.last_time = time.perf_counter()
+        self.start_step = state.global_step
+        self.progress(f"[{self.run_name}] training steps {state.global_step + 1}..{state.max_steps}")
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        logs = logs or {}
+        self.tokens = int(logs.get("num_tokens", self.tokens))
+        if "loss" not in logs:
+            return  # the end-of-training summary, not a step
+        now = time.perf_counter()
+        tokens_per_s = (self.tokens - self.last_tokens) / max(now - self.last_time, 1e-9)
+        self.last_time, self.last_tokens = now, self.tokens
+        row = {
+            "step": state.global_step,
+            "epoch": logs.get("epoch", state.epoch),
+            "loss": logs["loss"],
+            "learning_rate": logs.get("learning_rate"),
+            "grad_norm": logs.get("grad_norm"),
+            "tokens_per_s": round(tokens_per_s, 1),
+        }
+        append_log_row(self.log_path, row)
+        done = state.global_step - self.start_step
+        remaining = state.max_steps - state.global_step
+        eta = (now - self.started_at) / done * remaining if done else math.nan
+        self.progress(
+            f"[{self.run_name}] step {state.global_step}/{state.max_steps} loss {logs['loss']:.4f} "
+            f"{tokens_per_s:,.0f} tokens/s ETA {_format_seconds(eta)}"
+        )
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        # Every other TrainerCallback hook is a no-op.
+        if name.startswith("on_"):
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
+
+
+def _format_seconds(seconds: float) -> str:
+    if math.isnan(seconds):
+        return "?"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def append_log_row(log_path: Path, row: dict[str, Any]) -> None:
+    new_file = not log_path.exists()
+    with open(log_path, "a", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS)
+        if new_file:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def truncate_log(log_path: Path, last_step: int) -> None:
+    """Keep the log rows up to ``last_step`` (the resumed checkpoint); later steps are redone."""
+    if not log_path.exists():
+        return
+    with open(log_path, newline="", encoding="utf-8") as handle:
+        rows = [row for row in csv.DictReader(handle) if int(row["step"]) <= last_step]
+    log_path.unlink()
+    for row in rows:
+        append_log_row(log_path, row)
+
+
+def read_train_log(log_path: Path) -> list[dict[str, float]]:
+    """``train_log.csv`` as dicts of floats (empty cells as NaN)."""
+    with open(log_path, newline="", encoding="utf-8") as handle:
+        return [
+            {key: float(value) if value else math.nan for key, value in row.items()} for row in csv.DictReader(handle)
+        ]
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def save_adapter_atomic(model: Any, adapter_dir: Path) -> None:
+    """Write the adapter next to ``adapter_dir`` and rename it into place, replacing an old one."""
+    tmp = adapter_dir.with_name(f".{adapter_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    old = adapter_dir.with_name(f".{adapter_dir.name}.old-{os.getpid()}")
+    if adapter_dir.exists():
+        os.replace(adapter_dir, old)
+    os.replace(tmp, adapter_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def library_versions() -> dict[str, str]:
+    import accelerate
+    import datasets
+    import peft
+    import torch
+    import transformers
+    import trl
+
+    return {module.__name__: module.__version__ for module in (torch, transformers, peft, trl, accelerate, datasets)}
+
+
+def recorded_sft_args(args: Any) -> dict[str, Any]:
+    """The Trainer arguments that shape the result or the speed, as actually resolved."""
+    keys = (
+        "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "optim", "adam_beta1", "adam_beta2",
+        "adam_epsilon", "max_grad_norm", "per_device_train_batch_size", "gradient_accumulation_steps",
+        "num_train_epochs", "max_steps", "seed", "data_seed", "bf16", "fp16", "gradient_checkpointing",
+        "torch_compile", "padding_free", "packing", "train_sampling_strategy", "loss_type", "completion_only_loss",
+        "assistant_only_loss", "logging_steps", "save_steps", "save_total_limit",
+    )  # fmt: skip
+    return {key: getattr(args, key) for key in keys}
+
+
+def train_lora(
+    spec: RunSpec,
+    model_dir: Path,
+    train_jsonl: Path,
+    out_dir: Path,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train ``spec`` on ``train_jsonl`` into ``out_dir``; return what hyperparams.json records.
+
+    Resumes from the newest complete checkpoint in ``out_dir/checkpoints`` when the same
+    spec, base model and data left one (e.g. a run killed mid-way). Errors propagate; the
+    rows of ``train_log.csv`` written so far stay.
+    """
+    progress = progress or (lambda message: None)
+    check_quantization_supported(spec)  # before anything slow is loaded
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_dir = out_dir / "checkpoints"
+    log_path = out_dir / "train_log.csv"
+    fingerprint = run_fingerprint(spec, model_dir, train_jsonl)
+    resume_from = prepare_resume(checkpoint_dir, fingerprint, progress)
+    if resume_from is None:
+        log_path.unlink(missing_ok=True)
+    else:
+        truncate_log(log_path, checkpoint_step(resume_from))
+        progress(f"[{spec.name}] resuming from {resume_from.name}")
+
+    log_callback = TrainLogCallback(log_path, spec.name, progress)
+    started = time.perf_counter()
+    trainer, facts = build_trainer(spec, model_dir, read_jsonl(train_jsonl), checkpoint_dir, [log_callback])
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    save_adapter_atomic(trainer.model, out_dir / "adapter")
+    wall_s = time.perf_counter() - started
+
+    trainable, total = trainer.model.get_nb_trainable_parameters()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    train_runtime = result.metrics.get("train_runtime", math.nan)
+    record = {
+        "run": spec.name,
+        "spec": spec.to_dict(),
+        "lora_config": _jsonable(trainer.model.peft_config["default"].to_dict()),
+        "sft_args": recorded_sft_args(trainer.args),
+        "effective_batch_size": spec.per_device_batch_size * spec.grad_accumulation,
+        "versions": library_versions(),
+        "seed": spec.seed,
+        **{key: facts[key] for key in ("device", "device_name", "base_dtype", "bf16", "target_modules")},
+        "base_model_dir": str(model_dir),
+        "train_jsonl": str(train_jsonl),
+        "train_sha256": fingerprint["train_sha256"],
+        "train_examples": facts["data"]["examples"],
+        "train_examples_too_long": facts["data"]["examples_too_long"],
+        "train_tokens_per_epoch": facts["data"]["tokens"],
+        "train_label_tokens_per_epoch": facts["data"]["label_tokens"],
+        "tokens_trained_this_process": log_callback.tokens,
+        "global_steps": trainer.state.global_step,
+        "epochs": trainer.state.epoch,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "trainable_share": trainable / total,
+        "resumed": resume_from is not None,
+        "resumed_from_step": checkpoint_step(resume_from) if resume_from else None,
+        "wall_time_s": round(wall_s, 2),
+        "train_runtime_s": round(train_runtime, 2),
+        "final_loss": losses[-1] if losses else None,
+        "mean_train_loss_this_process": result.metrics.get("train_loss"),
+        "tokens_per_s": round(log_callback.tokens / train_runtime, 1) if train_runtime > 0 else None,
+    }
+    write_json_atomic(out_dir / "hyperparams.json", record)
+    progress(f"[{spec.name}] done: {trainer.state.global_step} steps, final loss {record['final_loss']}")
+    return record
+
+
+def _jsonable(value: Any) -> Any:
+    """PEFT configs hold sets and enums; make them plain JSON (sets sorted for stable diffs)."""
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(_jsonable(item) for item in value)
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

@@ -1,0 +1,255 @@
+"""LoRA training on the real model and real Spider train rows, a few steps each.
+
+To stay within minutes on 2 CPU cores the runs adapt only the top three decoder layers
+(so the backward pass stops there) and train on the shortest real examples.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lora_tradeoff.formatting import SchemaLookup, format_items, write_jsonl
+from lora_tradeoff.training import (
+    RunSpec,
+    TrainingConfigError,
+    build_trainer,
+    is_complete_checkpoint,
+    read_train_log,
+    tokenize_sft_example,
+    train_lora,
+)
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+SYSTEM = "Translate the question into one SQLite query. Answer with SQL only."
+USER_TEMPLATE = "Schema:\n{schema}\n\nQuestion: {question}"
+# lr 5e-3 and a fixed batch make the loss fall visibly within a handful of steps.
+TEST_RUN = {
+    "r": 8,
+    "alpha": 16,
+    "dropout": 0.0,
+    "target_modules": "all-linear",
+    "layers_to_transform": [27, 28, 29],
+    "learning_rate": 5e-3,
+    "lr_scheduler": "constant",
+    "warmup_ratio": 0.0,
+    "per_device_batch_size": 2,
+    "max_seq_len": 256,
+    "logging_steps": 1,
+    "seed": 7,
+}
+
+
+@pytest.fixture(scope="module")
+def tokenizer(base_model_dir: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(base_model_dir)
+
+
+@pytest.fixture(scope="module")
+def sft_rows(spider_dir: Path, tokenizer) -> list[dict]:
+    """The four shortest of the first 200 real Spider train questions, as SFT rows."""
+    train = json.loads((spider_dir / "train_spider.json").read_text())[:200]
+    items = [{"id": f"train-{index:04d}", **item} for index, item in enumerate(train)]
+    schemas = SchemaLookup(json.loads((spider_dir / "tables.json").read_text()), {})
+    rows, _ = format_items(
+        items, schemas, SYSTEM, USER_TEMPLATE, lambda messages: 0, max_seq_len=10**6, with_answer=True
+    )
+    rows.sort(key=lambda row: len(tokenize_sft_example(tokenizer, row["messages"])["input_ids"]))
+    return rows[:4]
+
+
+@pytest.fixture(scope="module")
+def train_jsonl(tmp_path_factory, sft_rows: list[dict]) -> Path:
+    """Two rows = one batch of two, the same every step: a tiny repeated set."""
+    path = tmp_path_factory.mktemp("data") / "sft_train.jsonl"
+    write_jsonl(sft_rows[:2], path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, base_model_dir: Path, train_jsonl: Path) -> tuple[Path, dict]:
+    out_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    spec = RunSpec.from_config("tiny", {**TEST_RUN, "max_steps": 6, "save_steps": 100})
+    messages: list[str] = []
+    record = train_lora(spec, base_model_dir, train_jsonl, out_dir, progress=messages.append)
+    assert any("step 6/6" in message and "tokens/s" in message and "ETA" in message for message in messages)
+    return out_dir, record
+
+
+def test_run_spec_reads_config_and_names_bad_keys():
+    spec = RunSpec.from_config("a", {"name": "a", "target_modules": ["q_proj"], "layers_to_transform": [1, 2]})
+    assert spec.target_modules == ("q_proj",) and spec.layers_to_transform == (1, 2)
+    assert spec.to_dict()["target_modules"] == ["q_proj"]
+    with pytest.raises(TrainingConfigError, match=r"training\.runs\[a\]\.lerning_rate: unknown key"):
+        RunSpec.from_config("a", {"lerning_rate": 1e-3})
+    with pytest.raises(TrainingConfigError, match=r"training\.runs\[a\]\.quantization"):
+        RunSpec.from_config("a", {"quantization": "int8"})
+    with pytest.raises(TrainingConfigError, match=r"training\.runs\[a\]\.target_modules"):
+        RunSpec.from_config("a", {"target_modules": "all"})
+
+
+def test_nf4_without_cuda_fails_at_once_naming_the_key(tmp_path: Path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    spec = RunSpec.from_config("qlora", {"quantization": "nf4"})
+    with pytest.raises(TrainingConfigError) as error:
+        # Paths that do not exist: nothing may be read before the check.
+        train_lora(spec, tmp_path / "no-model", tmp_path / "no-data.jsonl", tmp_path / "out")
+    assert "training.runs[qlora].quantization: nf4 needs a CUDA GPU" in str(error.value)
+    assert "no CUDA" in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_collated_batch_trains_only_the_sql_and_its_end_token(tmp_path, base_model_dir, tokenizer, sft_rows):
+    """The labels the trainer sees: -100 on the inference prompt, ids on SQL + <|im_end|>."""
+    import torch
+
+    spec = RunSpec.from_config("mask", {**TEST_RUN, "max_steps": 1})
+    trainer, facts = build_trainer(spec, base_model_dir, sft_rows, tmp_path / "checkpoints")
+    assert facts["target_modules"] == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
+    batch = trainer.data_collator([trainer.train_dataset[index] for index in range(2)])
+    assert "attention_mask" in batch
+    for row, input_ids, labels, mask in zip(
+        sft_rows[:2], batch["input_ids"], batch["labels"], batch["attention_mask"], strict=True
+    ):
+        prompt = tokenizer.apply_chat_template(row["messages"][:-1], add_generation_prompt=True, return_dict=True)
+        prompt_ids = list(prompt["input_ids"])
+        assert input_ids[: len(prompt_ids)].tolist() == prompt_ids  # training context == inference prompt
+        assert (labels[: len(prompt_ids)] == -100).all()
+        trained = labels[labels != -100]
+        assert tokenizer.decode(trained) == row["query"] + "<|im_end|>"
+        assert trained[-1].item() == tokenizer.eos_token_id == 2
+        # the text is exactly the rendered conversation; the newline after <|im_end|> is not trained
+        full = tokenizer.apply_chat_template(row["messages"], tokenize=False)
+        assert tokenizer.decode(input_ids[mask.bool()]) == full
+        assert torch.equal(labels[mask == 0], torch.full_like(labels[mask == 0], -100))
+
+
+def test_padding_free_batch_gives_the_padded_loss(tmp_path, base_model_dir, sft_rows):
+    """Packing (padding-free) keeps each example's attention to itself: same loss as padding."""
+    import torch
+
+    losses = {}
+    for packing in (False, True):
+        spec = RunSpec.from_config("pack", {**TEST_RUN, "max_steps": 1, "packing": packing})
+        trainer, _ = build_trainer(spec, base_model_dir, sft_rows, tmp_path / f"checkpoints-{packing}")
+        batch = trainer.data_collator([trainer.train_dataset[index] for index in range(len(sft_rows))])
+        assert ("attention_mask" in batch) != packing
+        if packing:
+            assert batch["input_ids"].shape[0] == 1  # one row, no padding
+            assert (batch["position_ids"] == 0).sum() == len(sft_rows)
+        trainer.model.eval()
+        with torch.no_grad():
+            losses[packing] = trainer.compute_loss(trainer.model, batch).item()
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)
+
+
+def test_loss_falls_and_everything_is_on_record(trained):
+    out_dir, record = trained
+    log = read_train_log(out_dir / "train_log.csv")
+    assert [row["step"] for row in log] == list(range(1, 7))
+    losses = [row["loss"] for row in log]
+    assert losses[-1] < 0.7 * losses[0], losses
+    assert all(row["tokens_per_s"] > 0 and row["grad_norm"] > 0 for row in log)
+
+    assert (out_dir / "adapter" / "adapter_model.safetensors").is_file()
+    assert (out_dir / "adapter" / "adapter_config.json").is_file()
+    assert not list(out_dir.glob(".adapter*"))  # no temp dir left behind
+    saved = json.loads((out_dir / "hyperparams.json").read_text())
+    assert saved == json.loads(json.dumps(record))
+    assert saved["spec"]["r"] == 8 and saved["spec"]["layers_to_transform"] == [27, 28, 29]
+    assert saved["lora_config"]["layers_to_transform"] == [27, 28, 29]
+    assert saved["lora_config"]["layers_pattern"] == "layers"
+    assert saved["sft_args"]["learning_rate"] == 5e-3 and saved["sft_args"]["max_steps"] == 6
+    assert set(saved["versions"]) >= {"torch", "transformers", "peft", "trl"}
+    assert saved["device"] == "cpu" and saved["base_dtype"] == "float32"
+    assert saved["train_examples"] == 2 and saved["global_steps"] == 6 and saved["resumed"] is False
+    assert saved["train_tokens_per_epoch"] > saved["train_label_tokens_per_epoch"] > 0
+    assert 0 < saved["trainable_share"] < 0.01
+    assert saved["final_loss"] == pytest.approx(losses[-1])
+    assert saved["tokens_per_s"] > 0 and saved["wall_time_s"] > 0
+
+
+def test_saved_adapter_loads_for_inference_and_changes_greedy_output(trained, base_model_dir, sft_rows):
+    from lora_tradeoff.modeling import load_model_and_tokenizer
+
+    out_dir, _ = trained
+    outputs = []
+    for adapter_dir in (None, out_dir / "adapter"):
+        model, tokenizer = load_model_and_tokenizer(base_model_dir, adapter_dir, device="cpu")
+        prompt = tokenizer.apply_chat_template(
+            sft_rows[0]["messages"][:-1], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        generated = model.generate(**prompt, max_new_tokens=16, do_sample=False)
+        outputs.append(tokenizer.decode(generated[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True))
+    assert outputs[0] != outputs[1]
+
+
+def test_same_seed_gives_the_same_losses(trained, tmp_path, base_model_dir, train_jsonl):
+    """A second run with the same seed reproduces the first steps exactly (constant lr, so the
+    shorter max_steps does not change them)."""
+    out_dir, _ = trained
+    spec = RunSpec.from_config("tiny", {**TEST_RUN, "max_steps": 2, "save_steps": 100})
+    train_lora(spec, base_model_dir, train_jsonl, tmp_path / "again")
+    first = [row["loss"] for row in read_train_log(out_dir / "train_log.csv")][:2]
+    again = [row["loss"] for row in read_train_log(tmp_path / "again" / "train_log.csv")]
+    assert again == first
+
+
+def test_killed_run_resumes_from_its_last_complete_checkpoint(trained, tmp_path, base_model_dir, train_jsonl):
+    out_dir = tmp_path / "resumable"
+    config = {**TEST_RUN, "max_steps": 4, "save_steps": 2}
+    code = (
+        "import json, sys; from pathlib import Path; from lora_tradeoff.training import RunSpec, train_lora; "
+        "train_lora(RunSpec.from_config('resumable', json.loads(sys.argv[1])), *map(Path, sys.argv[2:]))"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, json.dumps(config), str(base_model_dir), str(train_jsonl), str(out_dir)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    first = out_dir / "checkpoints" / "checkpoint-2"
+    deadline = time.monotonic() + 300
+    while not is_complete_checkpoint(first):
+        assert process.poll() is None, "training exited before its first checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint within 5 minutes"
+        time.sleep(0.5)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    complete = [path for path in (out_dir / "checkpoints").glob("checkpoint-*") if is_complete_checkpoint(path)]
+    killed_at = max(int(path.name.split("-")[1]) for path in complete)
+    assert killed_at < 4, "the run finished before it could be killed"
+    assert not (out_dir / "adapter").exists()
+    # A checkpoint the kill interrupted while saving: weights written, state not yet.
+    partial = out_dir / "checkpoints" / f"checkpoint-{killed_at + 1}"
+    partial.mkdir()
+    shutil.copyfile(first / "adapter_model.safetensors", partial / "adapter_model.safetensors")
+
+    spec = RunSpec.from_config("resumable", config)
+    record = train_lora(spec, base_model_dir, train_jsonl, out_dir)
+
+    assert record["resumed"] is True and record["resumed_from_step"] == killed_at
+    assert record["global_steps"] == 4
+    assert json.loads((out_dir / "hyperparams.json").read_text())["resumed_from_step"] == killed_at
+    assert not partial.exists()
+    state = json.loads((out_dir / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    log = read_train_log(out_dir / "train_log.csv")
+    assert [row["step"] for row in log] == list(range(1, 5))
+    # The resumed run continues the trajectory of the uninterrupted one (same seed, data, constant lr).
+    uninterrupted = [row["loss"] for row in read_train_log(trained[0] / "train_log.csv")][:4]
+    assert [row["loss"] for row in log] == pytest.approx(uninterrupted, rel=1e-5)
