@@ -37,6 +37,10 @@ from transformers.cache_utils import Cache, CacheLayerMixin
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 
+# Suffixes prefilled in one forward differ in length by at most this fraction,
+# so padding costs at most that share of the prefill (see similar_length_groups).
+_PREFILL_PADDING = 0.1
+
 # A statement ends at a ';' followed by a newline (optionally after spaces).
 _STATEMENT_END = re.compile(r";[ \t]*\n")
 _FENCE = "```"
@@ -190,86 +194,90 @@ def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
 
 
 class _BatchKVLayer(CacheLayerMixin):
-    """One layer's keys/values for one batch, in a buffer allocated once.
+    """One layer's keys/values for one batch, in buffers allocated once.
 
     Appending writes in place (transformers' DynamicLayer re-concatenates the whole
-    cache at every step) and attention reads only the filled part. The buffer is
-    allocated at the first update, from the shapes the model produces, and starts
-    with the shared prefix's keys/values, copied to every row.
+    cache at every step) and attention reads only the filled part. The buffers are
+    zero-filled: slots that a row never fills (between the prefix and a short
+    suffix) are masked out, and a masked zero adds exactly nothing, where
+    uninitialised memory could hold a NaN that would poison the sum.
     """
 
-    def __init__(self, batch_size: int, capacity: int, prefix: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int) -> None:
         super().__init__()
-        self.batch_size = batch_size
-        self.capacity = capacity
-        self.prefix = prefix
-        self.length = 0
+        self._keys, self._values = keys, values
+        self.dtype, self.device = keys.dtype, keys.device
+        self.is_initialized = True
+        self.set_length(length)
+
+    def set_length(self, length: int) -> None:
+        self.length = length
+        self.keys, self.values = self._keys[:, :, :length], self._values[:, :, :length]
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        self.dtype, self.device = key_states.dtype, key_states.device
-        shape = (self.batch_size, key_states.shape[1], self.capacity)
-        self._keys = key_states.new_empty((*shape, key_states.shape[-1]))
-        self._values = value_states.new_empty((*shape, value_states.shape[-1]))
-        if self.prefix is not None:
-            self.length = self.prefix[0].shape[-2]
-            self._keys[:, :, : self.length] = self.prefix[0]
-            self._values[:, :, : self.length] = self.prefix[1]
-            self.prefix = None
-        self.is_initialized = True
+        """Never needed: the buffers exist from the start."""
 
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
         end = self.length + key_states.shape[-2]
         self._keys[:, :, self.length : end] = key_states
         self._values[:, :, self.length : end] = value_states
-        self.length = end
-        self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
+        self.set_length(end)
         return self.keys, self.values
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        return self.get_seq_length() + query_length, 0
+        return self.length + query_length, 0
 
     def get_seq_length(self) -> int:
-        if self.prefix is not None:
-            return self.prefix[0].shape[-2]
         return self.length
 
     def get_max_length(self) -> int:
-        return self.capacity
+        return self._keys.shape[-2]
+
+    def rows(self, start: int, stop: int, length: int) -> _BatchKVLayer:
+        """A layer over rows ``start:stop`` sharing this one's buffers, with ``length`` slots taken as filled."""
+        return _BatchKVLayer(self._keys[start:stop], self._values[start:stop], length)
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        """Keep only the rows ``indices`` (copies the filled part into a smaller buffer)."""
+        """Keep only the rows ``indices`` (copies the filled part into smaller buffers)."""
         self._keys = _select_rows(self._keys, indices, self.length)
         self._values = _select_rows(self._values, indices, self.length)
-        self.batch_size = len(indices)
-        self.keys, self.values = self._keys[:, :, : self.length], self._values[:, :, : self.length]
+        self.set_length(self.length)
 
 
 def _select_rows(buffer: torch.Tensor, indices: torch.Tensor, filled: int) -> torch.Tensor:
-    smaller = buffer.new_empty((len(indices), *buffer.shape[1:]))
+    smaller = buffer.new_zeros((len(indices), *buffer.shape[1:]))
     smaller[:, :, :filled] = buffer[indices, :, :filled]
     return smaller
 
 
 def _batch_cache(
-    n_layers: int, batch_size: int, capacity: int, prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None
+    model: Any, batch_size: int, capacity: int, prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None
 ) -> Cache:
-    prefixes = prefix_kv if prefix_kv is not None else [None] * n_layers
-    return Cache(layers=[_BatchKVLayer(batch_size, capacity, prefix) for prefix in prefixes])
-
-
-def _n_layers(model: Any) -> int:
-    return int(model.config.get_text_config(decoder=True).num_hidden_layers)
+    """A cache of ``capacity`` slots for ``batch_size`` rows, each starting with the prefix's keys/values."""
+    config = model.config.get_text_config(decoder=True)
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    shape = (batch_size, kv_heads, capacity, head_dim)
+    layers = []
+    for layer in range(config.num_hidden_layers):
+        keys = torch.zeros(shape, dtype=model.dtype, device=model.device)
+        values = torch.zeros(shape, dtype=model.dtype, device=model.device)
+        length = 0
+        if prefix_kv is not None:
+            length = prefix_kv[layer][0].shape[-2]
+            keys[:, :, :length] = prefix_kv[layer][0]
+            values[:, :, :length] = prefix_kv[layer][1]
+        layers.append(_BatchKVLayer(keys, values, length))
+    return Cache(layers=layers)
 
 
 def _encode_prefix(model: Any, prefix_ids: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
     """Keys/values of the shared prefix at positions 0..len-1, batch of one; None for an empty prefix."""
     if not prefix_ids:
         return None
-    cache = _batch_cache(_n_layers(model), 1, len(prefix_ids), None)
+    cache = _batch_cache(model, 1, len(prefix_ids), None)
     model(
         input_ids=torch.tensor([list(prefix_ids)], device=model.device),
         past_key_values=cache,
@@ -369,6 +377,64 @@ def _steps_per_stop_check(device: torch.device) -> int:
     return 8 if device.type == "cuda" else 1
 
 
+def similar_length_groups(lengths: Sequence[int], tolerance: float = _PREFILL_PADDING) -> list[tuple[int, int]]:
+    """Split lengths sorted longest first into runs ``(start, stop)``, each within ``tolerance`` of its first.
+
+    Each run is prefilled in one forward, padded to its longest suffix, so at
+    most that fraction of a prefill is spent on padding.
+    """
+    runs: list[tuple[int, int]] = []
+    start = 0
+    for index in range(1, len(lengths) + 1):
+        if index == len(lengths) or lengths[index] < (1 - tolerance) * lengths[start]:
+            runs.append((start, index))
+            start = index
+    return runs
+
+
+def _prefill(
+    model: Any, cache: Cache, capacity: int, prefix_length: int, suffixes: Sequence[Sequence[int]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Write the suffixes' keys/values into ``cache``; return the first new tokens and the attention mask.
+
+    Layout of every row: ``[prefix | gap | suffix | new tokens]``, suffixes ending
+    at the same slot, so that all rows decode in lockstep. The gap is masked out
+    and position ids continue the prefix, so each row sees exactly its prompt.
+    Runs of similar length are prefilled separately, each padded only to its own
+    longest suffix.
+    """
+    device = model.device
+    batch, width = len(suffixes), len(suffixes[0])
+    end = prefix_length + width
+    mask = torch.zeros((batch, capacity), dtype=torch.long)
+    mask[:, :prefix_length] = 1
+    mask[:, end:] = 1  # new tokens; a slot is read only once it is filled
+    for row, suffix in enumerate(suffixes):
+        mask[row, end - len(suffix) : end] = 1
+    mask = mask.to(device)
+    first_tokens = []
+    for start, stop in similar_length_groups([len(suffix) for suffix in suffixes]):
+        run_width = len(suffixes[start])
+        input_ids = torch.full((stop - start, run_width), pad_id, dtype=torch.long)
+        lengths = torch.tensor([len(suffix) for suffix in suffixes[start:stop]])
+        for row, suffix in enumerate(suffixes[start:stop]):
+            input_ids[row, run_width - len(suffix) :] = torch.tensor(suffix)
+        position_ids = (prefix_length + torch.arange(run_width) - (run_width - lengths[:, None])).clamp(min=0)
+        run_cache = Cache(layers=[layer.rows(start, stop, end - run_width) for layer in cache.layers])
+        logits = model(
+            input_ids=input_ids.to(device),
+            attention_mask=mask[start:stop, :end],
+            position_ids=position_ids.to(device),
+            past_key_values=run_cache,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits
+        first_tokens.append(logits[:, -1].argmax(dim=-1))
+    for layer in cache.layers:
+        layer.set_length(end)
+    return torch.cat(first_tokens), mask
+
+
 def _greedy_batch(
     model: Any,
     prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None,
@@ -377,45 +443,24 @@ def _greedy_batch(
     pad_id: int,
     scanner: _StopScanner,
 ) -> list[tuple[list[int], str, str]]:
-    """Greedy continuations of ``prefix + suffix`` for each suffix: ``(kept token ids, kept text, stop reason)``."""
+    """Greedy continuations of ``prefix + suffix`` for suffixes sorted longest first.
+
+    Returns ``(kept token ids, kept text, stop reason)`` per suffix.
+    """
     device = model.device
     batch = len(suffixes)
-    width = max(len(suffix) for suffix in suffixes)
     max_new = scanner.max_new_tokens
-    capacity = prefix_length + width + max_new
-
-    # Layout of every row: [prefix | padding | suffix | new tokens]. Padding is masked
-    # out and position ids continue the prefix, so each row sees exactly its prompt.
-    input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((batch, capacity), dtype=torch.long)
-    mask[:, :prefix_length] = 1
-    lengths = torch.tensor([len(suffix) for suffix in suffixes])
-    for row, suffix in enumerate(suffixes):
-        input_ids[row, width - len(suffix) :] = torch.tensor(suffix)
-        mask[row, prefix_length + width - len(suffix) : prefix_length + width] = 1
-    mask[:, prefix_length + width :] = 1  # new tokens; a column is read only once it is filled
-    offsets = torch.arange(width) - (width - lengths[:, None])
-    position_ids = (prefix_length + offsets).clamp(min=0)
-    input_ids, mask, position_ids = input_ids.to(device), mask.to(device), position_ids.to(device)
-    next_position = position_ids[:, -1] + 1
-
-    cache = _batch_cache(_n_layers(model), batch, capacity, prefix_kv)
+    filled = prefix_length + len(suffixes[0])
+    capacity = filled + max_new
+    cache = _batch_cache(model, batch, capacity, prefix_kv)
+    tokens, mask = _prefill(model, cache, capacity, prefix_length, suffixes, pad_id)
+    next_position = torch.tensor([prefix_length + len(suffix) for suffix in suffixes], device=device)
     rows = list(range(batch))  # original row index of each row still in the cache
     generated: list[list[int]] = [[] for _ in range(batch)]
     results: list[tuple[list[int], str, str] | None] = [None] * batch
     steps_per_check = _steps_per_stop_check(device)
     unchecked: list[torch.Tensor] = []
-    filled = prefix_length + width
-    logits = model(
-        input_ids=input_ids,
-        attention_mask=mask[:, :filled],
-        position_ids=position_ids,
-        past_key_values=cache,
-        use_cache=True,
-        logits_to_keep=1,
-    ).logits
     for step in range(1, max_new + 1):
-        tokens = logits[:, -1].argmax(dim=-1)
         unchecked.append(tokens)
         if step % steps_per_check == 0 or step == max_new:
             for row, new in zip(rows, torch.stack(unchecked, dim=1).tolist(), strict=True):
@@ -440,6 +485,7 @@ def _greedy_batch(
             use_cache=True,
             logits_to_keep=1,
         ).logits
+        tokens = logits[:, -1].argmax(dim=-1)
         filled += 1
         next_position = next_position + 1
     return results  # type: ignore[return-value]  # every row stopped: the last step is a complete check

@@ -23,6 +23,7 @@ from lora_tradeoff.generation import (
     length_sorted_batches,
     read_predictions_jsonl,
     shared_prefix_length,
+    similar_length_groups,
     statement_end,
     stop_point,
     write_predictions_jsonl,
@@ -193,6 +194,11 @@ def test_shared_prefix_leaves_every_prompt_a_token():
 
 def test_batches_group_similar_lengths_longest_first():
     assert length_sorted_batches([3, 9, 1, 7, 5], 2) == [[1, 3], [4, 0], [2]]
+
+
+def test_prefill_runs_keep_padding_under_the_tolerance():
+    assert similar_length_groups([100, 95, 91, 89, 50, 48], tolerance=0.1) == [(0, 3), (3, 4), (4, 6)]
+    assert similar_length_groups([7], tolerance=0.1) == [(0, 1)]
 
 
 def test_predictions_round_trip(tmp_path):
