@@ -9,6 +9,10 @@ configfile: "config.yaml"
 include: "rules/common.smk"
 include: "rules/acquire.smk"
 include: "rules/format.smk"
+include: "rules/train.smk"
+include: "rules/generate.smk"
+include: "rules/score.smk"
+include: "rules/mmlu.smk"
 
 
 rule all:

@@ -143,3 +143,30 @@ def acquire_mmlu(test_source: dict[str, Any], dev_source: dict[str, Any], out_di
             for row in rows:
                 handle.write(json.dumps(row) + "\n")
     return {"test": len(test), "dev": len(dev), "subjects": len({row["subject"] for row in test})}
+
+
+SUITE_COLUMNS = ["id", "category", "subject", "question", "A", "B", "C", "D", "answer"]
+
+
+def write_suite_csv(suite: list[dict[str, Any]], path: Path) -> None:
+    """The suite as a CSV a reader can open: one question per row, choices as columns A-D."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(SUITE_COLUMNS)
+        for row in suite:
+            writer.writerow([row["id"], row["category"], row["subject"], row["question"], *row["choices"], row["answer"]])
+
+
+def read_suite_csv(path: Path) -> list[dict[str, Any]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return [
+            {
+                "id": row["id"],
+                "category": row["category"],
+                "subject": row["subject"],
+                "question": row["question"],
+                "choices": [row[letter] for letter in LETTERS],
+                "answer": row["answer"],
+            }
+            for row in csv.DictReader(handle)
+        ]

@@ -27,14 +27,13 @@ RUNS = {run["name"]: run for run in config["training"]["runs"]}
 wildcard_constraints:
     style="few_shot|zero_shot",
     run="|".join(RUNS),
+    model="|".join(["base", "base_zero_shot", *RUNS]),
 
 
 def get_final_outputs():
     return [
-        "results/spider/prompts/few_shot.jsonl",
-        "results/spider/prompts/zero_shot.jsonl",
-        "results/spider/sft_train.jsonl",
-        "results/data/mmlu/test.jsonl",
+        *expand("results/{model}/spider_summary.json", model=evaluated_models()),
+        "results/mmlu/regression.csv",
     ]
 
 
@@ -63,3 +62,46 @@ def get_fewshot_examples_input(wildcards):
 def get_user_template(wildcards):
     """A function, so Snakemake does not read {schema}/{question} as wildcards."""
     return config["prompt"]["user_template"]
+
+
+def evaluated_models():
+    """Rows of the results tables: the baseline, optionally the base model zero-shot, every run."""
+    models = ["base"]
+    if (
+        config["prompt"]["base_zero_shot"]
+        and config["prompt"]["base_style"] != "zero_shot"
+    ):
+        models.append("base_zero_shot")
+    return models + list(RUNS)
+
+
+def mmlu_models():
+    """base_zero_shot has the base weights: its MMLU would repeat the base row."""
+    return ["base", *RUNS]
+
+
+def prompt_style(model):
+    if model == "base":
+        return config["prompt"]["base_style"]
+    if model == "base_zero_shot":
+        return "zero_shot"
+    return config["prompt"]["finetuned_style"]
+
+
+def get_generation_prompts(wildcards):
+    return f"results/spider/prompts/{prompt_style(wildcards.model)}.jsonl"
+
+
+def get_adapter(wildcards):
+    """The run's adapter folder; nothing for the base model rows."""
+    if wildcards.model in RUNS:
+        return [f"results/runs/{wildcards.model}/adapter"]
+    return []
+
+
+def get_run(wildcards):
+    return RUNS[wildcards.run]
+
+
+def get_mmlu_scored(wildcards):
+    return expand("results/{model}/mmlu_scored.csv", model=mmlu_models())

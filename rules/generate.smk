@@ -1,0 +1,25 @@
+# SQL generation: one batched, greedy code path for the base model and every adapter.
+
+
+rule generate_sql:
+    input:
+        prompts=get_generation_prompts,
+        model="results/model/base_model.json",
+        adapter=get_adapter,
+    output:
+        "results/{model}/spider_predictions.jsonl",
+    log:
+        "results/logs/generate_sql/{model}.log",
+    benchmark:
+        "results/benchmarks/generate_sql/{model}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        max_new_tokens=config["generation"]["max_new_tokens"],
+        batch_size=config["generation"]["batch_size"],
+    script:
+        "../workflow_scripts/generate_sql.py"

@@ -1,0 +1,113 @@
+# The report: summary tables, failure examples and figures of every model and run,
+# built into results/report.html by `snakemake --report results/report.html`.
+
+
+rule report:
+    input:
+        spider_scored=expand(
+            "results/{model}/spider_scored.csv", model=evaluated_models()
+        ),
+        spider_summary=expand(
+            "results/{model}/spider_summary.json", model=evaluated_models()
+        ),
+        mmlu_scored=expand("results/{model}/mmlu_scored.csv", model=mmlu_models()),
+        regression="results/mmlu/regression.csv",
+        hyperparams=expand("results/runs/{run}/hyperparams.json", run=RUNS),
+        train_logs=expand("results/runs/{run}/train_log.csv", run=RUNS),
+    output:
+        summary_md=report(
+            "results/report/summary.md",
+            caption="../report/summary.rst",
+            category="1. Summary",
+            labels={"table": "summary (Markdown)"},
+        ),
+        summary_json=report(
+            "results/report/summary.json",
+            caption="../report/summary.rst",
+            category="1. Summary",
+            labels={"table": "summary (JSON)"},
+        ),
+        failures_md=report(
+            "results/report/failure_examples.md",
+            caption="../report/failure_examples.rst",
+            category="4. Failure examples",
+            labels={"table": "failure examples (Markdown)"},
+        ),
+        failures_json=report(
+            "results/report/failure_examples.json",
+            caption="../report/failure_examples.rst",
+            category="4. Failure examples",
+            labels={"table": "failure examples (JSON)"},
+        ),
+        tradeoff_png=report(
+            "results/report/tradeoff.png",
+            caption="../report/tradeoff.rst",
+            category="2. Trade-off",
+            labels={"figure": "Δ Spider EX vs Δ MMLU", "format": "PNG"},
+        ),
+        tradeoff_svg=report(
+            "results/report/tradeoff.svg",
+            caption="../report/tradeoff.rst",
+            category="2. Trade-off",
+            labels={"figure": "Δ Spider EX vs Δ MMLU", "format": "SVG"},
+        ),
+        spider_hardness_png=report(
+            "results/report/spider_hardness.png",
+            caption="../report/spider_hardness.rst",
+            category="3. Details",
+            labels={"figure": "Spider EX by hardness", "format": "PNG"},
+        ),
+        spider_hardness_svg=report(
+            "results/report/spider_hardness.svg",
+            caption="../report/spider_hardness.rst",
+            category="3. Details",
+            labels={"figure": "Spider EX by hardness", "format": "SVG"},
+        ),
+        mmlu_accuracy_png=report(
+            "results/report/mmlu_accuracy.png",
+            caption="../report/mmlu_accuracy.rst",
+            category="3. Details",
+            labels={"figure": "MMLU accuracy by category", "format": "PNG"},
+        ),
+        mmlu_accuracy_svg=report(
+            "results/report/mmlu_accuracy.svg",
+            caption="../report/mmlu_accuracy.rst",
+            category="3. Details",
+            labels={"figure": "MMLU accuracy by category", "format": "SVG"},
+        ),
+        train_loss_png=report(
+            "results/report/train_loss.png",
+            caption="../report/train_loss.rst",
+            category="3. Details",
+            labels={"figure": "training loss", "format": "PNG"},
+        ),
+        train_loss_svg=report(
+            "results/report/train_loss.svg",
+            caption="../report/train_loss.rst",
+            category="3. Details",
+            labels={"figure": "training loss", "format": "SVG"},
+        ),
+    log:
+        "results/logs/report.log",
+    benchmark:
+        "results/benchmarks/report.tsv"
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        models=evaluated_models(),
+        mmlu_models=mmlu_models(),
+        runs=list(RUNS),
+        baseline="base",
+        prompt_styles={model: prompt_style(model) for model in evaluated_models()},
+        results_dir="results",
+        resamples=config["mmlu"]["bootstrap_resamples"],
+        seed=config["mmlu"]["seed"],
+        n_shot=config["mmlu"]["n_shot"],
+        per_category=config["mmlu"]["per_category"],
+        dev_limit=config["spider"]["dev_limit"],
+    script:
+        "../workflow_scripts/report.py"

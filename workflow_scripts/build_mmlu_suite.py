@@ -1,0 +1,18 @@
+"""Rule build_mmlu_suite: the fixed MMLU question list every model is scored on."""
+
+import collections
+
+from lora_tradeoff.formatting import read_jsonl
+from lora_tradeoff.logs import rule_logger
+from lora_tradeoff.mmlu import build_suite
+from lora_tradeoff.mmlu_data import write_suite_csv
+
+log = rule_logger(snakemake.log[0], "build_mmlu_suite")
+suite = build_suite(
+    read_jsonl(snakemake.input.test),
+    per_category=snakemake.params.per_category,
+    categories=snakemake.params.categories,
+    seed=snakemake.params.seed,
+)
+write_suite_csv(suite, snakemake.output[0])
+log.info("suite: %s", dict(collections.Counter(row["category"] for row in suite)))

@@ -1,0 +1,23 @@
+"""Rule generate_sql: greedy SQL for every prompt, base model or adapter alike."""
+
+import torch
+
+from lora_tradeoff.formatting import read_jsonl, write_jsonl
+from lora_tradeoff.generation import generate_sql
+from lora_tradeoff.logs import rule_logger
+from lora_tradeoff.modeling import load_from_manifest
+
+log = rule_logger(snakemake.log[0], f"generate_sql[{snakemake.wildcards.model}]")
+torch.set_num_threads(snakemake.threads)
+adapter = snakemake.input.adapter[0] if snakemake.input.adapter else None
+model, tokenizer = load_from_manifest(snakemake.input.model, adapter)
+log.info("model on %s, adapter %s", model.device, adapter)
+rows = generate_sql(
+    model,
+    tokenizer,
+    read_jsonl(snakemake.input.prompts),
+    max_new_tokens=snakemake.params.max_new_tokens,
+    batch_size=snakemake.params.batch_size,
+    progress=log.info,
+)
+write_jsonl(rows, snakemake.output[0])

@@ -1,0 +1,31 @@
+"""Rule score_mmlu: n-shot MMLU answers of one model (base or adapter) on the suite."""
+
+import pandas as pd
+import torch
+
+from lora_tradeoff.formatting import read_jsonl
+from lora_tradeoff.logs import rule_logger
+from lora_tradeoff.mmlu import format_prompt, group_by_subject, score_mmlu, target_delimiter
+from lora_tradeoff.mmlu_data import read_suite_csv
+from lora_tradeoff.modeling import load_from_manifest
+
+log = rule_logger(snakemake.log[0], f"score_mmlu[{snakemake.wildcards.model}]")
+torch.set_num_threads(snakemake.threads)
+adapter = snakemake.input.adapter[0] if snakemake.input.adapter else None
+model, tokenizer = load_from_manifest(snakemake.input.model, adapter)
+suite = read_suite_csv(snakemake.input.suite)
+dev = group_by_subject(read_jsonl(snakemake.input.dev))
+use_chat = snakemake.params.use_chat_template
+prompts = [format_prompt(item, dev, snakemake.params.n_shot, use_chat, tokenizer) for item in suite]
+rows = score_mmlu(
+    model,
+    tokenizer,
+    suite,
+    prompts,
+    batch_size=snakemake.params.batch_size,
+    mode=snakemake.params.mode,
+    delimiter=target_delimiter(use_chat),
+)
+scored = pd.DataFrame(rows)
+scored.to_csv(snakemake.output[0], index=False)
+log.info("accuracy by category: %s", scored.groupby("category")["correct"].mean().round(3).to_dict())
