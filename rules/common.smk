@@ -23,6 +23,13 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 RUNS = {run["name"]: run for run in config["training"]["runs"]}
 
+# Package modules whose changes must rescore every model (cheap): Snakemake does not
+# track imported code, so they are inputs of score_spider.
+SCORING_CODE = [
+    f"{workflow.basedir}/lora_tradeoff/{name}.py"
+    for name in ("sql_extract", "execution", "hardness", "spider_scoring")
+]
+
 
 wildcard_constraints:
     style="few_shot|zero_shot",
