@@ -219,6 +219,15 @@ def training_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def check_attention_supported(spec: RunSpec, device: str) -> None:
+    """Flex attention has no backward pass on CPU (torch 2.13): say so before loading anything."""
+    if spec.attn_implementation == "flex_attention" and device != "cuda":
+        raise TrainingConfigError(
+            f"{config_key(spec.name, 'attn_implementation')}: flex_attention trains on CUDA only "
+            "(no backward pass on CPU); use sdpa here"
+        )
+
+
 def resolve_bf16(spec: RunSpec, device: str) -> bool:
     """``auto``: bf16 only on a bf16-capable CUDA GPU (CPU bf16 matmuls are slow and lossy)."""
     import torch
@@ -473,6 +482,7 @@ def build_trainer(
 
     check_quantization_supported(spec)
     device = training_device()
+    check_attention_supported(spec, device)
     bf16 = resolve_bf16(spec, device)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     dataset, data_stats = build_train_dataset(tokenizer, rows, spec.max_seq_len)
