@@ -14,6 +14,13 @@ rule report:
         regression="results/mmlu/regression.csv",
         hyperparams=expand("results/runs/{run}/hyperparams.json", run=RUNS),
         train_logs=expand("results/runs/{run}/train_log.csv", run=RUNS),
+        # Package code is not tracked by Snakemake: a change to the report code must
+        # rebuild the report (seconds), so its modules are inputs.
+        code=expand(
+            "{base}/lora_tradeoff/{name}.py",
+            base=workflow.basedir,
+            name=["report", "report_plots", "stats"],
+        ),
     output:
         summary_md=report(
             "results/report/summary.md",
@@ -103,7 +110,6 @@ rule report:
         runs=list(RUNS),
         baseline="base",
         prompt_styles={model: prompt_style(model) for model in evaluated_models()},
-        results_dir="results",
         resamples=config["mmlu"]["bootstrap_resamples"],
         seed=config["mmlu"]["seed"],
         n_shot=config["mmlu"]["n_shot"],

@@ -18,7 +18,6 @@ inputs = load_inputs(
 summary = write_report(
     inputs,
     out_dir=Path(snakemake.output.summary_md).parent,
-    results_dir=params.results_dir,
     baseline=params.baseline,
     prompt_styles=params.prompt_styles,
     n_resamples=params.resamples,

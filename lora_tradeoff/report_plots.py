@@ -1,0 +1,300 @@
+"""The report's figures (matplotlib, no pyplot state): each saved as PNG and SVG.
+
+Colours: the Okabe-Ito palette (colour-blind safe), one fixed colour per model across all
+figures; the baseline is grey.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+
+from lora_tradeoff.report import BASE_ZERO_SHOT, FIGURE_FORMATS, ReportInputs, wilson_interval
+from lora_tradeoff.spider_scoring import HARDNESS_LEVELS
+from lora_tradeoff.stats import OVERALL
+
+GREY = "#999999"
+SKY_BLUE = "#56B4E9"
+# Okabe & Ito (2008), "Color Universal Design": fine-tuned runs take these in order.
+RUN_COLOURS = ("#E69F00", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#F0E442", "#000000")
+RUN_MARKERS = ("o", "s", "D", "^", "v", "P", "X")
+BAR_NOTE = "whiskers: 95% Wilson score interval of each accuracy; number at a bar's foot: its accuracy (%)"
+BAR_NOTE = "whiskers: 95% Wilson score interval of each accuracy; number at a bar's foot: its accuracy (%)"
+STYLE = {
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "svg.hashsalt": "lora-tradeoff",  # stable SVG ids: a rerun writes the same file
+    "svg.fonttype": "path",
+}
+
+
+def model_colours(models: Sequence[str], baseline: str) -> dict[str, str]:
+    colours, runs = {}, 0
+    for model in models:
+        if model == baseline:
+            colours[model] = GREY
+        elif model == BASE_ZERO_SHOT:
+            colours[model] = SKY_BLUE
+        else:
+            colours[model] = RUN_COLOURS[runs % len(RUN_COLOURS)]
+            runs += 1
+    return colours
+
+
+def _save(fig: Figure, out_dir: Path, name: str) -> None:
+    for fmt in FIGURE_FORMATS:
+        metadata = {"Date": None} if fmt == "svg" else {"Software": None}
+        fig.savefig(out_dir / f"{name}.{fmt}", dpi=150, bbox_inches="tight", metadata=metadata)
+
+
+def _label_bars(ax: Any, xs: Sequence[float], values: Sequence[float]) -> None:
+    """The value of each bar, written at its foot (a 0% bar has no top to write on)."""
+    for x, value in zip(xs, values, strict=True):
+        if not np.isnan(value):
+            ax.annotate(
+                f"{value:.0f}",
+                (x, 0),
+                xytext=(0, 3),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                fontsize=6.5,
+                bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.85},
+            )
+
+
+def _grouped_bars(
+    ax: Any,
+    groups: Sequence[str],
+    series: Mapping[str, Sequence[tuple[float, float, float]]],
+    colours: Mapping[str, str],
+) -> None:
+    """Bars per group and series; each value (value, low, high) in percent, whiskers low..high."""
+    width = 0.8 / max(1, len(series))
+    x = np.arange(len(groups))
+    for i, (name, values) in enumerate(series.items()):
+        value, low, high = (np.array(column, dtype=float) for column in zip(*values, strict=True))
+        positions = x - 0.4 + width * (i + 0.5)
+        ax.bar(positions, value, width, color=colours[name], label=name, edgecolor="white", linewidth=0.5)
+        ax.errorbar(
+            positions, value, yerr=[value - low, high - value], fmt="none", ecolor="#333333", elinewidth=0.9, capsize=2
+        )
+        _label_bars(ax, positions, value)
+    ax.set_xticks(x, groups)
+    ax.set_ylim(0, 109)
+    ax.set_yticks(range(0, 101, 20))
+    ax.grid(axis="y", color="#dddddd", linewidth=0.6)
+    ax.set_axisbelow(True)
+
+
+def plot_mmlu_accuracy(summary: Mapping[str, Any], out_dir: Path) -> None:
+    """Grouped bars: MMLU accuracy per category (and overall) per measured model, Wilson 95% whiskers."""
+    models = [m for m in summary["models"] if summary["mmlu"][m]["measured"]]
+    categories = summary["mmlu_categories"]
+    colours = model_colours(summary["models"], summary["baseline"])
+    series = {
+        m: [
+            tuple(summary["mmlu"][m]["categories"][c][k] for k in ("accuracy_pct", "wilson_low_pct", "wilson_high_pct"))
+            for c in categories
+        ]
+        for m in models
+    }
+    n = summary["mmlu_n_per_category"]
+    fig = Figure(figsize=(7.5, 4.2))
+    ax = fig.subplots()
+    _grouped_bars(ax, [f"{c.replace('_', ' ')}\n(n={n[c]})" for c in categories], series, colours)
+    chance = ax.axhline(25, color="black", linestyle=":", linewidth=1)
+    ax.set_ylabel("accuracy (% of questions correct)")
+    ax.set_xlabel("MMLU category (n = questions per model)")
+    ax.set_title(f"MMLU 4-shot accuracy per category\n{BAR_NOTE}")
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(
+        [*handles, chance],
+        [*labels, "chance (25%)"],
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1),
+        frameon=False,
+        title="model",
+    )
+    _save(fig, out_dir, "mmlu_accuracy")
+
+
+def plot_tradeoff(summary: Mapping[str, Any], out_dir: Path) -> None:
+    """Scatter: Δ Spider EX (y) against Δ MMLU overall (x) per run, paired-bootstrap 95% whiskers."""
+    colours = model_colours(summary["models"], summary["baseline"])
+    fig = Figure(figsize=(6.8, 5.2))
+    ax = fig.subplots()
+    ax.axhline(0, color="#777777", linewidth=0.8, linestyle="--", zorder=0)
+    ax.axvline(0, color="#777777", linewidth=0.8, linestyle="--", zorder=0)
+    handles = [
+        ax.scatter(
+            [0],
+            [0],
+            marker="+",
+            s=160,
+            color="black",
+            linewidths=1.8,
+            zorder=3,
+            label=f"{summary['baseline']} (origin: no change)",
+        )
+    ]
+    extent = [1.0]
+    for i, (run, point) in enumerate(summary["tradeoff"].items()):
+        x, y = point["delta_mmlu_overall_points"], point["delta_spider_ex_points"]
+        xerr = [[x - point["mmlu_ci_low_points"]], [point["mmlu_ci_high_points"] - x]]
+        yerr = [[y - point["spider_ci_low_points"]], [point["spider_ci_high_points"] - y]]
+        ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="none", ecolor=colours[run], elinewidth=1, capsize=3, alpha=0.8)
+        handles.append(
+            ax.scatter(
+                [x],
+                [y],
+                marker=RUN_MARKERS[i % len(RUN_MARKERS)],
+                s=60,
+                color=colours[run],
+                edgecolors="black",
+                linewidths=0.5,
+                zorder=4,
+                label=run,
+            )
+        )
+        # Alternate above and below, so runs with similar results do not write over each other.
+        ax.annotate(run, (x, y), xytext=(7, 7 if i % 2 == 0 else -13), textcoords="offset points", fontsize=8)
+        extent += [abs(value) for value in point.values() if value is not None]
+    if BASE_ZERO_SHOT in summary["spider"]:
+        entry = summary["spider"][BASE_ZERO_SHOT]
+        y = entry["delta_ex_points"]
+        ax.errorbar(
+            [0],
+            [y],
+            yerr=[[y - entry["delta_ci_low_points"]], [entry["delta_ci_high_points"] - y]],
+            fmt="none",
+            ecolor=colours[BASE_ZERO_SHOT],
+            elinewidth=1,
+            capsize=3,
+        )
+        handles.append(
+            ax.scatter(
+                [0],
+                [y],
+                marker="o",
+                s=60,
+                facecolors="white",
+                edgecolors=colours[BASE_ZERO_SHOT],
+                linewidths=1.5,
+                zorder=4,
+                label=f"{BASE_ZERO_SHOT} (prompt change only; Δ MMLU = 0)",
+            )
+        )
+        extent += [abs(entry["delta_ci_low_points"]), abs(entry["delta_ci_high_points"])]
+    limit = 1.15 * max(v for v in extent if np.isfinite(v))
+    ax.set_xlim(-limit, limit)
+    ax.set_ylim(-limit, limit)
+    for (hx, hy), text in {
+        ((-1, 1)): "Spider better, MMLU worse\n(the expected trade-off)",
+        ((1, 1)): "better on both",
+        ((-1, -1)): "worse on both",
+        ((1, -1)): "Spider worse, MMLU better",
+    }.items():
+        ax.text(
+            hx * 0.97 * limit,
+            hy * 0.97 * limit,
+            text,
+            ha="left" if hx < 0 else "right",
+            va="top" if hy > 0 else "bottom",
+            fontsize=7.5,
+            color="#666666",
+        )
+    ax.set_xlabel(f"Δ MMLU overall accuracy vs {summary['baseline']} (percentage points)")
+    ax.set_ylabel(f"Δ Spider execution accuracy vs {summary['baseline']} (percentage points)")
+    ax.set_title(
+        "What each LoRA run buys (Spider) and costs (MMLU)\nwhiskers: 95% paired bootstrap interval of each change"
+    )
+    whisker = Line2D([], [], color="#555555", marker="|", markersize=8, linewidth=1, label="95% CI of the change")
+    ax.legend(handles=[*handles, whisker], loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, fontsize=8)
+    _save(fig, out_dir, "tradeoff")
+
+
+def plot_spider_hardness(summary: Mapping[str, Any], inputs: ReportInputs, out_dir: Path) -> None:
+    """Grouped bars: Spider EX per hardness level (and all) per evaluated model, Wilson 95% whiskers."""
+    models = summary["models"]
+    spider = summary["spider"]
+    levels = [
+        lvl for lvl in HARDNESS_LEVELS if any(spider[m]["by_hardness"].get(lvl, {}).get("n_scored") for m in models)
+    ]
+    groups, series = [], {m: [] for m in models}
+    for level in [*levels, OVERALL]:
+        n_scored = (
+            spider[summary["baseline"]]["n_scored"]
+            if level == OVERALL
+            else spider[summary["baseline"]]["by_hardness"][level]["n_scored"]
+        )
+        groups.append(f"{'all' if level == OVERALL else level}\n(n={n_scored})")
+        for m in models:
+            group = spider[m] if level == OVERALL else spider[m]["by_hardness"][level]
+            low, high = wilson_interval(group["success"], group["n_scored"])
+            series[m].append((group["ex_pct"], 100 * low, 100 * high))
+    fig = Figure(figsize=(7.5, 4.2))
+    ax = fig.subplots()
+    _grouped_bars(ax, groups, series, model_colours(models, summary["baseline"]))
+    ax.set_ylabel("execution accuracy (% of scored questions)")
+    ax.set_xlabel("Spider hardness level (n = scored dev questions per model)")
+    ax.set_title(f"Spider execution accuracy by SQL hardness\n{BAR_NOTE}")
+    labels = {
+        m: f"{m} ({summary['prompt_styles'][m].replace('_', '-')})" if summary["prompt_styles"].get(m) else m
+        for m in models
+    }
+    handles, names = ax.get_legend_handles_labels()
+    ax.legend(
+        handles,
+        [labels[n] for n in names],
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1),
+        frameon=False,
+        title="model (Spider prompt)",
+    )
+    _save(fig, out_dir, "spider_hardness")
+
+
+def plot_train_loss(summary: Mapping[str, Any], inputs: ReportInputs, out_dir: Path) -> None:
+    """Lines: training loss against optimizer step, one line per run."""
+    colours = model_colours(summary["models"], summary["baseline"])
+    fig = Figure(figsize=(7.0, 4.2))
+    ax = fig.subplots()
+    for i, run in enumerate(summary["runs"]):
+        log = inputs.train_logs[run].dropna(subset=["step", "loss"]).sort_values("step")
+        hyper = summary["hyperparameters"][run]
+        label = f"{run} (r={hyper['r']}, α={hyper['alpha']:g}, lr={hyper['learning_rate']:g})"
+        ax.plot(
+            log["step"],
+            log["loss"],
+            color=colours[run],
+            linewidth=1.4,
+            label=label,
+            marker=RUN_MARKERS[i % len(RUN_MARKERS)],
+            markersize=3 if len(log) <= 60 else 0,
+        )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (cross-entropy, nats per answer token)")
+    ax.set_title("Training loss of every LoRA run")
+    ax.grid(color="#dddddd", linewidth=0.6)
+    ax.set_axisbelow(True)
+    ax.legend(loc="upper right", frameon=False, title="run")
+    _save(fig, out_dir, "train_loss")
+
+
+def plot_all(summary: Mapping[str, Any], inputs: ReportInputs, out_dir: Path) -> None:
+    with matplotlib.rc_context(STYLE):
+        plot_mmlu_accuracy(summary, out_dir)
+        plot_tradeoff(summary, out_dir)
+        plot_spider_hardness(summary, inputs, out_dir)
+        plot_train_loss(summary, inputs, out_dir)

@@ -1,0 +1,313 @@
+"""The report on a tiny but real results tree.
+
+Spider tables come from the real scorer on 6 real dev questions (concert_singer) plus one
+whose database is missing; MMLU tables and regression.csv from the real regression code;
+hyperparams.json from the real RunSpec. Nothing here reads /work/main/results.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.image import imread
+
+from lora_tradeoff.report import (
+    FAILURE_RULE,
+    FIGURE_FORMATS,
+    FIGURES,
+    TABLE_FILES,
+    failure_examples,
+    headline_mismatches,
+    load_inputs,
+    recompute_headlines,
+    standard_paths,
+    wilson_interval,
+    write_report,
+)
+from lora_tradeoff.spider_scoring import score_predictions, summarize_scores
+from lora_tradeoff.stats import regression_table
+from lora_tradeoff.training import LOG_COLUMNS, RunSpec
+
+MODELS = ["base", "base_zero_shot", "r16_qv", "r64_all"]
+MMLU_MODELS = ["base", "r16_qv", "r64_all"]
+RUNS = ["r16_qv", "r64_all"]
+DEV_INDICES = [0, 8, 10, 22, 24, 26]  # easy, easy, medium, medium (join), extra, hard
+MISSING_DB_INDEX = 100  # a question of another database, which the tree has not got: "skipped"
+
+# Wrong answers of known kinds; the scorer decides the category, the tests check it did as expected.
+WRONG = {
+    0: ("exec_error", "SELECT count(*) FROM singers"),
+    8: ("row_count", "SELECT country FROM singer WHERE age > 20 AND country != 'France'"),
+    10: ("wrong_result", "SELECT country, max(age) FROM singer GROUP BY country"),
+    22: (
+        "wrong_result",
+        "SELECT T2.location, count(*) FROM concert AS T1 JOIN stadium AS T2 "
+        "ON T1.stadium_id = T2.stadium_id GROUP BY T1.stadium_id",
+    ),
+    24: ("exec_error", "SELECT name, capacity FROM stadium JOIN concerts USING (stadium_id)"),
+    26: ("wrong_result", "SELECT YEAR FROM concert GROUP BY YEAR ORDER BY count(*) ASC LIMIT 1"),
+}
+# Which dev indices each model gets right (the rest get WRONG[index]).
+RIGHT = {
+    "base": {0, 8, 10},
+    "base_zero_shot": {0},
+    "r16_qv": {0, 10, 22, 26},
+    "r64_all": {8, 22, 24, 26},
+}
+# r16_qv is wrong on 8 (row_count; base right) and 24 (exec_error):
+#   regression dev-0008, wrong_result: dev-0008 is taken, none left, exec_error dev-0024.
+# r64_all is wrong on 0 (exec_error; base right) and 10 (wrong_result):
+#   regression dev-0000, wrong_result dev-0010, exec_error: dev-0000 is taken, none left.
+EXPECTED_EXAMPLES = {
+    "r16_qv": [("regression", "dev-0008"), ("exec_error", "dev-0024")],
+    "r64_all": [("regression", "dev-0000"), ("wrong_result", "dev-0010")],
+}
+
+
+def _spider_tables(root: Path, spider_dir: Path, spider_dev: list[dict]) -> None:
+    dev = [{"id": f"dev-{i:04d}", **spider_dev[i]} for i in [*DEV_INDICES, MISSING_DB_INDEX]]
+    assert dev[-1]["db_id"] != "concert_singer"
+    databases = {
+        "concert_singer": str(spider_dir / "database" / "concert_singer" / "concert_singer.sqlite"),
+        dev[-1]["db_id"]: None,
+    }
+    for model in MODELS:
+        predictions = [
+            {
+                "id": f"dev-{i:04d}",
+                "raw_output": spider_dev[i]["query"] if i in RIGHT[model] else WRONG[i][1],
+            }
+            for i in DEV_INDICES
+        ] + [{"id": dev[-1]["id"], "raw_output": dev[-1]["query"]}]
+        scored = score_predictions(dev, predictions, databases)
+        expected = ["match" if i in RIGHT[model] else WRONG[i][0] for i in DEV_INDICES] + ["skipped"]
+        assert list(scored["reason_category"]) == expected, model
+        (root / model).mkdir(parents=True)
+        scored.to_csv(root / model / "spider_scored.csv", index=False)
+        summary = {"model": model, **summarize_scores(scored)}
+        (root / model / "spider_summary.json").write_text(json.dumps(summary, indent=2))
+
+
+def _mmlu_tables(root: Path) -> None:
+    categories = ["stem", "humanities", "social_sciences"]
+    rng = np.random.default_rng(7)
+    base_correct = rng.random(30) < 0.45
+    flips = {"base": 0.0, "r16_qv": 0.15, "r64_all": 0.3}
+    frames = {}
+    for model, flip in flips.items():
+        correct = base_correct ^ (rng.random(30) < flip)
+        probs = rng.dirichlet(np.ones(4), size=30)
+        gold = [("A", "B", "C", "D")[i % 4] for i in range(30)]
+        frames[model] = pd.DataFrame(
+            {
+                "id": [f"mmlu-{i:03d}" for i in range(30)],
+                "subject": ["abstract_algebra", "philosophy", "econometrics"] * 10,
+                "category": [categories[i % 3] for i in range(30)],
+                "gold": gold,
+                "prediction": [g if ok else "A" if g != "A" else "B" for g, ok in zip(gold, correct, strict=True)],
+                **{f"prob_{letter}": probs[:, j] for j, letter in enumerate("ABCD")},
+                "correct": correct,
+                "parse_failed": False,
+                "completion": "",
+            }
+        )
+        frames[model].to_csv(root / model / "mmlu_scored.csv", index=False)
+    (root / "mmlu").mkdir()
+    regression_table(frames, base="base", n_resamples=2000, seed=1234).to_csv(
+        root / "mmlu" / "regression.csv", index=False
+    )
+
+
+def _runs(root: Path) -> None:
+    specs = {
+        "r16_qv": RunSpec(name="r16_qv", r=16, alpha=32, target_modules=("q_proj", "v_proj"), max_steps=20),
+        "r64_all": RunSpec(
+            name="r64_all",
+            r=64,
+            alpha=128,
+            target_modules="all-linear",
+            learning_rate=1e-4,
+            layers_to_transform=(0, 1, 2),
+            max_steps=20,
+        ),
+    }
+    for i, (run, spec) in enumerate(specs.items()):
+        folder = root / "runs" / run
+        folder.mkdir(parents=True)
+        trainable = 460_800 * (1 + 9 * i)
+        record = {
+            "run": run,
+            "spec": spec.to_dict(),
+            "effective_batch_size": spec.per_device_batch_size * spec.grad_accumulation,
+            "versions": {"torch": "2.9.1", "transformers": "4.57.1", "peft": "0.17.1", "trl": "0.24.0"},
+            "seed": spec.seed,
+            "device": "cpu",
+            "device_name": "cpu (2 threads)",
+            "bf16": False,
+            "target_modules": list(spec.target_modules) if i == 0 else ["q_proj", "k_proj", "v_proj", "o_proj"],
+            "train_examples": 296,
+            "train_examples_too_long": 4,
+            "train_tokens_per_epoch": 120_000,
+            "tokens_trained_this_process": 32_000,
+            "global_steps": 20,
+            "epochs": 0.27,
+            "trainable_parameters": trainable,
+            "total_parameters": 134_515_008 + trainable,
+            "trainable_share": trainable / (134_515_008 + trainable),
+            "resumed": False,
+            "wall_time_s": 95.3 + 40 * i,
+            "train_runtime_s": 90.1 + 40 * i,
+            "final_loss": 0.61 - 0.1 * i,
+            "tokens_per_s": 355.2 - 100 * i,
+        }
+        (folder / "hyperparams.json").write_text(json.dumps(record, indent=2))
+        steps = np.arange(1, 21)
+        log = pd.DataFrame(
+            {
+                "step": steps,
+                "epoch": steps * 4 / 296,
+                "loss": 2.5 * np.exp(-steps / (6 + 4 * i)) + 0.5,
+                "learning_rate": 2e-4 * (1 - steps / 20),
+                "grad_norm": 1.0,
+                "tokens_per_s": 350.0,
+            }
+        )
+        assert tuple(log.columns) == LOG_COLUMNS
+        log.to_csv(folder / "train_log.csv", index=False)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, spider_dir: Path, spider_dev: list[dict]) -> dict:
+    root = tmp_path_factory.mktemp("results")
+    _spider_tables(root, spider_dir, spider_dev)
+    _mmlu_tables(root)
+    _runs(root)
+    inputs = load_inputs(**standard_paths(root, MODELS, MMLU_MODELS, RUNS))
+    out = root / "report"
+    styles = {"base": "few_shot", "base_zero_shot": "zero_shot", "r16_qv": "zero_shot", "r64_all": "zero_shot"}
+    summary = write_report(inputs, out, prompt_styles=styles, n_resamples=2000, seed=1234)
+    return {"root": root, "out": out, "inputs": inputs, "summary": summary}
+
+
+def test_summary_numbers_equal_recomputation_from_item_rows(built: dict) -> None:
+    summary, root = built["summary"], built["root"]
+    recomputed = recompute_headlines(root)
+    assert headline_mismatches(summary, recomputed) == []
+    assert json.loads((built["out"] / "summary.json").read_text())["spider"] == json.loads(
+        json.dumps(summary["spider"])
+    )
+    # By hand, from the RIGHT table: 6 scored questions, 1 skipped.
+    for model in MODELS:
+        entry = summary["spider"][model]
+        assert entry["ex_pct"] == pytest.approx(100 * len(RIGHT[model]) / 6)
+        assert (entry["success"], entry["failure"], entry["skipped"], entry["n"]) == (
+            len(RIGHT[model]),
+            6 - len(RIGHT[model]),
+            1,
+            7,
+        )
+        assert entry["delta_ex_points"] == pytest.approx(100 * (len(RIGHT[model]) - 3) / 6)
+    r16 = summary["spider"]["r16_qv"]
+    assert (r16["base_only_correct"], r16["other_only_correct"]) == (1, 2)  # 8 lost; 22 and 26 gained
+    assert summary["spider"]["r16_qv"]["by_hardness"]["hard"]["ex_pct"] == 100.0  # dev 26
+    for model in MMLU_MODELS:
+        items = pd.read_csv(root / model / "mmlu_scored.csv")
+        overall = summary["mmlu"][model]["categories"]["overall"]
+        assert overall["accuracy_pct"] == pytest.approx(100 * items["correct"].mean())
+        assert overall["delta_points"] == pytest.approx(
+            100 * (items["correct"].mean() - pd.read_csv(root / "base" / "mmlu_scored.csv")["correct"].mean())
+        )
+    assert summary["mmlu"]["base_zero_shot"] == {
+        "measured": False,
+        "same_as": "base",
+        "note": "same weights as the baseline; MMLU prompts do not depend on the Spider prompt style",
+    }
+
+
+def test_a_summary_that_disagrees_with_the_item_rows_is_refused(built: dict, tmp_path: Path) -> None:
+    root = built["root"]
+    tampered = json.loads((root / "r16_qv" / "spider_summary.json").read_text())
+    tampered["ex"] = 0.99
+    paths = standard_paths(root, MODELS, MMLU_MODELS, RUNS)
+    (tmp_path / "summary.json").write_text(json.dumps(tampered))
+    paths["spider_summary"]["r16_qv"] = tmp_path / "summary.json"
+    with pytest.raises(ValueError, match="spider r16_qv ex_pct"):
+        write_report(load_inputs(**paths), tmp_path / "out", n_resamples=200)
+    assert not (tmp_path / "out").exists()
+
+
+def test_failure_examples_follow_the_stated_rule(built: dict) -> None:
+    inputs = built["inputs"]
+    examples = failure_examples(inputs.spider_scored, RUNS)
+    assert {run: [(e["kind"], e["id"]) for e in chosen] for run, chosen in examples.items()} == EXPECTED_EXAMPLES
+    # The rule, checked generically on the real tables: first id of each kind, no repeats.
+    base = inputs.spider_scored["base"].set_index("id")
+    for run, chosen in examples.items():
+        rows = inputs.spider_scored[run].sort_values("id")
+        taken: set[str] = set()
+        for example in chosen:
+            failed = rows[(rows["status"] == "failure") & ~rows["id"].isin(taken)]
+            if example["kind"] == "regression":
+                failed = failed[failed["id"].map(base["status"]) == "success"]
+            elif example["kind"] == "wrong_result":
+                failed = failed[failed["reason_category"].isin(["wrong_result", "row_count"])]
+            else:
+                failed = failed[failed["reason_category"] == "exec_error"]
+            assert example["id"] == failed["id"].iloc[0]
+            taken.add(example["id"])
+            row = rows.set_index("id").loc[example["id"]]
+            assert (example["gold_sql"], example["predicted_sql"], example["reason"]) == (
+                row["gold"],
+                row["extracted_sql"],
+                row["reason"],
+            )
+    text = (built["out"] / "failure_examples.md").read_text()
+    assert FAILURE_RULE in text
+    assert "dev-0024" in text and "prediction failed: no such table: concerts" in text
+    assert "No question of kind wrong_result besides those shown." in text
+    assert json.loads((built["out"] / "failure_examples.json").read_text())["rule"] == FAILURE_RULE
+
+
+def test_every_figure_exists_as_png_and_svg_and_is_not_blank(built: dict) -> None:
+    for name in FIGURES:
+        for fmt in FIGURE_FORMATS:
+            path = built["out"] / f"{name}.{fmt}"
+            assert path.stat().st_size > 10_000, path
+        pixels = imread(built["out"] / f"{name}.png")
+        assert pixels.shape[0] > 400 and pixels.shape[1] > 600
+        assert pixels[..., :3].std() > 0.05  # not a blank canvas
+        svg = (built["out"] / f"{name}.svg").read_text()
+        assert svg.lstrip().startswith("<?xml") and "</svg>" in svg
+    for name in TABLE_FILES:
+        assert (built["out"] / name).stat().st_size > 0
+
+
+def test_summary_md_has_the_tables(built: dict) -> None:
+    text = (built["out"] / "summary.md").read_text()
+    assert "## Hyper-parameters" in text
+    assert "| hyper-parameter | r16_qv | r64_all |" in text
+    for row in (
+        "| r (rank) | 16 | 64 |",
+        "| alpha | 32 | 128 |",
+        "| target_modules (config) | q_proj, v_proj | all-linear |",
+        "| layers_to_transform | all | 0, 1, 2 |",
+        "| learning_rate | 0.0002 | 0.0001 |",
+        "| max_steps (overrides epochs) | 20 | 20 |",
+        "| trainable parameters | 460,800 | 4,608,000 |",
+    ):
+        assert row in text
+    assert "| r16_qv | cpu (2 threads) | 20 | 0.27 | 296 (4) | 120,000 | 32,000 | 95.3 | 355.2 | 0.6100 |" in text
+    assert "| base_zero_shot (zero-shot) | 16.7 | -33.3 [" in text and "n/a (= base)" in text
+    assert "| base (few-shot) | 50.0 | (reference) | 36.7 | (reference) |" in text
+    assert "At n = 50 per category" in text and "±12.4 points at d = 20%" in text
+
+
+def test_wilson_interval_matches_a_hand_checked_value() -> None:
+    # 7 of 10: the textbook 95% Wilson interval is [0.3968, 0.8922].
+    low, high = wilson_interval(7, 10)
+    assert low == pytest.approx(0.3968, abs=1e-4) and high == pytest.approx(0.8922, abs=1e-4)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == pytest.approx(1.0)
