@@ -90,6 +90,7 @@ def _grouped_bars(
         )
         _label_bars(ax, positions, value)
     ax.set_xticks(x, groups)
+    ax.axvline(len(groups) - 1.5, color="#bbbbbb", linewidth=0.8)  # the last group is the total
     ax.set_ylim(0, 109)
     ax.set_yticks(range(0, 101, 20))
     ax.grid(axis="y", color="#dddddd", linewidth=0.6)
