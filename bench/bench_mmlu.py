@@ -1,0 +1,130 @@
+"""Time the MMLU regression suite: seconds per model for the 150 x 4-shot questions.
+
+    .venv/bin/python bench/bench_mmlu.py --model-dir .cache/test-model/checkpoint --device auto
+
+Prints load time, scoring seconds, questions per second and peak memory (CUDA:
+peak allocated; CPU: peak resident set of the process, model included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from lora_tradeoff.mmlu import (  # noqa: E402
+    build_suite,
+    format_prompt,
+    group_by_subject,
+    read_mmlu_csv_dir,
+    score_mmlu,
+    target_delimiter,
+)
+from lora_tradeoff.modeling import load_model_and_tokenizer  # noqa: E402
+
+
+def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments shared with check_mmlu_against_reference.py: model, data, suite, scoring."""
+    parser.add_argument("--model-dir", type=Path, required=True)
+    parser.add_argument("--adapter-dir", type=Path, default=None)
+    parser.add_argument("--mmlu-dir", type=Path, default=REPO.parent / "shared" / "data" / "mmlu")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--per-category", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--n-shot", type=int, default=4)
+    parser.add_argument("--use-chat-template", action="store_true")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--share-prefix", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+
+def load_suite(args: argparse.Namespace) -> tuple[object, object, list[dict], list[str]]:
+    """``(model, tokenizer, items, prompts)`` for the suite the arguments describe."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, tokenizer = load_model_and_tokenizer(args.model_dir, args.adapter_dir, device=args.device)
+    items = build_suite(read_mmlu_csv_dir(args.mmlu_dir, "test"), per_category=args.per_category, seed=args.seed)
+    dev = group_by_subject(read_mmlu_csv_dir(args.mmlu_dir, "dev"))
+    prompts = [format_prompt(item, dev, args.n_shot, args.use_chat_template, tokenizer) for item in items]
+    return model, tokenizer, items, prompts
+
+
+def _synchronize(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_suite_arguments(parser)
+    parser.add_argument("--mode", choices=("loglik", "generate"), default="loglik")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs; the fastest is reported")
+    parser.add_argument("--warmup", action="store_true", help="score 4 questions untimed first (CUDA kernels)")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    start = time.perf_counter()
+    model, tokenizer, items, prompts = load_suite(args)
+    load_seconds = time.perf_counter() - start
+    device = str(model.device)
+
+    def run() -> list[dict]:
+        return score_mmlu(
+            model,
+            tokenizer,
+            items,
+            prompts,
+            args.batch_size,
+            mode=args.mode,
+            delimiter=target_delimiter(args.use_chat_template),
+            share_prefix=args.share_prefix,
+        )
+
+    if args.warmup:
+        score_mmlu(model, tokenizer, items[:4], prompts[:4], args.batch_size, mode=args.mode)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    timings = []
+    for _ in range(args.repeats):
+        _synchronize(device)
+        start = time.perf_counter()
+        rows = run()
+        _synchronize(device)
+        timings.append(time.perf_counter() - start)
+    seconds = min(timings)
+    if device.startswith("cuda"):
+        peak_mib = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # Linux: KiB
+    report = {
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "mode": args.mode,
+        "share_prefix": args.share_prefix,
+        "batch_size": args.batch_size,
+        "questions": len(items),
+        "prompt_tokens": sum(len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]),
+        "load_seconds": round(load_seconds, 2),
+        "seconds": round(seconds, 2),
+        "all_seconds": [round(t, 2) for t in timings],
+        "questions_per_second": round(len(items) / seconds, 2),
+        "peak_memory_mib": round(peak_mib),
+        "accuracy": round(sum(row["correct"] for row in rows) / len(rows), 4),
+    }
+    print(json.dumps(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()

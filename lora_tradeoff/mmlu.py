@@ -1,0 +1,525 @@
+"""MMLU 4-shot regression suite: data loading, suite sampling, prompts and scoring.
+
+The prompt format and the scoring rule follow lm-evaluation-harness's ``mmlu``
+task (default variant), so our numbers mean what "MMLU 4-shot" means elsewhere:
+
+* prompt: the subject description, the first ``n_shot`` solved questions of the
+  subject's dev split, then the test question ending in ``"Answer:"``;
+* score: the log-likelihood of each continuation ``" A"`` .. ``" D"``; the
+  prediction is the most likely letter (the harness's ``acc``).
+
+Rows use the normalized MMLU format of the workflow:
+``{"id": "<subject>/<split>/<row index>", "subject", "question", "choices": [4], "answer": "A".."D"}``.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+LETTERS = ("A", "B", "C", "D")
+
+# Subject -> category of lm-evaluation-harness, copied from SUBJECTS in
+# lm_eval/tasks/mmlu/_generate_configs.py (it defines the mmlu_stem,
+# mmlu_humanities, mmlu_social_sciences and mmlu_other groups). Note that the
+# harness puts anatomy under stem, unlike some other MMLU implementations.
+SUBJECT_CATEGORY: dict[str, str] = {
+    "abstract_algebra": "stem",
+    "anatomy": "stem",
+    "astronomy": "stem",
+    "business_ethics": "other",
+    "clinical_knowledge": "other",
+    "college_biology": "stem",
+    "college_chemistry": "stem",
+    "college_computer_science": "stem",
+    "college_mathematics": "stem",
+    "college_medicine": "other",
+    "college_physics": "stem",
+    "computer_security": "stem",
+    "conceptual_physics": "stem",
+    "econometrics": "social_sciences",
+    "electrical_engineering": "stem",
+    "elementary_mathematics": "stem",
+    "formal_logic": "humanities",
+    "global_facts": "other",
+    "high_school_biology": "stem",
+    "high_school_chemistry": "stem",
+    "high_school_computer_science": "stem",
+    "high_school_european_history": "humanities",
+    "high_school_geography": "social_sciences",
+    "high_school_government_and_politics": "social_sciences",
+    "high_school_macroeconomics": "social_sciences",
+    "high_school_mathematics": "stem",
+    "high_school_microeconomics": "social_sciences",
+    "high_school_physics": "stem",
+    "high_school_psychology": "social_sciences",
+    "high_school_statistics": "stem",
+    "high_school_us_history": "humanities",
+    "high_school_world_history": "humanities",
+    "human_aging": "other",
+    "human_sexuality": "social_sciences",
+    "international_law": "humanities",
+    "jurisprudence": "humanities",
+    "logical_fallacies": "humanities",
+    "machine_learning": "stem",
+    "management": "other",
+    "marketing": "other",
+    "medical_genetics": "other",
+    "miscellaneous": "other",
+    "moral_disputes": "humanities",
+    "moral_scenarios": "humanities",
+    "nutrition": "other",
+    "philosophy": "humanities",
+    "prehistory": "humanities",
+    "professional_accounting": "other",
+    "professional_law": "humanities",
+    "professional_medicine": "other",
+    "professional_psychology": "social_sciences",
+    "public_relations": "social_sciences",
+    "security_studies": "social_sciences",
+    "sociology": "social_sciences",
+    "us_foreign_policy": "social_sciences",
+    "virology": "other",
+    "world_religions": "humanities",
+}
+
+# "other" is left out: it mixes business, medicine and trivia, and the suite is
+# meant to show where fine-tuning costs general knowledge, category by category.
+SUITE_CATEGORIES = ("stem", "humanities", "social_sciences")
+
+# The harness's MMLU template (lm_eval/tasks/mmlu/default/_default_template_yaml):
+# target_delimiter " " between "Answer:" and the letter, fewshot_delimiter "\n\n"
+# between solved examples.
+TARGET_DELIMITER = " "
+FEWSHOT_DELIMITER = "\n\n"
+
+# A letter standing alone ("B", " B.", "(B)"), not the A of "Answer".
+_STANDALONE_LETTER = re.compile(r"\b([ABCD])\b")
+
+
+# --------------------------------------------------------------------------- data
+
+
+def read_mmlu_csv_dir(dir: Path, split: str) -> list[dict]:
+    """Read ``dir/<split>/<subject>_<split>.csv`` (Hendrycks layout) into normalized rows.
+
+    Subjects in file-name order, rows in file order, every field a string; the
+    same reader as the acquisition rule's ``csv_dir`` source, so tests on the
+    CSVs see exactly the rows the workflow writes to JSONL.
+    """
+    from lora_tradeoff.mmlu_data import read_csv_dir
+
+    return read_csv_dir(Path(dir) / split, split)
+
+
+def group_by_subject(rows: Iterable[dict]) -> dict[str, list[dict]]:
+    """Rows per subject, in their original order (the few-shot examples are the first n)."""
+    grouped: dict[str, list[dict]] = {}
+    for row in rows:
+        grouped.setdefault(row["subject"], []).append(row)
+    return grouped
+
+
+# -------------------------------------------------------------------------- suite
+
+
+def _unique_questions(rows: Sequence[dict]) -> list[dict]:
+    """Drop repeated (question, choices) pairs, keeping the first: MMLU's test split
+    holds 27 exact duplicates, and a suite must not count one question twice."""
+    seen: set[tuple] = set()
+    unique = []
+    for row in rows:
+        key = (row["question"], tuple(row["choices"]))
+        if key not in seen:
+            seen.add(key)
+            unique.append(row)
+    return unique
+
+
+def _round_robin_quotas(subjects: Sequence[str], available: dict[str, int], total: int) -> dict[str, int]:
+    """Deal ``total`` questions one at a time over ``subjects`` in the given order.
+
+    Each subject gets ``total // len(subjects)`` or one more (the first subjects
+    in the order get the remainder); a subject with too few questions is
+    skipped once empty, so its share goes to the others.
+    """
+    if total > sum(available[subject] for subject in subjects):
+        raise ValueError(f"asked for {total} questions, the subjects hold only {sum(available.values())}")
+    quotas = dict.fromkeys(subjects, 0)
+    dealt = 0
+    while dealt < total:
+        for subject in subjects:
+            if dealt < total and quotas[subject] < available[subject]:
+                quotas[subject] += 1
+                dealt += 1
+    return quotas
+
+
+def _row_index(row: dict) -> int:
+    return int(row["id"].rsplit("/", 1)[1])
+
+
+def build_suite(
+    test_rows: Sequence[dict],
+    per_category: int = 50,
+    categories: Sequence[str] = SUITE_CATEGORIES,
+    seed: int = 1234,
+) -> list[dict]:
+    """Sample ``per_category`` distinct test questions for each category.
+
+    Questions are spread evenly over the category's subjects: the subjects are
+    shuffled with the seed and dealt questions round-robin, so the remainder
+    lands on the first subjects of the shuffled order. Within a subject the
+    questions are a seeded sample without replacement. Each category draws
+    from its own generator (seeded by seed and category name), so changing the
+    category list does not change the questions of the other categories.
+
+    Returns copies of the rows with a ``"category"`` key, ordered by category
+    (as given), subject and row index. The same rows and seed give the same suite.
+    """
+    by_subject = group_by_subject(test_rows)
+    suite: list[dict] = []
+    for category in categories:
+        subjects = sorted(subject for subject in by_subject if SUBJECT_CATEGORY.get(subject) == category)
+        if not subjects:
+            raise ValueError(f"no test rows of category {category!r}")
+        # String seeds are hashed deterministically by random (version 2 seeding).
+        rng = random.Random(f"{seed}/{category}")
+        rng.shuffle(subjects)
+        pools = {subject: _unique_questions(by_subject[subject]) for subject in subjects}
+        quotas = _round_robin_quotas(subjects, {s: len(pool) for s, pool in pools.items()}, per_category)
+        chosen = [row for subject in subjects for row in rng.sample(pools[subject], quotas[subject])]
+        chosen.sort(key=lambda row: (row["subject"], _row_index(row)))
+        suite.extend({**row, "category": category} for row in chosen)
+    return suite
+
+
+# ------------------------------------------------------------------------ prompts
+
+
+def format_question(row: dict) -> str:
+    """The harness's doc_to_text: stripped question, lettered choices, ``"Answer:"``."""
+    lines = [row["question"].strip()]
+    lines += [f"{letter}. {choice}" for letter, choice in zip(LETTERS, row["choices"], strict=True)]
+    lines.append("Answer:")
+    return "\n".join(lines)
+
+
+def format_prompt(
+    item: dict,
+    dev_rows_by_subject: dict[str, list[dict]],
+    n_shot: int = 4,
+    use_chat_template: bool = False,
+    tokenizer: Any = None,
+) -> str:
+    """The n-shot prompt for ``item``, as lm-evaluation-harness builds it.
+
+    ``"The following are multiple choice questions (with answers) about {subject}.\\n\\n"``,
+    then the first ``n_shot`` dev questions of the subject each followed by
+    ``" {letter}\\n\\n"``, then the item's question ending in ``"Answer:"``.
+
+    With ``use_chat_template`` the whole text becomes one user turn of
+    ``tokenizer``'s chat template, followed by the assistant header; score such
+    prompts with ``target_delimiter=""`` (see :func:`target_delimiter`).
+    """
+    examples = dev_rows_by_subject[item["subject"]][:n_shot]
+    if len(examples) < n_shot:
+        raise ValueError(f"{item['subject']}: {n_shot}-shot needs {n_shot} dev rows, found {len(examples)}")
+    description = (
+        f"The following are multiple choice questions (with answers) about {item['subject'].replace('_', ' ')}."
+    )
+    shots = "".join(
+        format_question(example) + TARGET_DELIMITER + example["answer"] + FEWSHOT_DELIMITER for example in examples
+    )
+    prompt = description + "\n\n" + shots + format_question(item)
+    if not use_chat_template:
+        return prompt
+    if tokenizer is None:
+        raise ValueError("use_chat_template needs the tokenizer whose chat template wraps the prompt")
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+    )
+
+
+def target_delimiter(use_chat_template: bool) -> str:
+    """What separates prompt and answer letter: ``" "`` after ``"Answer:"``; nothing
+    after an assistant header, which ends in a newline (the harness also drops the
+    delimiter when it applies a chat template)."""
+    return "" if use_chat_template else TARGET_DELIMITER
+
+
+# ------------------------------------------------------------------------ scoring
+
+
+def letter_token_ids(tokenizer: Any, delimiter: str = TARGET_DELIMITER) -> list[int]:
+    """Token id of ``delimiter + letter`` for A..D; each must be exactly one token,
+    since the scorer reads the four answers off one next-token distribution."""
+    ids = []
+    for letter in LETTERS:
+        tokens = tokenizer.encode(delimiter + letter, add_special_tokens=False)
+        if len(tokens) != 1:
+            raise ValueError(
+                f"{delimiter + letter!r} is {len(tokens)} tokens {tokens} in this tokenizer; next-token "
+                "scoring needs one token per answer letter"
+            )
+        ids.append(tokens[0])
+    return ids
+
+
+def _encode_prompts(
+    tokenizer: Any, prompts: Sequence[str], letter_ids: Sequence[int], delimiter: str
+) -> list[list[int]]:
+    """Token ids of each prompt, checked to end exactly where the answer token starts.
+
+    The harness tokenizes prompt + continuation as one string; reading the
+    answer off the prompt's next-token distribution is the same computation
+    only if that joint tokenization is the prompt's tokens plus the letter
+    token. Check it instead of assuming it.
+    """
+    encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    with_letter = tokenizer(
+        [prompt + delimiter + letter for prompt in prompts for letter in LETTERS], add_special_tokens=False
+    )["input_ids"]
+    for index, ids in enumerate(encoded):
+        for offset, letter_id in enumerate(letter_ids):
+            if with_letter[index * len(LETTERS) + offset] != [*ids, letter_id]:
+                raise ValueError(
+                    f"prompt {index}: tokenizing prompt + {delimiter + LETTERS[offset]!r} does not split at the "
+                    "prompt's end, so the next-token score would differ from the continuation's log-likelihood"
+                )
+    return encoded
+
+
+def _length_sorted_chunks(indices: Sequence[int], lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """``indices`` grouped into batches of similar length (longest first), to pad little."""
+    order = sorted(indices, key=lambda index: -lengths[index])
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def _common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    """Number of leading tokens all sequences share, less one so every sequence
+    keeps at least its last token to feed (its logits are the ones we need)."""
+    shortest = min(len(ids) for ids in sequences)
+    length = 0
+    while length < shortest - 1 and all(ids[length] == sequences[0][length] for ids in sequences):
+        length += 1
+    return length
+
+
+def _plan_batches(
+    encoded: Sequence[Sequence[int]], group_keys: Sequence[str], batch_size: int, share_prefix: bool
+) -> list[tuple[int, list[list[int]]]]:
+    """Split prompts into ``(shared prefix length, batches of indices)`` groups.
+
+    Without prefix sharing there is one group with no prefix. With it, prompts
+    of the same key (the subject: all its prompts start with the same
+    description and few-shot examples) form a group whose common token prefix
+    is computed once; prompts alone under their key have nothing to share and
+    are batched together as one group without prefix.
+    """
+    lengths = [len(ids) for ids in encoded]
+    groups: dict[str, list[int]] = {}
+    for index, key in enumerate(group_keys):
+        groups.setdefault(key if share_prefix else "", []).append(index)
+    plan = []
+    unshared: list[int] = []
+    for indices in groups.values():
+        prefix = _common_prefix_length([encoded[i] for i in indices]) if share_prefix and len(indices) > 1 else 0
+        if prefix:
+            plan.append((prefix, _length_sorted_chunks(indices, lengths, batch_size)))
+        else:
+            unshared += indices
+    if unshared:
+        plan.append((0, _length_sorted_chunks(unshared, lengths, batch_size)))
+    return plan
+
+
+def _letter_logits(
+    model: Any,
+    batch: Sequence[Sequence[int]],
+    letter_ids: Sequence[int],
+    pad_id: int,
+    prefix_cache: Any = None,
+    prefix_length: int = 0,
+) -> Any:
+    """Logits of the four letter tokens after each sequence in ``batch`` (one forward pass).
+
+    ``batch`` holds token ids that continue a ``prefix_length``-token prefix
+    whose key/value cache is ``prefix_cache`` (batch size 1; copied, not
+    modified), or whole prompts when there is no prefix.
+
+    Sequences are right-padded: every real token keeps its position id and
+    attends only to real tokens before it, so padding cannot change its output
+    (left padding would need explicit position ids). Only the positions of the
+    last real tokens go through the LM head (``logits_to_keep``), which avoids
+    a batch x length x vocabulary logits tensor.
+    """
+    import copy
+
+    import torch
+
+    lengths = torch.tensor([len(ids) for ids in batch])
+    width = int(lengths.max())
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(batch), prefix_length + width), dtype=torch.long)
+    attention_mask[:, :prefix_length] = 1
+    for row, ids in enumerate(batch):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention_mask[row, prefix_length : prefix_length + len(ids)] = 1
+    past = None
+    if prefix_cache is not None:
+        past = copy.deepcopy(prefix_cache)
+        past.batch_repeat_interleave(len(batch))
+    kept, slot = torch.unique(lengths - 1, return_inverse=True)
+    device = model.device
+    logits = model(
+        input_ids=input_ids.to(device),
+        attention_mask=attention_mask.to(device),
+        past_key_values=past,
+        use_cache=past is not None,
+        logits_to_keep=kept.to(device),
+    ).logits
+    return logits[torch.arange(len(batch), device=device), slot.to(device)][:, list(letter_ids)].float().cpu()
+
+
+def _prefix_cache(model: Any, prefix: Sequence[int]) -> Any:
+    """Key/value cache of one forward pass over ``prefix``."""
+    import torch
+
+    input_ids = torch.tensor([list(prefix)], device=model.device)
+    return model(input_ids=input_ids, use_cache=True, logits_to_keep=1).past_key_values
+
+
+def _loglik_predictions(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    group_keys: Sequence[str],
+    batch_size: int,
+    delimiter: str,
+    share_prefix: bool,
+) -> list[dict]:
+    import torch
+
+    letter_ids = letter_token_ids(tokenizer, delimiter)
+    encoded = _encode_prompts(tokenizer, prompts, letter_ids, delimiter)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    results: list[dict] = [{}] * len(prompts)
+    with torch.inference_mode():
+        for prefix_length, chunks in _plan_batches(encoded, group_keys, batch_size, share_prefix):
+            cache = _prefix_cache(model, encoded[chunks[0][0]][:prefix_length]) if prefix_length else None
+            for chunk in chunks:
+                suffixes = [encoded[i][prefix_length:] for i in chunk]
+                logits = _letter_logits(model, suffixes, letter_ids, pad_id, cache, prefix_length)
+                # Softmax over the four letters' logits equals the harness's
+                # log-likelihoods renormalized over the four choices.
+                for index, row_probs in zip(chunk, torch.softmax(logits, dim=-1).tolist(), strict=True):
+                    # max() keeps the first of tied letters, as the harness's argmax.
+                    best = max(range(len(LETTERS)), key=lambda k: row_probs[k])
+                    results[index] = {
+                        "prediction": LETTERS[best],
+                        **{f"prob_{letter}": p for letter, p in zip(LETTERS, row_probs, strict=True)},
+                        "parse_failed": False,
+                        "completion": "",
+                    }
+    return results
+
+
+def parse_letter(completion: str) -> str:
+    """First standalone letter A-D in a generated answer, or ``""`` when there is none."""
+    match = _STANDALONE_LETTER.search(completion)
+    return match.group(1) if match else ""
+
+
+def _generate_predictions(
+    model: Any, tokenizer: Any, prompts: Sequence[str], batch_size: int, max_new_tokens: int
+) -> list[dict]:
+    import torch
+
+    encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    results: list[dict] = [{}] * len(prompts)
+    with torch.inference_mode():
+        lengths = [len(ids) for ids in encoded]
+        for chunk in _length_sorted_chunks(range(len(encoded)), lengths, batch_size):
+            # Left padding, so every prompt's continuation starts at the same
+            # column; generate() derives position ids from the attention mask.
+            width = max(len(encoded[i]) for i in chunk)
+            input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+            attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, index in enumerate(chunk):
+                ids = encoded[index]
+                input_ids[row, width - len(ids) :] = torch.tensor(ids)
+                attention_mask[row, width - len(ids) :] = 1
+            output = model.generate(
+                input_ids=input_ids.to(model.device),
+                attention_mask=attention_mask.to(model.device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=pad_id,
+            )
+            completions = tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
+            for index, completion in zip(chunk, completions, strict=True):
+                letter = parse_letter(completion)
+                results[index] = {
+                    "prediction": letter,
+                    **{f"prob_{letter}": float("nan") for letter in LETTERS},
+                    "parse_failed": letter == "",
+                    "completion": completion,
+                }
+    return results
+
+
+def score_mmlu(
+    model: Any,
+    tokenizer: Any,
+    items: Sequence[dict],
+    prompts: Sequence[str],
+    batch_size: int,
+    mode: str = "loglik",
+    delimiter: str = TARGET_DELIMITER,
+    share_prefix: bool = True,
+    max_new_tokens: int = 5,
+) -> list[dict]:
+    """Answer every item from its prompt; one result row per item, in input order.
+
+    ``mode="loglik"`` (the harness's ``acc``): the prediction is the letter
+    whose continuation ``delimiter + letter`` is most likely after the prompt,
+    read off one forward pass per batch; ``prob_A`` .. ``prob_D`` are those
+    likelihoods renormalized over the four letters. With ``share_prefix``
+    the tokens that all prompts of one subject share (description and few-shot
+    examples) are run once per subject and their key/value cache reused: same
+    result up to float rounding, about 2.4x fewer tokens on the 150-question
+    suite, which matters on CPU.
+
+    ``mode="generate"``: greedy decoding of ``max_new_tokens`` tokens; the
+    prediction is the first standalone letter A-D of the completion, or ``""``
+    (``parse_failed``, counted wrong) when there is none; probabilities are NaN.
+
+    Rows: id, subject, category, gold, prediction, prob_A..prob_D, correct,
+    parse_failed, completion (generated text; empty in loglik mode).
+    Prompts are batched by length to pad little; results come back in input order.
+    """
+    if len(items) != len(prompts):
+        raise ValueError(f"{len(items)} items but {len(prompts)} prompts")
+    if mode == "loglik":
+        subjects = [item["subject"] for item in items]
+        predictions = _loglik_predictions(model, tokenizer, prompts, subjects, batch_size, delimiter, share_prefix)
+    elif mode == "generate":
+        predictions = _generate_predictions(model, tokenizer, prompts, batch_size, max_new_tokens)
+    else:
+        raise ValueError(f"mode must be 'loglik' or 'generate', got {mode!r}")
+    return [
+        {
+            "id": item["id"],
+            "subject": item["subject"],
+            "category": item.get("category", SUBJECT_CATEGORY.get(item["subject"], "")),
+            "gold": item["answer"],
+            **prediction,
+            "correct": prediction["prediction"] == item["answer"],
+        }
+        for item, prediction in zip(items, predictions, strict=True)
+    ]

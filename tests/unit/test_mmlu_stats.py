@@ -1,0 +1,103 @@
+"""McNemar, paired bootstrap and the regression table on hand-checked tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lora_tradeoff.stats import mcnemar_exact, paired_bootstrap_ci, regression_table
+
+
+@pytest.mark.parametrize(
+    ("b", "c", "p"),
+    [
+        (0, 5, 0.0625),  # 2 * (1/2)^5
+        (5, 0, 0.0625),
+        (1, 4, 0.375),  # 2 * (1 + 5) / 32
+        (3, 3, 1.0),
+        (0, 0, 1.0),
+        (2, 10, 0.0385742),  # 2 * (1 + 12 + 66) / 4096
+    ],
+)
+def test_mcnemar_exact_on_hand_checked_tables(b, c, p):
+    assert mcnemar_exact(b, c) == pytest.approx(p, abs=1e-7)
+
+
+def test_mcnemar_exact_handles_large_counts():
+    assert mcnemar_exact(5000, 5000) == 1.0
+    assert 0.0 <= mcnemar_exact(4800, 5200) < 0.01
+    assert mcnemar_exact(14000, 14000) == 1.0
+
+
+def _pairs(both: int, base_only: int, other_only: int, neither: int) -> tuple[list[bool], list[bool]]:
+    base = [True] * both + [True] * base_only + [False] * other_only + [False] * neither
+    other = [True] * both + [False] * base_only + [True] * other_only + [False] * neither
+    return base, other
+
+
+def test_bootstrap_of_identical_or_uniformly_better_outcomes_is_a_point():
+    base, other = _pairs(both=30, base_only=0, other_only=0, neither=20)
+    assert paired_bootstrap_ci(base, other, 1000, seed=0) == (0.0, 0.0)
+    assert paired_bootstrap_ci([False] * 10, [True] * 10, 1000, seed=0) == (1.0, 1.0)
+
+
+def test_bootstrap_matches_index_resampling_and_is_seeded():
+    base, other = _pairs(both=50, base_only=10, other_only=20, neither=20)  # n=100, difference +0.10
+    low, high = paired_bootstrap_ci(base, other, 10_000, seed=3)
+    assert paired_bootstrap_ci(base, other, 10_000, seed=3) == (low, high)
+    # The textbook paired bootstrap: resample question indices.
+    rng = np.random.default_rng(0)
+    diff = np.asarray(other, dtype=float) - np.asarray(base, dtype=float)
+    means = diff[rng.integers(0, 100, size=(10_000, 100))].mean(axis=1)
+    expected_low, expected_high = np.quantile(means, [0.025, 0.975])
+    assert low == pytest.approx(expected_low, abs=0.011) and high == pytest.approx(expected_high, abs=0.011)
+    # Normal approximation: 0.10 +- 1.96 * sqrt((0.3 - 0.01) / 100).
+    assert low == pytest.approx(-0.0056, abs=0.015) and high == pytest.approx(0.2056, abs=0.015)
+
+
+def test_bootstrap_rejects_unpaired_outcomes():
+    with pytest.raises(ValueError, match="equally long"):
+        paired_bootstrap_ci([True, False], [True], 100, seed=0)
+
+
+def _scored(outcomes: dict[str, list[bool]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "id": [f"q{i}" for i in range(len(outcomes["stem"] + outcomes["humanities"]))],
+            "category": ["stem"] * len(outcomes["stem"]) + ["humanities"] * len(outcomes["humanities"]),
+            "correct": outcomes["stem"] + outcomes["humanities"],
+        }
+    )
+
+
+def test_regression_table_on_a_hand_checked_example():
+    base = _scored({"stem": [True, True, True, True, False], "humanities": [True, False, False, False, False]})
+    # Fine-tuned: loses 3 stem questions, gains 1 humanities question.
+    tuned = _scored({"stem": [True, False, False, False, False], "humanities": [True, True, False, False, False]})
+    table = regression_table(
+        {"base": base, "lora": tuned.sample(frac=1, random_state=0)}, base="base", n_resamples=2000, seed=1
+    )
+    assert list(table["category"]) == ["stem", "humanities", "overall"] * 2
+    lora = table[table["model"] == "lora"].set_index("category")
+    assert lora.loc["stem", "accuracy"] == pytest.approx(20.0)
+    assert lora.loc["stem", "delta_points"] == pytest.approx(-60.0)
+    assert lora.loc["stem", "delta_relative_pct"] == pytest.approx(-75.0)
+    assert (lora.loc["stem", "base_only_correct"], lora.loc["stem", "other_only_correct"]) == (3, 0)
+    assert lora.loc["stem", "mcnemar_p"] == pytest.approx(0.25)
+    assert lora.loc["humanities", "delta_points"] == pytest.approx(20.0)
+    assert lora.loc["humanities", "mcnemar_p"] == pytest.approx(1.0)
+    assert lora.loc["overall", "n"] == 10
+    assert lora.loc["overall", "accuracy"] == pytest.approx(30.0)
+    assert lora.loc["overall", "delta_points"] == pytest.approx(-20.0)
+    assert lora.loc["overall", "mcnemar_p"] == pytest.approx(0.625)  # b=3, c=1: 2 * (1 + 4) / 16
+    assert lora.loc["overall", "ci_low_points"] <= -20.0 <= lora.loc["overall", "ci_high_points"]
+    base_rows = table[table["model"] == "base"]
+    assert (base_rows["delta_points"] == 0).all() and (base_rows["mcnemar_p"] == 1.0).all()
+
+
+def test_regression_table_refuses_models_scored_on_other_questions():
+    base = _scored({"stem": [True, False], "humanities": [True]})
+    other = base.assign(id=["q0", "q1", "x"])
+    with pytest.raises(ValueError, match="other questions"):
+        regression_table({"base": base, "lora": other})
