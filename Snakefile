@@ -6,6 +6,9 @@
 configfile: "config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/acquire.smk"
 include: "rules/format.smk"
@@ -13,6 +16,7 @@ include: "rules/train.smk"
 include: "rules/generate.smk"
 include: "rules/score.smk"
 include: "rules/mmlu.smk"
+include: "rules/report.smk"
 
 
 rule all:

@@ -39,8 +39,7 @@ wildcard_constraints:
 
 def get_final_outputs():
     return [
-        *expand("results/{model}/spider_summary.json", model=evaluated_models()),
-        "results/mmlu/regression.csv",
+        "results/report/summary.md",
     ]
 
 

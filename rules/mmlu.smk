@@ -46,6 +46,7 @@ rule score_mmlu:
         n_shot=config["mmlu"]["n_shot"],
         mode=config["mmlu"]["mode"],
         use_chat_template=config["mmlu"]["use_chat_template"],
+        share_prefix=config["mmlu"]["share_prefix"],
         batch_size=config["mmlu"]["batch_size"],
     script:
         "../workflow_scripts/score_mmlu.py"

@@ -25,6 +25,7 @@ rows = score_mmlu(
     batch_size=snakemake.params.batch_size,
     mode=snakemake.params.mode,
     delimiter=target_delimiter(use_chat),
+    share_prefix=snakemake.params.share_prefix,
 )
 scored = pd.DataFrame(rows)
 scored.to_csv(snakemake.output[0], index=False)
