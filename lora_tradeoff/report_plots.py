@@ -85,9 +85,9 @@ def _grouped_bars(
         value, low, high = (np.array(column, dtype=float) for column in zip(*values, strict=True))
         positions = x - 0.4 + width * (i + 0.5)
         ax.bar(positions, value, width, color=colours[name], label=name, edgecolor="white", linewidth=0.5)
-        ax.errorbar(
-            positions, value, yerr=[value - low, high - value], fmt="none", ecolor="#333333", elinewidth=0.9, capsize=2
-        )
+        # Clipped at 0: at 0 % or 100 % the Wilson bound equals the value up to float rounding.
+        whiskers = np.clip([value - low, high - value], 0, None)
+        ax.errorbar(positions, value, yerr=whiskers, fmt="none", ecolor="#333333", elinewidth=0.9, capsize=2)
         _label_bars(ax, positions, value)
     ax.set_xticks(x, groups)
     ax.axvline(len(groups) - 1.5, color="#bbbbbb", linewidth=0.8)  # the last group is the total

@@ -311,3 +311,21 @@ def test_wilson_interval_matches_a_hand_checked_value() -> None:
     low, high = wilson_interval(7, 10)
     assert low == pytest.approx(0.3968, abs=1e-4) and high == pytest.approx(0.8922, abs=1e-4)
     assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == pytest.approx(1.0)
+
+
+def test_whiskers_survive_a_perfect_score(tmp_path):
+    """A 100 % bar's Wilson bound can be 1 - 1e-16 in floats; the plot must not reject it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lora_tradeoff.report import wilson_interval
+    from lora_tradeoff.report_plots import _grouped_bars
+
+    low, high = wilson_interval(10, 10)
+    assert high < 1.0  # the float rounding this test is about
+    figure, ax = plt.subplots()
+    _grouped_bars(ax, ["easy", "all"], {"run": [(100.0, 100 * low, 100 * high)] * 2}, {"run": "#000000"})
+    figure.savefig(tmp_path / "bars.png")
+    assert (tmp_path / "bars.png").stat().st_size > 0
