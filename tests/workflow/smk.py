@@ -18,11 +18,11 @@ SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 def write_config(workdir: Path, model_dir: Path, **changes) -> Path:
     config = yaml.safe_load((REPO / "tests/config/smoke.yaml").read_text())
     config["model"] = {"source": "local", "path": str(model_dir)}
-    for dotted, value in changes.items():
+    for dotted, value in changes.items():  # "training.runs.1.learning_rate": list items by index
         node = config
         *parents, leaf = dotted.split(".")
         for key in parents:
-            node = node.setdefault(key, {})
+            node = node[int(key)] if isinstance(node, list) else node.setdefault(key, {})
         node[leaf] = value
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config))

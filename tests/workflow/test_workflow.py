@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import collections
+import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -24,28 +26,87 @@ def finished_run(tmp_path_factory, base_model_dir) -> Path:
 def test_dry_run_lists_the_whole_dag(tmp_path_factory, base_model_dir):
     workdir = new_workdir(tmp_path_factory, "dry", base_model_dir)
     jobs = planned_jobs(workdir)
-    assert jobs["get_base_model"] == 1 and jobs["get_spider"] == 1 and jobs["get_mmlu"] == 1
-    assert jobs["format_spider_prompts"] == 2 and jobs["format_spider_train"] == 1
+    # models: base, base_zero_shot and the two runs of tests/config/smoke.yaml
+    assert jobs == collections.Counter(
+        get_base_model=1,
+        get_spider=1,
+        get_mmlu=1,
+        select_fewshot_examples=1,
+        format_spider_prompts=2,
+        format_spider_train=1,
+        train_lora=2,
+        generate_sql=4,
+        score_spider=4,
+        build_mmlu_suite=1,
+        score_mmlu=3,
+        mmlu_regression=1,
+        report=1,
+        all=1,
+    )
+
+
+def test_full_run_writes_every_table(finished_run):
+    results = finished_run / "results"
+    for model in ("base", "base_zero_shot", "tiny_qv", "tiny_last"):
+        assert len(pd.read_csv(results / model / "spider_scored.csv")) == 4
+    for model in ("base", "tiny_qv", "tiny_last"):
+        assert len(pd.read_csv(results / model / "mmlu_scored.csv")) == 3
+    hyperparams = json.loads((results / "runs/tiny_last/hyperparams.json").read_text())
+    assert hyperparams["spec"]["layers_to_transform"] == [29] and hyperparams["global_steps"] == 2
+    assert "## Hyper-parameters" in (results / "report/summary.md").read_text()
 
 
 def test_second_run_has_nothing_to_do(finished_run):
     assert planned_jobs(finished_run) == collections.Counter()
 
 
-def test_fewshot_seed_reruns_only_its_downstream(finished_run, base_model_dir):
-    write_config(finished_run, base_model_dir, **{"prompt.fewshot_seed": 7})
+def changed_plan(workdir: Path, model_dir: Path, **changes) -> collections.Counter:
+    """The dry-run plan after a config change; the smoke config is restored afterwards."""
+    write_config(workdir, model_dir, **changes)
     try:
-        jobs = planned_jobs(finished_run)
+        return planned_jobs(workdir)
     finally:
-        write_config(finished_run, base_model_dir)
-    assert jobs["select_fewshot_examples"] == 1 and jobs["format_spider_prompts"] == 1
-    assert not {"get_spider", "get_mmlu", "get_base_model", "format_spider_train"} & set(jobs)
+        write_config(workdir, model_dir)
+
+
+def test_fewshot_seed_reruns_only_its_downstream(finished_run, base_model_dir):
+    jobs = changed_plan(finished_run, base_model_dir, **{"prompt.fewshot_seed": 7})
+    assert jobs == collections.Counter(
+        select_fewshot_examples=1, format_spider_prompts=1, generate_sql=1, score_spider=1, report=1, all=1
+    )
+
+
+def test_one_runs_learning_rate_reruns_only_that_run(finished_run, base_model_dir):
+    jobs = changed_plan(finished_run, base_model_dir, **{"training.runs.1.learning_rate": 5e-4})
+    assert jobs == collections.Counter(
+        train_lora=1, generate_sql=1, score_spider=1, score_mmlu=1, mmlu_regression=1, report=1, all=1
+    )
+
+
+def test_mmlu_seed_reruns_the_suite_and_its_downstream_only(finished_run, base_model_dir):
+    jobs = changed_plan(finished_run, base_model_dir, **{"mmlu.seed": 99})
+    assert jobs == collections.Counter(build_mmlu_suite=1, score_mmlu=3, mmlu_regression=1, report=1, all=1)
 
 
 def test_target_runs_only_its_ancestors(tmp_path_factory, base_model_dir):
     workdir = new_workdir(tmp_path_factory, "target", base_model_dir)
-    jobs = planned_jobs(workdir, "results/spider/prompts/zero_shot.jsonl")
-    assert set(jobs) == {"get_base_model", "get_spider", "format_spider_prompts"}
+    jobs = planned_jobs(workdir, "results/base/spider_scored.csv")
+    assert jobs == collections.Counter(
+        get_base_model=1,
+        get_spider=1,
+        select_fewshot_examples=1,
+        format_spider_prompts=1,
+        generate_sql=1,
+        score_spider=1,
+    )
+
+
+def test_html_report_is_self_contained(finished_run):
+    snakemake(finished_run, "--report", "results/report.html")
+    html = (finished_run / "results/report.html").read_text()
+    for figure in ("tradeoff", "mmlu_accuracy", "spider_hardness", "train_loss"):
+        assert f"{figure}.png;base64,iVBORw0KGgo" in html  # the PNG itself, embedded (its magic bytes)
+    assert "summary.md" in html and "failure_examples.md" in html
 
 
 def test_bad_config_fails_before_any_job(tmp_path_factory, base_model_dir):
