@@ -26,7 +26,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lora_tradeoff.formatting import SchemaLookup, format_items, read_jsonl  # noqa: E402
+from lora_tradeoff.files import read_jsonl  # noqa: E402
+from lora_tradeoff.formatting import SchemaLookup, format_items  # noqa: E402
 from lora_tradeoff.training import RunSpec  # noqa: E402
 
 # The configurations compared; batch sizes are GPU-sized (--batch-size overrides them all).

@@ -10,7 +10,6 @@ zero-shot prompt it was trained on, so training text == inference prompt + answe
 
 from __future__ import annotations
 
-import json
 import random
 import sqlite3
 from collections.abc import Callable, Iterable
@@ -192,19 +191,6 @@ def chat_token_counter(tokenizer: Any, add_generation_prompt: bool) -> Callable[
         return len(ids)
 
     return count
-
-
-def write_jsonl(rows: Iterable[dict[str, Any]], path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with open(path) as handle:
-        return [json.loads(line) for line in handle if line.strip()]
 
 
 def format_split(

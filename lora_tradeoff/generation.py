@@ -23,12 +23,10 @@ faster, for three reasons:
 
 from __future__ import annotations
 
-import json
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -565,22 +563,3 @@ def _progress_line(done: int, total: int, elapsed: float) -> str:
     rate = done / elapsed if elapsed > 0 else float("inf")
     eta = (total - done) / rate if rate > 0 else float("inf")
     return f"generated {done}/{total} items, {rate:.2f} items/s, ETA {eta:.0f} s"
-
-
-# ---------------------------------------------------------------------------
-# Files
-
-
-def write_predictions_jsonl(rows: Iterable[dict], path: Path) -> None:
-    """Write result rows as JSON lines (UTF-8, one row a line), creating parent folders."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def read_predictions_jsonl(path: Path) -> list[dict]:
-    """Read rows written by `write_predictions_jsonl`."""
-    with Path(path).open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]

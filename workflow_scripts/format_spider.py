@@ -4,7 +4,8 @@ import json
 
 from transformers import AutoTokenizer
 
-from lora_tradeoff.formatting import format_split, write_jsonl
+from lora_tradeoff.files import write_jsonl
+from lora_tradeoff.formatting import format_split
 from lora_tradeoff.logs import rule_logger
 
 log = rule_logger(snakemake.log[0], snakemake.rule)

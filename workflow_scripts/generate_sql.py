@@ -2,7 +2,7 @@
 
 import torch
 
-from lora_tradeoff.formatting import read_jsonl, write_jsonl
+from lora_tradeoff.files import read_jsonl, write_jsonl
 from lora_tradeoff.generation import generate_sql
 from lora_tradeoff.logs import rule_logger
 from lora_tradeoff.modeling import load_from_manifest

@@ -3,7 +3,7 @@
 import pandas as pd
 import torch
 
-from lora_tradeoff.formatting import read_jsonl
+from lora_tradeoff.files import read_jsonl
 from lora_tradeoff.logs import rule_logger
 from lora_tradeoff.mmlu import format_prompt, group_by_subject, score_mmlu, target_delimiter
 from lora_tradeoff.mmlu_data import read_suite_csv

@@ -2,7 +2,7 @@
 
 import json
 
-from lora_tradeoff.formatting import read_jsonl
+from lora_tradeoff.files import read_jsonl
 from lora_tradeoff.logs import rule_logger
 from lora_tradeoff.spider_scoring import score_predictions, summarize_scores
 

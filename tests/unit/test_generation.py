@@ -15,18 +15,17 @@ from peft import LoraConfig, get_peft_model
 
 from bench.bench_generation import naive_generate, spider_prompt_rows
 from lora_tradeoff import generation
+from lora_tradeoff.files import read_jsonl, write_jsonl
 from lora_tradeoff.generation import (
     MissingChatTemplateError,
     PromptTooLongError,
     encode_prompts,
     generate_sql,
     length_sorted_batches,
-    read_predictions_jsonl,
     shared_prefix_length,
     similar_length_groups,
     statement_end,
     stop_point,
-    write_predictions_jsonl,
 )
 from lora_tradeoff.modeling import AdapterMismatchError, load_model_and_tokenizer
 
@@ -204,5 +203,5 @@ def test_prefill_runs_keep_padding_under_the_tolerance():
 def test_predictions_round_trip(tmp_path):
     rows = [{"id": "dev-0000", "raw_output": "SELECT 'é';", "new_tokens": 5, "stop_reason": "statement_end"}]
     path = tmp_path / "out" / "predictions.jsonl"
-    write_predictions_jsonl(rows, path)
-    assert read_predictions_jsonl(path) == rows
+    write_jsonl(rows, path)
+    assert read_jsonl(path) == rows

