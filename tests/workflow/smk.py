@@ -13,6 +13,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "DEEPEVAL_TELEMETRY_OPT_OUT": "YES"}
 
 
 def write_config(workdir: Path, model_dir: Path, **changes) -> Path:
@@ -29,21 +30,17 @@ def write_config(workdir: Path, model_dir: Path, **changes) -> Path:
     return path
 
 
+def snakemake_command(workdir: Path, *args: str) -> list[str]:
+    # --configfile takes several values: it must not stand right before the targets.
+    return [
+        str(SNAKEMAKE), "--configfile", str(workdir / "config.yaml"), "-s", str(REPO / "Snakefile"),
+        "-d", str(workdir), "--cores", "2", *args,
+    ]  # fmt: skip
+
+
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [
-        str(SNAKEMAKE),
-        "-s",
-        str(REPO / "Snakefile"),
-        "-d",
-        str(workdir),
-        "--cores",
-        "2",
-        "--configfile",
-        str(workdir / "config.yaml"),
-        *args,
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DEEPEVAL_TELEMETRY_OPT_OUT": "YES"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    cmd = snakemake_command(workdir, *args)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc

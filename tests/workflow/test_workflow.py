@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import collections
 import json
+import os
+import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from tests.workflow.smk import new_workdir, planned_jobs, snakemake, write_config
+from tests.workflow.smk import ENV, new_workdir, planned_jobs, snakemake, snakemake_command, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -118,3 +123,35 @@ def test_bad_config_fails_before_any_job(tmp_path_factory, base_model_dir):
     assert proc.returncode != 0
     assert "config.training.runs[0]: unknown key(s) lerning_rate; allowed keys: alpha," in proc.stderr + proc.stdout
     assert not (workdir / "results").exists()
+
+
+def test_killed_training_is_rerun_and_resumes(finished_run, base_model_dir, tmp_path):
+    """SIGKILL of the whole Snakemake process mid-training: nothing is taken as complete, the next
+    call reruns the job and training continues from its last checkpoint instead of step 0."""
+    workdir = tmp_path / "killed"
+    shutil.copytree(finished_run, workdir, symlinks=True)
+    write_config(workdir, base_model_dir, **{"training.runs.0.max_steps": 8, "training.runs.0.save_steps": 2})
+    target = "results/runs/tiny_qv/hyperparams.json"
+    checkpoints = workdir / "results/runs/tiny_qv/checkpoints"
+    shutil.rmtree(checkpoints)  # the finished run's own; wait for this run's first one
+    proc = subprocess.Popen(
+        snakemake_command(workdir, target),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=ENV,
+    )
+    deadline = time.time() + 240
+    while not list(checkpoints.glob("checkpoint-*/trainer_state.json")) and time.time() < deadline:
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert list(checkpoints.glob("checkpoint-*")), "no checkpoint was written before the deadline"
+    assert not (workdir / target).exists()  # Snakemake removed the old output before the job started
+    # Only mtime: the job must rerun because its output is missing/incomplete, not because of params.
+    assert planned_jobs(workdir, target, "--rerun-triggers", "mtime")["train_lora"] == 1
+    snakemake(workdir, "--unlock")  # a killed Snakemake leaves its lock, as after a power loss
+    snakemake(workdir, target)
+    hyperparams = json.loads((workdir / target).read_text())
+    assert hyperparams["resumed"] and hyperparams["resumed_from_step"] >= 2
+    assert hyperparams["global_steps"] == 8
