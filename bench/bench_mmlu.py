@@ -22,10 +22,10 @@ from lora_tradeoff.mmlu import (  # noqa: E402
     build_suite,
     format_prompt,
     group_by_subject,
-    read_mmlu_csv_dir,
     score_mmlu,
     target_delimiter,
 )
+from lora_tradeoff.mmlu_data import read_mmlu_csv_dir  # noqa: E402
 from lora_tradeoff.modeling import load_model_and_tokenizer  # noqa: E402
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 LETTERS = ("A", "B", "C", "D")
@@ -101,18 +100,6 @@ _STANDALONE_LETTER = re.compile(r"\b([ABCD])\b")
 
 
 # --------------------------------------------------------------------------- data
-
-
-def read_mmlu_csv_dir(dir: Path, split: str) -> list[dict]:
-    """Read ``dir/<split>/<subject>_<split>.csv`` (Hendrycks layout) into normalized rows.
-
-    Subjects in file-name order, rows in file order, every field a string; the
-    same reader as the acquisition rule's ``csv_dir`` source, so tests on the
-    CSVs see exactly the rows the workflow writes to JSONL.
-    """
-    from lora_tradeoff.mmlu_data import read_csv_dir
-
-    return read_csv_dir(Path(dir) / split, split)
 
 
 def group_by_subject(rows: Iterable[dict]) -> dict[str, list[dict]]:

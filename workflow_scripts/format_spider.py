@@ -7,10 +7,11 @@ from transformers import AutoTokenizer
 from lora_tradeoff.files import write_jsonl
 from lora_tradeoff.formatting import format_split
 from lora_tradeoff.logs import rule_logger
+from lora_tradeoff.model_source import read_manifest
 
 log = rule_logger(snakemake.log[0], snakemake.rule)
 training = snakemake.rule == "format_spider_train"
-model_dir = json.loads(open(snakemake.input.model).read())["model_dir"]
+model_dir = read_manifest(snakemake.input.model)["model_dir"]
 examples = json.loads(open(snakemake.input.examples[0]).read()) if snakemake.input.get("examples") else []
 kept, dropped = format_split(
     items=json.loads(open(snakemake.input.split).read()),

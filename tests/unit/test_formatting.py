@@ -14,7 +14,7 @@ from lora_tradeoff.formatting import (
     schema_from_tables_json,
     select_fewshot_examples,
 )
-from lora_tradeoff.spider_data import locate_databases
+from lora_tradeoff.spider_data import locate_databases, read_spider_dir
 
 SYSTEM = "You translate questions into SQLite."
 TEMPLATE = "Schema:\n{schema}\n\nQuestion: {question}"
@@ -22,15 +22,9 @@ TEMPLATE = "Schema:\n{schema}\n\nQuestion: {question}"
 
 @pytest.fixture(scope="module")
 def spider(spider_dir):
-    dev = json.loads((spider_dir / "dev.json").read_text())
-    for index, item in enumerate(dev):
-        item["id"] = f"dev-{index:04d}"
-    train = json.loads((spider_dir / "train_spider.json").read_text())
-    for index, item in enumerate(train):
-        item["id"] = f"train-{index:04d}"
-    tables = json.loads((spider_dir / "tables.json").read_text())
-    databases = locate_databases({item["db_id"] for item in dev}, spider_dir / "database")
-    return {"dev": dev, "train": train, "tables": tables, "databases": databases}
+    data = read_spider_dir(spider_dir)
+    databases = locate_databases({item["db_id"] for item in data["dev"]}, data["database_dir"])
+    return {**data, "databases": databases}
 
 
 @pytest.fixture(scope="module")

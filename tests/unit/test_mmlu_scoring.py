@@ -12,9 +12,9 @@ from lora_tradeoff.mmlu import (
     group_by_subject,
     letter_token_ids,
     parse_letter,
-    read_mmlu_csv_dir,
     score_mmlu,
 )
+from lora_tradeoff.mmlu_data import read_mmlu_csv_dir
 from lora_tradeoff.modeling import load_model_and_tokenizer
 
 # Subjects with short questions, 3 questions each (prefix sharing

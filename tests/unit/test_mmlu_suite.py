@@ -12,8 +12,8 @@ from lora_tradeoff.mmlu import (
     build_suite,
     format_prompt,
     group_by_subject,
-    read_mmlu_csv_dir,
 )
+from lora_tradeoff.mmlu_data import read_mmlu_csv_dir
 
 
 @pytest.fixture(scope="module")
