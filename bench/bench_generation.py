@@ -15,6 +15,7 @@ Runs standalone wherever torch, transformers and peft are installed (CPU or CUDA
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import sys
 import time
@@ -112,7 +113,34 @@ def peak_memory(device: torch.device) -> str:
     return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (process max RSS so far)"
 
 
-def main() -> None:
+def time_ours(model, tokenizer, rows, args, cuda_graphs: bool) -> tuple[list[dict], dict]:
+    """`generate_sql` on every row; its results and figures."""
+    device = model.device
+    reset_peak(device)
+    synchronize(device)
+    started = time.perf_counter()
+    results = generate_sql(
+        model, tokenizer, rows, args.max_new_tokens, args.batch_size, progress=print, cuda_graphs=cuda_graphs
+    )
+    synchronize(device)
+    seconds = time.perf_counter() - started
+    new_tokens = sum(row["new_tokens"] for row in results)
+    stops = {
+        reason: sum(row["stop_reason"] == reason for row in results)
+        for reason in ("statement_end", "eos", "max_new_tokens")
+    }
+    figures = {
+        "seconds": round(seconds, 2),
+        "q_per_s": round(len(rows) / seconds, 2),
+        "new_tokens_per_s": round(new_tokens / seconds, 1),
+        "mean_new_tokens": round(new_tokens / len(rows), 1),
+        "stops": stops,
+        "peak_memory": peak_memory(device),
+    }
+    return results, figures
+
+
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, default=REPO / ".cache" / "test-model" / "checkpoint")
     parser.add_argument("--spider-dir", type=Path, default=REPO.parent / "shared" / "data" / "spider")
@@ -123,18 +151,26 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--style", choices=["few_shot", "zero_shot"], default="few_shot")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    args = parser.parse_args()
+    parser.add_argument("--json-out", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
 
     if args.threads:
         torch.set_num_threads(args.threads)
     model, tokenizer = load_model_and_tokenizer(args.model_dir, device=args.device)
     rows = spider_prompt_rows(args.spider_dir, tokenizer, args.n, args.style)
     device = model.device
-    print(
-        f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
-        f"dtype {model.dtype}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-        f"{len(rows)} {args.style} prompts, max_new_tokens {args.max_new_tokens}, batch size {args.batch_size}"
-    )
+    report: dict = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "dtype": str(model.dtype),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "prompts": len(rows),
+        "style": args.style,
+        "max_new_tokens": args.max_new_tokens,
+        "batch_size": args.batch_size,
+        "mean_prompt_tokens": None,
+    }
+    print(json.dumps(report))
 
     generate_sql(model, tokenizer, rows[:2], max_new_tokens=4, batch_size=2)  # warm-up: kernels, allocator
 
@@ -145,40 +181,45 @@ def main() -> None:
     reference = naive_generate(model, tokenizer, reference_rows, args.max_new_tokens)
     synchronize(device)
     naive_seconds = time.perf_counter() - started
-    naive_tokens = sum(len(ids) for ids in reference)
     naive_rate = len(reference_rows) / naive_seconds
-    print(
-        f"naive generate, 1 prompt at a time, first {len(reference_rows)} prompts: {naive_seconds:.1f} s, "
-        f"{naive_rate:.3f} q/s, {naive_tokens / naive_seconds:.1f} new tokens/s, "
-        f"extrapolated to {len(rows)} prompts: {len(rows) / naive_rate:.1f} s; peak memory {peak_memory(device)}"
-    )
-
-    reset_peak(device)
-    synchronize(device)
-    started = time.perf_counter()
-    results = generate_sql(model, tokenizer, rows, args.max_new_tokens, args.batch_size, progress=print)
-    synchronize(device)
-    ours_seconds = time.perf_counter() - started
-    ours_tokens = sum(row["new_tokens"] for row in results)
-    ours_rate = len(rows) / ours_seconds
-    mean_prompt = sum(row["prompt_tokens"] for row in results) / len(rows)
-    stops = {
-        reason: sum(row["stop_reason"] == reason for row in results)
-        for reason in ("statement_end", "eos", "max_new_tokens")
+    report["naive"] = {
+        "prompts": len(reference_rows),
+        "seconds": round(naive_seconds, 2),
+        "q_per_s": round(naive_rate, 3),
+        "new_tokens_per_s": round(sum(len(ids) for ids in reference) / naive_seconds, 1),
+        "peak_memory": peak_memory(device),
     }
+    print("naive generate, one prompt at a time:", json.dumps(report["naive"]))
+
+    variants = [("ours", True)] + ([("ours_eager", False)] if device.type == "cuda" else [])
+    outputs = {}
+    for name, cuda_graphs in variants:
+        outputs[name], report[name] = time_ours(model, tokenizer, rows, args, cuda_graphs)
+        identical = sum(
+            ref[: row["new_tokens"]] == row["output_token_ids"]
+            for ref, row in zip(reference, outputs[name], strict=False)
+        )
+        report[name]["token_identical_to_naive"] = f"{identical}/{len(reference)}"
+        print(
+            f"generate_sql ({'CUDA graphs' if cuda_graphs and device.type == 'cuda' else 'eager'}):",
+            json.dumps(report[name]),
+        )
+    results = outputs["ours"]
+    report["mean_prompt_tokens"] = round(sum(row["prompt_tokens"] for row in results) / len(rows), 1)
+    report["speedup_vs_naive"] = round(report["ours"]["q_per_s"] / naive_rate, 1)
+    if "ours_eager" in outputs:
+        report["graph_tokens_equal_eager"] = sum(
+            a["output_token_ids"] == b["output_token_ids"] for a, b in zip(results, outputs["ours_eager"], strict=True)
+        )
     print(
-        f"generate_sql, {len(rows)} prompts: {ours_seconds:.1f} s, {ours_rate:.2f} q/s, "
-        f"{ours_tokens / ours_seconds:.1f} new tokens/s, mean prompt {mean_prompt:.0f} "
-        f"tokens, stops {stops}; peak memory {peak_memory(device)}"
+        f"speed-up {report['speedup_vs_naive']}x (q/s) over the naive loop; naive generates until eos or "
+        "max_new_tokens, ours stops at statement end too."
     )
-    identical = sum(
-        ref[: row["new_tokens"]] == row["output_token_ids"] for ref, row in zip(reference, results, strict=False)
-    )
-    print(
-        f"speed-up {ours_rate / naive_rate:.1f}x (q/s); naive generates until eos or max_new_tokens, "
-        f"ours stops at statement end too. Token-identical to naive (cut at our stop): "
-        f"{identical}/{len(reference)}"
-    )
+    print("BENCH_RESULT " + json.dumps(report))
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(report, indent=2) + "\n")
+    return report
 
 
 if __name__ == "__main__":

@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--mode", choices=("loglik", "generate"), default="loglik")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs; the fastest is reported")
     parser.add_argument("--warmup", action="store_true", help="score 4 questions untimed first (CUDA kernels)")
+    parser.add_argument("--json-out", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
 
     import torch
@@ -123,6 +124,9 @@ def main(argv: list[str] | None = None) -> dict:
         "accuracy": round(sum(row["correct"] for row in rows) / len(rows), 4),
     }
     print(json.dumps(report))
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 

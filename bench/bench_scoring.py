@@ -74,12 +74,13 @@ def mutate(sql: str, index: int) -> str:
     return f"{sql} LIMIT 0"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spider-dir", type=Path, default=REPO.parent / "shared/data/spider")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout-s", type=float, default=10.0)
-    args = parser.parse_args()
+    parser.add_argument("--json-out", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
 
     dev = json.loads((args.spider_dir / "dev.json").read_text())
     items = [
@@ -97,6 +98,7 @@ def main() -> None:
         "mutated": [{"id": it["id"], "raw_output": mutate(it["query"], i)} for i, it in enumerate(items)],
     }
     total = 0.0
+    report: dict = {"workers": args.workers}
     for name, predictions in passes.items():
         clear_caches()
         start = time.perf_counter()
@@ -108,8 +110,14 @@ def main() -> None:
             f"{name:8s} {len(items)} pairs in {seconds:.2f} s = {len(items) / seconds:.0f} pairs/s "
             f"(EX {summary['ex']:.3f} over {summary['n_scored']}, {summary['skipped']} skipped)"
         )
+        report[name] = {"pairs": len(items), "seconds": round(seconds, 2), "ex": round(summary["ex"], 4)}
     pairs = len(items) * len(passes)
     print(f"total    {pairs} pairs in {total:.2f} s = {pairs / total:.0f} pairs/s with {args.workers} workers")
+    report.update(pairs=pairs, seconds=round(total, 2), pairs_per_s=round(pairs / total))
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(report, indent=2) + "\n")
+    return report
 
 
 if __name__ == "__main__":

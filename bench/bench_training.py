@@ -36,6 +36,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "padded": {"per_device_batch_size": 32},
     # Padded, but batches of similar length: little padding, per-row attention.
     "grouped": {"per_device_batch_size": 128, "group_by_length": True},
+    # The workflow's full-run setting, and the same with Liger's fused kernels (less memory, so twice the batch).
+    "grouped-64": {"per_device_batch_size": 64, "group_by_length": True},
+    "grouped-64-liger": {"per_device_batch_size": 64, "group_by_length": True, "liger_kernel": True},
+    "grouped-128-liger": {"per_device_batch_size": 128, "group_by_length": True, "liger_kernel": True},
     "grouped-compile": {"per_device_batch_size": 128, "group_by_length": True, "torch_compile": True},
     # Padding-free: one flattened row per batch. sdpa builds a dense block-diagonal mask
     # (quadratic in the batch's token count); flex attention skips the masked blocks.

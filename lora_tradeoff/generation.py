@@ -29,6 +29,7 @@ faster, for three reasons:
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -40,6 +41,8 @@ from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.cache_utils import Cache, CacheLayerMixin
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
+
+_log = logging.getLogger(__name__)
 
 # Suffixes prefilled in one forward differ in length by at most this fraction,
 # so padding costs at most that share of the prefill (see similar_length_groups).
@@ -482,19 +485,27 @@ class _Decoder:
         bias: torch.Tensor,
         positions: torch.Tensor,
         slot: torch.Tensor,
+        use_graph: bool,
         warmed: bool,
     ) -> None:
         self.model = model
         self.keys, self.values = keys, values
         self.tokens, self.bias, self.positions, self.slot = tokens, bias, positions, slot
         self.cache = Cache(layers=[_SlotKVLayer(k, v, slot) for k, v in zip(keys, values, strict=True)])
-        self.use_graph = tokens.device.type == "cuda"
+        self.use_graph = use_graph and tokens.device.type == "cuda"
         self.warmed = warmed
         self.graph: torch.cuda.CUDAGraph | None = None
 
     @classmethod
     def after_prefill(
-        cls, model: Any, cache: Cache, tokens: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, filled: int
+        cls,
+        model: Any,
+        cache: Cache,
+        tokens: torch.Tensor,
+        mask: torch.Tensor,
+        positions: torch.Tensor,
+        filled: int,
+        use_graph: bool,
     ) -> _Decoder:
         """A decoder that continues from a prefilled cache whose first ``filled`` slots are written."""
         device = tokens.device
@@ -510,6 +521,7 @@ class _Decoder:
             bias[:, None, None, :],
             positions.clone(),
             torch.tensor([filled], device=device),
+            use_graph=use_graph,
             warmed=False,
         )
 
@@ -538,13 +550,28 @@ class _Decoder:
                 self._step()
             torch.cuda.current_stream().wait_stream(side)
             self.warmed = True
+        elif self.graph is None and not self._capture():
+            self._step()
         else:
-            if self.graph is None:
-                self.graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(self.graph):
-                    self._step()
             self.graph.replay()
         return self.tokens.clone()
+
+    def _capture(self) -> bool:
+        """Capture one step as a CUDA graph; on failure log why and go on eagerly (the tokens do not change).
+
+        A capture fails when something in the step synchronises with the host,
+        which a model class or quantization kernel we have not met might do.
+        """
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                self._step()
+        except RuntimeError as error:
+            _log.warning("CUDA graph capture failed (%s); this batch decodes eagerly", str(error).splitlines()[0])
+            self.use_graph = False
+            return False
+        self.graph = graph
+        return True
 
     def keep_rows(self, index: torch.Tensor) -> _Decoder:
         """A decoder over rows ``index`` only (fresh buffers; on CUDA a new capture at the next step)."""
@@ -556,6 +583,7 @@ class _Decoder:
             self.bias[index],
             self.positions[index],
             self.slot,
+            use_graph=self.use_graph,
             warmed=self.warmed,
         )
 
@@ -567,6 +595,7 @@ def _greedy_batch(
     suffixes: Sequence[Sequence[int]],
     pad_id: int,
     scanner: _StopScanner,
+    cuda_graphs: bool,
 ) -> list[tuple[list[int], str, str]]:
     """Greedy continuations of ``prefix + suffix`` for suffixes sorted longest first.
 
@@ -580,7 +609,7 @@ def _greedy_batch(
     cache = _batch_cache(model, batch, capacity, prefix_kv)
     tokens, mask = _prefill(model, cache, capacity, prefix_length, suffixes, pad_id)
     positions = torch.tensor([prefix_length + len(suffix) for suffix in suffixes], device=device)
-    decoder = _Decoder.after_prefill(model, cache, tokens, mask, positions, filled)
+    decoder = _Decoder.after_prefill(model, cache, tokens, mask, positions, filled, cuda_graphs)
     del cache, mask
     rows = list(range(batch))  # original row index of each row still decoding
     generated: list[list[int]] = [[] for _ in range(batch)]
@@ -613,6 +642,7 @@ def generate_sql(
     max_new_tokens: int,
     batch_size: int,
     progress: Callable[[str], None] | None = None,
+    cuda_graphs: bool = True,
 ) -> list[dict]:
     """Greedy answers to chat prompts, one result row per prompt row, in input order.
 
@@ -630,6 +660,8 @@ def generate_sql(
     * stop_reason: "statement_end", "eos" or "max_new_tokens";
     * seconds: this item's share of its batch's wall time plus its share of the
       shared-prefix encoding, so the column sums to the total time.
+
+    ``cuda_graphs`` (CUDA only) replays each batch's decode step as a CUDA graph.
 
     The tokens are those of ``model.generate(do_sample=False)`` on each prompt
     alone, cut at the stop (float rounding differences aside, which batching can
@@ -657,7 +689,13 @@ def generate_sql(
         for batch in length_sorted_batches([len(ids) for ids in prompt_ids], batch_size):
             batch_started = time.perf_counter()
             outputs = _greedy_batch(
-                model, prefix_kv, prefix_length, [prompt_ids[i][prefix_length:] for i in batch], pad_id, scanner
+                model,
+                prefix_kv,
+                prefix_length,
+                [prompt_ids[i][prefix_length:] for i in batch],
+                pad_id,
+                scanner,
+                cuda_graphs,
             )
             seconds = (time.perf_counter() - batch_started) / len(batch) + prefix_share
             for index, (kept_ids, text, reason) in zip(batch, outputs, strict=True):

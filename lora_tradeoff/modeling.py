@@ -53,23 +53,56 @@ def check_adapter_matches(adapter_dir: Path, model_config: Any) -> None:
         )
 
 
+def nf4_quantization_config() -> Any:
+    """QLoRA's 4-bit base: NF4 with double quantization, bf16 compute (training and inference alike)."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+
+
 def load_model_and_tokenizer(
     model_dir: Path,
     adapter_dir: Path | None = None,
     device: str = "auto",
     merge_adapter: bool = True,
+    quantization: str = "none",
 ) -> tuple[Any, Any]:
     """Return ``(model, tokenizer)`` in eval mode on ``device``.
 
     With ``adapter_dir`` the LoRA weights are applied with PEFT and, when
     ``merge_adapter`` is true, merged into the base weights: one matmul per layer
     instead of two, with the same outputs up to float rounding.
+
+    ``quantization="nf4"`` loads the base in 4-bit as a QLoRA run was trained (and as
+    a 16 GB card can hold a 7B model); its adapter then stays unmerged, because
+    merging would round the LoRA update into 4-bit weights.
     """
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = resolve_device(device)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=inference_dtype(device))
+    if quantization == "nf4":
+        if not device.startswith("cuda"):
+            raise ValueError(
+                f"{adapter_dir or model_dir}: a QLoRA (quantization: nf4) run is evaluated with its 4-bit base, "
+                "which needs a CUDA GPU and bitsandbytes; this machine has none. Evaluate it on a GPU."
+            )
+        model = AutoModelForCausalLM.from_pretrained(
+            model_dir,
+            quantization_config=nf4_quantization_config(),
+            dtype=torch.bfloat16,
+            device_map={"": torch.device(device).index or 0},
+        )
+        merge_adapter = False
+    else:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=inference_dtype(device))
     if adapter_dir is not None:
         from peft import PeftModel
 
@@ -84,14 +117,17 @@ def load_model_and_tokenizer(
             ) from error
         if merge_adapter:
             model = model.merge_and_unload()
-    model.to(device)
+    if quantization != "nf4":  # a quantized model is placed by device_map and cannot be moved
+        model.to(device)
     model.eval()
     return model, tokenizer
 
 
-def load_from_manifest(manifest_path: Path, adapter_dir: Path | None = None, device: str = "auto") -> tuple[Any, Any]:
+def load_from_manifest(
+    manifest_path: Path, adapter_dir: Path | None = None, device: str = "auto", quantization: str = "none"
+) -> tuple[Any, Any]:
     """:func:`load_model_and_tokenizer` on the checkpoint named by the get_base_model manifest."""
     from lora_tradeoff.model_source import read_manifest
 
     model_dir = read_manifest(manifest_path)["model_dir"]
-    return load_model_and_tokenizer(Path(model_dir), adapter_dir, device)
+    return load_model_and_tokenizer(Path(model_dir), adapter_dir, device, quantization=quantization)

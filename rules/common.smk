@@ -105,6 +105,12 @@ def get_adapter(wildcards):
     return []
 
 
+def get_model_quantization(wildcards):
+    """A QLoRA run is evaluated as it was trained: 4-bit base, adapter unmerged."""
+    run = RUNS.get(wildcards.model)
+    return run.get("quantization", "none") if run else "none"
+
+
 def get_run(wildcards):
     return RUNS[wildcards.run]
 

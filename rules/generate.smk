@@ -21,5 +21,7 @@ rule generate_sql:
     params:
         max_new_tokens=config["generation"]["max_new_tokens"],
         batch_size=config["generation"]["batch_size"],
+        cuda_graphs=config["generation"]["cuda_graphs"],
+        quantization=get_model_quantization,
     script:
         "../workflow_scripts/generate_sql.py"

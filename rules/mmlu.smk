@@ -47,6 +47,7 @@ rule score_mmlu:
         mode=config["mmlu"]["mode"],
         use_chat_template=config["mmlu"]["use_chat_template"],
         share_prefix=config["mmlu"]["share_prefix"],
+        quantization=get_model_quantization,
         batch_size=config["mmlu"]["batch_size"],
     script:
         "../workflow_scripts/score_mmlu.py"

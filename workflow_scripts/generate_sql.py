@@ -10,7 +10,7 @@ from lora_tradeoff.modeling import load_from_manifest
 log = rule_logger(snakemake.log[0], f"generate_sql[{snakemake.wildcards.model}]")
 torch.set_num_threads(snakemake.threads)
 adapter = snakemake.input.adapter[0] if snakemake.input.adapter else None
-model, tokenizer = load_from_manifest(snakemake.input.model, adapter)
+model, tokenizer = load_from_manifest(snakemake.input.model, adapter, quantization=snakemake.params.quantization)
 log.info("model on %s, adapter %s", model.device, adapter)
 rows = generate_sql(
     model,
@@ -18,6 +18,16 @@ rows = generate_sql(
     read_jsonl(snakemake.input.prompts),
     max_new_tokens=snakemake.params.max_new_tokens,
     batch_size=snakemake.params.batch_size,
+    cuda_graphs=snakemake.params.cuda_graphs,
     progress=log.info,
 )
 write_jsonl(rows, snakemake.output[0])
+seconds = sum(row["seconds"] for row in rows)
+log.info(
+    "%d items in %.1f s: %.2f items/s, %.1f new tokens/s%s",
+    len(rows),
+    seconds,
+    len(rows) / seconds if seconds else float("nan"),
+    sum(row["new_tokens"] for row in rows) / seconds if seconds else float("nan"),
+    f"; peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB" if torch.cuda.is_available() else "",
+)

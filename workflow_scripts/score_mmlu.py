@@ -12,7 +12,7 @@ from lora_tradeoff.modeling import load_from_manifest
 log = rule_logger(snakemake.log[0], f"score_mmlu[{snakemake.wildcards.model}]")
 torch.set_num_threads(snakemake.threads)
 adapter = snakemake.input.adapter[0] if snakemake.input.adapter else None
-model, tokenizer = load_from_manifest(snakemake.input.model, adapter)
+model, tokenizer = load_from_manifest(snakemake.input.model, adapter, quantization=snakemake.params.quantization)
 suite = read_suite_csv(snakemake.input.suite)
 dev = group_by_subject(read_jsonl(snakemake.input.dev))
 use_chat = snakemake.params.use_chat_template

@@ -125,6 +125,16 @@ def test_flex_attention_without_cuda_fails_before_loading(tmp_path: Path):
         build_trainer(spec, tmp_path / "no-model", [], tmp_path / "checkpoints")
 
 
+def test_liger_kernel_without_cuda_fails_before_loading(tmp_path: Path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    spec = RunSpec.from_config("liger", {"liger_kernel": True})
+    with pytest.raises(TrainingConfigError, match=r"training\.runs\[liger\]\.liger_kernel: .*CUDA only"):
+        build_trainer(spec, tmp_path / "no-model", [], tmp_path / "checkpoints")
+
+
 def test_collated_batch_trains_only_the_sql_and_its_end_token(tmp_path, base_model_dir, tokenizer, sft_rows):
     """The labels the trainer sees: -100 on the inference prompt, ids on SQL + <|im_end|>."""
     import torch
