@@ -38,6 +38,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "grouped": {"per_device_batch_size": 128, "group_by_length": True},
     # The workflow's full-run setting, and the same with Liger's fused kernels (less memory, so twice the batch).
     "grouped-64": {"per_device_batch_size": 64, "group_by_length": True},
+    "grouped-32-liger": {"per_device_batch_size": 32, "group_by_length": True, "liger_kernel": True},
     "grouped-64-liger": {"per_device_batch_size": 64, "group_by_length": True, "liger_kernel": True},
     "grouped-128-liger": {"per_device_batch_size": 128, "group_by_length": True, "liger_kernel": True},
     "grouped-compile": {"per_device_batch_size": 128, "group_by_length": True, "torch_compile": True},

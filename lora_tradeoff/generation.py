@@ -4,18 +4,23 @@
 run on one prompt at a time, cut at the first stop (see `stop_point`), and much
 faster, for three reasons:
 
-* Shared prefix. Every prompt of a style starts with the same tokens (system turn
-  and, for few_shot, the three worked examples): their keys/values are computed
-  once and copied into each batch; only each question's own suffix is prefilled.
+* Shared prefix, attended once. Every prompt of a style starts with the same
+  tokens (system turn and, for few_shot, the three worked examples, ~600 of
+  ~1000 tokens): their keys/values are computed once and kept once, not copied
+  into every row. Attention is split in two ("cascade" attention): all queries
+  of the batch against the one shared prefix (a single dense attention), and
+  each row's queries against its own tokens; the two are merged exactly through
+  their log-sum-exps. A decode step then reads the prefix's keys/values once
+  instead of once per row, and the prefill never builds a mask over the prefix.
 * Batches of similar length. Prompts are sorted by length, suffixes are
-  right-aligned after the prefix (the padding between prefix and suffix is masked
-  out and position ids skip it, so every sequence sees exactly its own prompt),
-  and keys/values are written in place into a buffer allocated once per batch.
-* Grouped-query attention without copies. With a padding mask, transformers'
-  SDPA attention copies every key/value head once per query head that shares it
-  (3x for SmolLM2) at every layer and decode step; for a large batch over long
-  prompts that copy moves more memory than the attention itself. We fold the
-  query heads of a group into the query axis instead (same scores, one read).
+  right-aligned in each row's buffer (the padding before a short suffix is
+  masked out and position ids continue the prefix, so every sequence sees
+  exactly its own prompt), and keys/values are written in place into buffers
+  allocated once per batch.
+* Grouped-query attention without copies at decode steps: the query heads that
+  share a key/value head are folded into the query axis (same scores, one read
+  of the keys), where transformers' SDPA path would copy every key/value head
+  once per query head (3x for SmolLM2) at every layer and step.
 * A lean decode loop. One forward per step with only the last position's logits,
   rows that have stopped are dropped from the batch, and the batch ends as soon
   as every row has stopped.
@@ -39,7 +44,6 @@ from typing import Any
 import torch
 from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.cache_utils import Cache, CacheLayerMixin
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 
 _log = logging.getLogger(__name__)
@@ -205,9 +209,9 @@ class _BatchKVLayer(CacheLayerMixin):
 
     Appending writes in place (transformers' DynamicLayer re-concatenates the whole
     cache at every step) and attention reads only the filled part. The buffers are
-    zero-filled: slots that a row never fills (between the prefix and a short
-    suffix) are masked out, and a masked zero adds exactly nothing, where
-    uninitialised memory could hold a NaN that would poison the sum.
+    zero-filled: slots that a row never fills (before a short suffix) are masked
+    out, and a masked zero adds exactly nothing, where uninitialised memory could
+    hold a NaN that would poison the sum.
     """
 
     def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int) -> None:
@@ -282,32 +286,29 @@ class _SlotKVLayer(CacheLayerMixin):
         return self.keys.shape[-2]
 
 
-def _batch_cache(
-    model: Any, batch_size: int, capacity: int, prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None
-) -> Cache:
-    """A cache of ``capacity`` slots for ``batch_size`` rows, each starting with the prefix's keys/values."""
+def _batch_cache(model: Any, batch_size: int, capacity: int) -> Cache:
+    """A cache of ``capacity`` zeroed slots per layer for ``batch_size`` rows (each row's own tokens only)."""
     config = model.config.get_text_config(decoder=True)
     kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     shape = (batch_size, kv_heads, capacity, head_dim)
-    layers = []
-    for layer in range(config.num_hidden_layers):
-        keys = torch.zeros(shape, dtype=model.dtype, device=model.device)
-        values = torch.zeros(shape, dtype=model.dtype, device=model.device)
-        length = 0
-        if prefix_kv is not None:
-            length = prefix_kv[layer][0].shape[-2]
-            keys[:, :, :length] = prefix_kv[layer][0]
-            values[:, :, :length] = prefix_kv[layer][1]
-        layers.append(_BatchKVLayer(keys, values, length))
-    return Cache(layers=layers)
+    return Cache(
+        layers=[
+            _BatchKVLayer(
+                torch.zeros(shape, dtype=model.dtype, device=model.device),
+                torch.zeros(shape, dtype=model.dtype, device=model.device),
+                0,
+            )
+            for _ in range(config.num_hidden_layers)
+        ]
+    )
 
 
 def _encode_prefix(model: Any, prefix_ids: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
     """Keys/values of the shared prefix at positions 0..len-1, batch of one; None for an empty prefix."""
     if not prefix_ids:
         return None
-    cache = _batch_cache(model, 1, len(prefix_ids), None)
+    cache = _batch_cache(model, 1, len(prefix_ids))
     model(
         input_ids=torch.tensor([list(prefix_ids)], device=model.device),
         past_key_values=cache,
@@ -320,10 +321,70 @@ def _encode_prefix(model: Any, prefix_ids: Sequence[int]) -> list[tuple[torch.Te
 # ---------------------------------------------------------------------------
 # Attention
 
-_GROUPED_SDPA = "lora_tradeoff_grouped_sdpa"
+_CASCADE = "lora_tradeoff_cascade"
+
+# Keys/values of the shared prefix per layer index, batch of one, while `_cascade_attention` is active.
+_shared_prefix: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
-def grouped_sdpa_attention(
+def attention_with_lse(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor | None, scale: float | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax attention and the log-sum-exp of its scores: ``(output (B, H, L, E), lse (B, H, L) float32)``.
+
+    The log-sum-exp is what lets two attentions over disjoint key sets be merged
+    exactly (`merge_attention`). SDPA's public function does not return it, so the
+    kernels behind it are called directly: memory-efficient attention on CUDA
+    (takes an additive bias), the flash kernel on CPU. ``bias`` is additive,
+    broadcastable to (B, H, L, S), in the query's dtype.
+    """
+    if bias is not None:
+        bias = bias.expand(query.shape[0], query.shape[1], query.shape[2], key.shape[2])
+    if query.device.type == "cuda":
+        output, lse, _, _ = torch.ops.aten._scaled_dot_product_efficient_attention(
+            query, key, value, bias, True, 0.0, False, scale=scale
+        )
+        return output, lse[..., : query.shape[2]]
+    output, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        query, key, value, 0.0, False, attn_mask=bias, scale=scale
+    )
+    return output, lse
+
+
+def merge_attention(
+    first: tuple[torch.Tensor, torch.Tensor], second: tuple[torch.Tensor, torch.Tensor]
+) -> torch.Tensor:
+    """The attention over the union of two disjoint key sets, from the attention over each and its log-sum-exp."""
+    (out_a, lse_a), (out_b, lse_b) = first, second
+    lse = torch.logaddexp(lse_a, lse_b)
+    weight_a = torch.exp(lse_a - lse)[..., None]
+    weight_b = torch.exp(lse_b - lse)[..., None]
+    return (out_a.float() * weight_a + out_b.float() * weight_b).to(out_a.dtype)
+
+
+def _additive_bias(mask: torch.Tensor | None, q_length: int, kv_length: int, like: torch.Tensor) -> torch.Tensor:
+    """An additive bias (0 = may attend, the dtype's minimum = may not) from transformers' mask or causality.
+
+    transformers hands a boolean mask (True = attend), a ready additive one (the
+    decoder's), or None for plain causal attention (the last query at the last
+    key). The minimum rather than -inf keeps a row that sees none of its own
+    tokens (a pad position) finite; the shared prefix then carries all of its
+    weight. A new bias lives in storage whose rows are 16-element aligned, as the
+    memory-efficient kernel requires.
+    """
+    if mask is not None and mask.dtype != torch.bool:
+        return mask.to(like.dtype)
+    if mask is None:
+        mask = torch.ones(q_length, kv_length, dtype=torch.bool, device=like.device).tril(kv_length - q_length)[
+            None, None
+        ]
+    aligned = -(-kv_length // 16) * 16
+    bias = torch.full((*mask.shape[:-1], aligned), torch.finfo(like.dtype).min, dtype=like.dtype, device=like.device)
+    bias[..., :kv_length].masked_fill_(mask, 0.0)
+    return bias[..., :kv_length]
+
+
+def cascade_attention(
     module: torch.nn.Module,
     query: torch.Tensor,
     key: torch.Tensor,
@@ -332,42 +393,57 @@ def grouped_sdpa_attention(
     scaling: float | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    """transformers' SDPA attention (inference), reading each shared key/value head once per decode step.
+    """Inference attention of ``query`` over the shared prefix (if any) and the row's own keys/values.
 
-    Query heads ``g*k .. g*k+g-1`` share key/value head ``k``. For one new token
-    per row, stacking a group's query heads along the query axis gives
-    ``kv_heads`` attentions of ``g`` queries each, every query row seeing the same
-    keys, mask row and scale as before, and the mask broadcasts over the group
-    without a copy. Everything else goes to transformers' SDPA attention
-    unchanged: without a mask it already avoids the copy (SDPA's ``enable_gqa``),
-    and in a prefill the copy is small next to the rest of the work.
+    ``query`` is (B, H, L, E); ``key``/``value`` (B, K, S, E) hold each row's own
+    tokens, K key/value heads each shared by H/K query heads. Own part: for one
+    new token per row, a group's query heads are stacked along the query axis and
+    read their key/value head once; for a prefill, key/value heads are repeated.
+    Prefix part: the queries of all rows and positions are one long query axis
+    against the single prefix copy.
     """
     batch, heads, q_length, head_dim = query.shape
     kv_heads = key.shape[1]
-    if attention_mask is None or q_length != 1 or heads == kv_heads:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
-    folded = query.reshape(batch, kv_heads, heads // kv_heads, head_dim)
-    output = torch.nn.functional.scaled_dot_product_attention(
-        folded, key, value, attn_mask=attention_mask, scale=scaling
-    )
-    return output.reshape(batch, 1, heads, head_dim), None
+    group = heads // kv_heads
+    bias = _additive_bias(attention_mask, q_length, key.shape[2], query)
+    if q_length == 1:
+        folded = query.reshape(batch, kv_heads, group, head_dim)
+        own = attention_with_lse(folded, key, value, bias, scaling)
+        own = (own[0].reshape(batch, heads, 1, head_dim), own[1].reshape(batch, heads, 1))
+    else:
+        own = attention_with_lse(
+            query, key.repeat_interleave(group, dim=1), value.repeat_interleave(group, dim=1), bias, scaling
+        )
+    prefix = _shared_prefix.get(module.layer_idx)
+    if prefix is None:
+        output = own[0]
+    else:
+        # (B, H, L, E) -> (1, K, B * group * L, E): head h = k * group + j, so every query row of key/value head k.
+        stacked = query.reshape(batch, kv_heads, group * q_length, head_dim).transpose(0, 1)
+        stacked = stacked.reshape(1, kv_heads, batch * group * q_length, head_dim)
+        out, lse = attention_with_lse(stacked, prefix[0], prefix[1], None, scaling)
+        out = out.reshape(kv_heads, batch, group * q_length, head_dim).transpose(0, 1)
+        lse = lse.reshape(kv_heads, batch, group * q_length).transpose(0, 1)
+        shared = (out.reshape(batch, heads, q_length, head_dim), lse.reshape(batch, heads, q_length))
+        output = merge_attention(shared, own)
+    return output.transpose(1, 2).contiguous(), None
 
 
-AttentionInterface.register(_GROUPED_SDPA, grouped_sdpa_attention)
-AttentionMaskInterface.register(_GROUPED_SDPA, sdpa_mask)
+AttentionInterface.register(_CASCADE, cascade_attention)
+AttentionMaskInterface.register(_CASCADE, sdpa_mask)
 
 
 @contextmanager
-def _grouped_attention(model: Any) -> Iterator[None]:
-    """Run ``model`` with `grouped_sdpa_attention` where it uses SDPA, and put its setting back afterwards."""
+def _cascade_attention(model: Any) -> Iterator[None]:
+    """Run ``model`` with `cascade_attention`, and put its attention setting and the prefix registry back afterwards."""
     config = model.config
     before = config._attn_implementation
-    if before == "sdpa":
-        config._attn_implementation = _GROUPED_SDPA
+    config._attn_implementation = _CASCADE
     try:
         yield
     finally:
         config._attn_implementation = before
+        _shared_prefix.clear()
 
 
 # ---------------------------------------------------------------------------
@@ -425,22 +501,20 @@ def similar_length_groups(lengths: Sequence[int], tolerance: float = _PREFILL_PA
 def _prefill(
     model: Any, cache: Cache, capacity: int, prefix_length: int, suffixes: Sequence[Sequence[int]], pad_id: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Write the suffixes' keys/values into ``cache``; return the first new tokens and the attention mask.
+    """Write the suffixes' keys/values into ``cache``; return the first new tokens and the own-token mask.
 
-    Layout of every row: ``[prefix | gap | suffix | new tokens]``, suffixes ending
-    at the same slot, so that all rows decode in lockstep. The gap is masked out
-    and position ids continue the prefix, so each row sees exactly its prompt.
-    Runs of similar length are prefilled separately, each padded only to its own
-    longest suffix.
+    Layout of every row's own buffer: ``[gap | suffix | new tokens]``, suffixes
+    ending at the same slot, so that all rows decode in lockstep (the shared
+    prefix lives once, outside these buffers). The gap is masked out and position
+    ids continue the prefix, so each row sees exactly its prompt. Runs of similar
+    length are prefilled separately, each padded only to its own longest suffix.
     """
     device = model.device
     batch, width = len(suffixes), len(suffixes[0])
-    end = prefix_length + width
     mask = torch.zeros((batch, capacity), dtype=torch.long)
-    mask[:, :prefix_length] = 1
-    mask[:, end:] = 1  # new tokens; a slot is read only once it is filled
+    mask[:, width:] = 1  # new tokens (and alignment padding past them): the decoder opens one slot per step
     for row, suffix in enumerate(suffixes):
-        mask[row, end - len(suffix) : end] = 1
+        mask[row, width - len(suffix) : width] = 1
     mask = mask.to(device)
     first_tokens = []
     for start, stop in similar_length_groups([len(suffix) for suffix in suffixes]):
@@ -450,18 +524,16 @@ def _prefill(
         for row, suffix in enumerate(suffixes[start:stop]):
             input_ids[row, run_width - len(suffix) :] = torch.tensor(suffix)
         position_ids = (prefix_length + torch.arange(run_width) - (run_width - lengths[:, None])).clamp(min=0)
-        run_cache = Cache(layers=[layer.rows(start, stop, end - run_width) for layer in cache.layers])
+        run_cache = Cache(layers=[layer.rows(start, stop, width - run_width) for layer in cache.layers])
         logits = model(
             input_ids=input_ids.to(device),
-            attention_mask=mask[start:stop, :end],
+            attention_mask=mask[start:stop, :width],
             position_ids=position_ids.to(device),
             past_key_values=run_cache,
             use_cache=True,
             logits_to_keep=1,
         ).logits
         first_tokens.append(logits[:, -1].argmax(dim=-1))
-    for layer in cache.layers:
-        layer.set_length(end)
     return torch.cat(first_tokens), mask
 
 
@@ -590,7 +662,6 @@ class _Decoder:
 
 def _greedy_batch(
     model: Any,
-    prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None,
     prefix_length: int,
     suffixes: Sequence[Sequence[int]],
     pad_id: int,
@@ -604,9 +675,10 @@ def _greedy_batch(
     device = model.device
     batch = len(suffixes)
     max_new = scanner.max_new_tokens
-    filled = prefix_length + len(suffixes[0])
-    capacity = filled + max_new
-    cache = _batch_cache(model, batch, capacity, prefix_kv)
+    filled = len(suffixes[0])
+    # Memory-efficient attention wants the bias rows 16-element aligned; the slots past the budget stay masked.
+    capacity = -(-(filled + max_new) // 16) * 16
+    cache = _batch_cache(model, batch, capacity)
     tokens, mask = _prefill(model, cache, capacity, prefix_length, suffixes, pad_id)
     positions = torch.tensor([prefix_length + len(suffix) for suffix in suffixes], device=device)
     decoder = _Decoder.after_prefill(model, cache, tokens, mask, positions, filled, cuda_graphs)
@@ -681,16 +753,16 @@ def generate_sql(
     total = len(prompt_rows)
     results: list[dict] = [{} for _ in range(total)]
     started = time.perf_counter()
-    with torch.inference_mode(), _grouped_attention(model):
+    with torch.inference_mode(), _cascade_attention(model):
         prefix_length = shared_prefix_length(prompt_ids)
         prefix_kv = _encode_prefix(model, prompt_ids[0][:prefix_length]) if total else None
+        _shared_prefix.update(enumerate(prefix_kv or []))
         prefix_share = (time.perf_counter() - started) / max(total, 1)
         done = 0
         for batch in length_sorted_batches([len(ids) for ids in prompt_ids], batch_size):
             batch_started = time.perf_counter()
             outputs = _greedy_batch(
                 model,
-                prefix_kv,
                 prefix_length,
                 [prompt_ids[i][prefix_length:] for i in batch],
                 pad_id,

@@ -205,3 +205,42 @@ def test_predictions_round_trip(tmp_path):
     path = tmp_path / "out" / "predictions.jsonl"
     write_jsonl(rows, path)
     assert read_jsonl(path) == rows
+
+
+@pytest.mark.parametrize(
+    "device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+)
+def test_cascade_attention_equals_attention_over_prefix_and_own_keys(device):
+    """Shared-prefix attention merged with per-row attention through log-sum-exps = one attention over both."""
+    from lora_tradeoff.generation import _additive_bias, attention_with_lse, merge_attention
+
+    generator = torch.Generator().manual_seed(0)
+    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    batch, heads, queries, dim, prefix_len, own_len = 3, 4, 5, 16, 7, 9
+
+    def tensor(*shape):
+        return torch.randn(*shape, generator=generator).to(device, dtype)
+
+    query, own_k, own_v = (
+        tensor(batch, heads, queries, dim),
+        tensor(batch, heads, own_len, dim),
+        tensor(batch, heads, own_len, dim),
+    )
+    prefix_k, prefix_v = tensor(1, heads, prefix_len, dim), tensor(1, heads, prefix_len, dim)
+    mask = (torch.rand(batch, 1, queries, own_len, generator=generator) > 0.3).to(device)
+    mask[0, 0, 0] = False  # a query that sees none of its own keys (a pad position): the prefix carries it
+
+    own = attention_with_lse(query, own_k, own_v, _additive_bias(mask, queries, own_len, query), None)
+    stacked = query.transpose(0, 1).reshape(1, heads, batch * queries, dim)
+    out, lse = attention_with_lse(stacked, prefix_k, prefix_v, None, None)
+    shared = (
+        out.reshape(heads, batch, queries, dim).transpose(0, 1),
+        lse.reshape(heads, batch, queries).transpose(0, 1),
+    )
+    merged = merge_attention(shared, own)
+
+    keys = torch.cat([prefix_k.expand(batch, -1, -1, -1), own_k], dim=2).float()
+    values = torch.cat([prefix_v.expand(batch, -1, -1, -1), own_v], dim=2).float()
+    full_mask = torch.cat([torch.ones(batch, 1, queries, prefix_len, dtype=torch.bool, device=device), mask], dim=-1)
+    expected = torch.nn.functional.scaled_dot_product_attention(query.float(), keys, values, attn_mask=full_mask)
+    assert torch.allclose(merged.float(), expected, atol=1e-5 if dtype == torch.float32 else 2e-2)
