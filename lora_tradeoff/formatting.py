@@ -99,13 +99,22 @@ def prompt_messages(
     system: str,
     user_template: str,
     examples: list[dict[str, Any]] = (),
+    system_role: bool = True,
 ) -> list[Message]:
-    """Messages for one question; ``examples`` carry their own ``schema`` and ``query``."""
-    messages = [{"role": "system", "content": system}]
+    """Messages for one question; ``examples`` carry their own ``schema`` and ``query``.
+
+    ``system_role=False`` puts the system text at the head of the first user turn
+    instead of a system turn, for chat templates that accept only alternating
+    user/assistant turns (Mistral-7B-Instruct-v0.2's raises on a system turn).
+    """
+    messages = [{"role": "system", "content": system}] if system_role else []
     for example in examples:
         messages.append(user_turn(user_template, example["schema"], example["question"]))
         messages.append({"role": "assistant", "content": example["query"]})
     messages.append(user_turn(user_template, schema, item["question"]))
+    if not system_role:
+        first = messages[0]
+        messages[0] = {"role": first["role"], "content": f"{system}\n\n{first['content']}"}
     return messages
 
 
@@ -158,6 +167,7 @@ def format_items(
     examples: list[dict[str, Any]] = (),
     with_answer: bool = False,
     style: str = "zero_shot",
+    system_role: bool = True,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Format items into prompt rows; returns ``(kept, dropped)``.
 
@@ -166,7 +176,7 @@ def format_items(
     """
     kept, dropped = [], []
     for item in items:
-        messages = prompt_messages(item, schemas(item["db_id"]), system, user_template, examples)
+        messages = prompt_messages(item, schemas(item["db_id"]), system, user_template, examples, system_role)
         if with_answer:
             messages.append({"role": "assistant", "content": item["query"]})
         n_tokens = count_tokens(messages)
@@ -183,9 +193,26 @@ def format_items(
     return kept, dropped
 
 
+class ChatTemplateError(ValueError):
+    """The model's chat template refuses the prompt's turns."""
+
+
 def chat_token_counter(tokenizer: Any, add_generation_prompt: bool) -> Callable[[list[Message]], int]:
+    from jinja2 import TemplateError
+
     def count(messages: list[Message]) -> int:
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True)
+        try:
+            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True)
+        except TemplateError as error:
+            roles = "/".join(message["role"] for message in messages)
+            raise ChatTemplateError(
+                f"The chat template of {tokenizer.name_or_path!r} refuses a prompt with turns {roles}: {error}. "
+                + (
+                    "Set prompt.system_role: false in the config to put the system text into the first user turn."
+                    if messages and messages[0]["role"] == "system"
+                    else "Change prompt.* or config.model so the turns fit the template."
+                )
+            ) from error
         if hasattr(ids, "keys"):  # transformers 5 returns a BatchEncoding
             ids = ids["input_ids"]
         return len(ids)
@@ -205,6 +232,7 @@ def format_split(
     seed: int,
     examples: list[dict[str, Any]] = (),
     with_answer: bool = False,
+    system_role: bool = True,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Sample, then format a split for inference (``with_answer=False``) or SFT."""
     style = "few_shot" if examples else "zero_shot"
@@ -218,4 +246,5 @@ def format_split(
         examples=examples,
         with_answer=with_answer,
         style=style,
+        system_role=system_role,
     )

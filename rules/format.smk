@@ -48,6 +48,7 @@ rule format_spider_prompts:
         runtime=10,
     params:
         system=config["prompt"]["system"],
+        system_role=config["prompt"]["system_role"],
         user_template=get_user_template,
         max_seq_len=config["prompt"]["max_seq_len"],
         limit=config["spider"]["dev_limit"],
@@ -77,6 +78,7 @@ rule format_spider_train:
         runtime=10,
     params:
         system=config["prompt"]["system"],
+        system_role=config["prompt"]["system_role"],
         user_template=get_user_template,
         max_seq_len=config["prompt"]["max_seq_len"],
         limit=config["spider"]["train_limit"],

@@ -25,6 +25,7 @@ kept, dropped = format_split(
     seed=snakemake.params.seed,
     examples=examples,
     with_answer=training,
+    system_role=snakemake.params.system_role,
 )
 write_jsonl(kept, snakemake.output.prompts)
 write_jsonl(dropped, snakemake.output.dropped)

@@ -134,3 +134,29 @@ def test_fewshot_examples_are_seeded_and_shared(spider, tokenizer):
         assert row["prompt_style"] == "few_shot" and len(row["messages"]) == 8
         assert [m["content"] for m in row["messages"][2:7:2]] == [e["query"] for e in examples]
     assert len({json.dumps(row["messages"][:7]) for row in kept}) == 1  # one shared prefix
+
+
+# Mistral-7B-Instruct-v0.2's chat template as published in its tokenizer_config.json: user/assistant only.
+MISTRAL_V02_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}"
+    "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}"
+)
+
+
+def test_template_without_system_turn_names_the_key_and_system_role_false_fits_it(spider, base_model_dir):
+    from lora_tradeoff.formatting import ChatTemplateError
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
+    tokenizer.chat_template = MISTRAL_V02_TEMPLATE
+    examples = select_fewshot_examples(spider["train"], SchemaLookup(spider["tables"], {}), 3, 0, 6)
+    arguments = (spider["dev"], spider["tables"], spider["databases"], tokenizer, SYSTEM, TEMPLATE)
+    with pytest.raises(ChatTemplateError, match=r"roles must alternate.*prompt\.system_role: false"):
+        format_split(*arguments, max_seq_len=4096, limit=2, seed=0, examples=examples)
+    kept, _ = format_split(*arguments, max_seq_len=4096, limit=2, seed=0, examples=examples, system_role=False)
+    messages = kept[0]["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant"] * 3 + ["user"]
+    assert messages[0]["content"].startswith(SYSTEM + "\n\nSchema:\n")
+    assert messages[-1]["content"].startswith("Schema:\n")  # the system text appears once, in the first turn
