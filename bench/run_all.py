@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,40 +156,38 @@ def rows_for_training(table: list[dict[str, Any]] | None) -> list[dict[str, Any]
     return rows
 
 
-def rows_for_mmlu(report: dict[str, Any] | None) -> list[dict[str, Any]]:
+def seconds_row(
+    benchmark: str, figure: str, report: dict[str, Any] | None, target: Target, describe: Callable[[dict], str]
+) -> list[dict[str, Any]]:
+    """The one row of a benchmark whose figure is its ``seconds`` (None when it failed)."""
     value = None if report is None else report["seconds"]
-    detail = (
-        ""
-        if report is None
-        else (
-            f"{report['questions']} questions, 4-shot log-likelihood, batch {report['batch_size']}; "
-            f"{report['questions_per_second']} q/s; peak {report['peak_memory_mib']} MiB"
-        )
+    detail = "" if report is None else describe(report)
+    return [{"benchmark": benchmark, "figure": figure, "value": value, "target": target, "detail": detail}]
+
+
+def rows_for_mmlu(report: dict[str, Any] | None) -> list[dict[str, Any]]:
+    return seconds_row(
+        "mmlu",
+        "seconds per model",
+        report,
+        MMLU_SECONDS,
+        lambda r: (
+            f"{r['questions']} questions, 4-shot log-likelihood, batch {r['batch_size']}; "
+            f"{r['questions_per_second']} q/s; peak {r['peak_memory_mib']} MiB"
+        ),
     )
-    return [
-        {"benchmark": "mmlu", "figure": "seconds per model", "value": value, "target": MMLU_SECONDS, "detail": detail}
-    ]
 
 
 def rows_for_scoring(report: dict[str, Any] | None) -> list[dict[str, Any]]:
-    value = None if report is None else report["seconds"]
-    detail = (
-        ""
-        if report is None
-        else (
-            f"{report['pairs']} pairs (gold and mutated, all dev) with {report['workers']} workers: "
-            f"{report['pairs_per_s']} pairs/s"
-        )
+    return seconds_row(
+        "scoring",
+        "seconds for all of dev (x2)",
+        report,
+        SCORING_SECONDS,
+        lambda r: (
+            f"{r['pairs']} pairs (gold and mutated, all dev) with {r['workers']} workers: {r['pairs_per_s']} pairs/s"
+        ),
     )
-    return [
-        {
-            "benchmark": "scoring",
-            "figure": "seconds for all of dev (x2)",
-            "value": value,
-            "target": SCORING_SECONDS,
-            "detail": detail,
-        }
-    ]
 
 
 def markdown_table(rows: list[dict[str, Any]], on_gpu: bool) -> str:
@@ -235,45 +234,30 @@ def main() -> None:
         scratch_dir = Path(scratch)
         log_dir = args.out.parent / "bench-logs" if args.out else scratch_dir
         log_dir.mkdir(parents=True, exist_ok=True)
-        if "generation" in only:
-            out = scratch_dir / "generation.json"
-            raw["generation"] = run_bench(
+        # (name, script, its arguments, the option that names its JSON output, the rows it gives)
+        benches = [
+            (
+                "generation",
                 "bench_generation.py",
-                [*model, "--spider-dir", str(args.spider_dir), *generation, "--json-out", str(out)],
-                out,
-                log_dir,
-            )
-            rows += rows_for_generation(raw["generation"])
-        if "training" in only:
-            out = scratch_dir / "training.json"
-            raw["training"] = run_bench(
+                [*model, "--spider-dir", str(args.spider_dir), *generation],
+                "--json-out",
+                rows_for_generation,
+            ),
+            (
+                "training",
                 "bench_training.py",
-                [
-                    *model,
-                    "--spider-dir",
-                    str(args.spider_dir),
-                    "--configs",
-                    args.training_configs,
-                    *training,
-                    "--out",
-                    str(out),
-                ],
-                out,
-                log_dir,
-            )
-            rows += rows_for_training(raw["training"])
-        if "mmlu" in only:
-            out = scratch_dir / "mmlu.json"
-            raw["mmlu"] = run_bench(
-                "bench_mmlu.py", [*model, "--mmlu-dir", str(args.mmlu_dir), *mmlu, "--json-out", str(out)], out, log_dir
-            )
-            rows += rows_for_mmlu(raw["mmlu"])
-        if "scoring" in only:
-            out = scratch_dir / "scoring.json"
-            raw["scoring"] = run_bench(
-                "bench_scoring.py", ["--spider-dir", str(args.spider_dir), "--json-out", str(out)], out, log_dir
-            )
-            rows += rows_for_scoring(raw["scoring"])
+                [*model, "--spider-dir", str(args.spider_dir), "--configs", args.training_configs, *training],
+                "--out",
+                rows_for_training,
+            ),
+            ("mmlu", "bench_mmlu.py", [*model, "--mmlu-dir", str(args.mmlu_dir), *mmlu], "--json-out", rows_for_mmlu),
+            ("scoring", "bench_scoring.py", ["--spider-dir", str(args.spider_dir)], "--json-out", rows_for_scoring),
+        ]
+        for name, script, arguments, out_option, to_rows in benches:
+            if name in only:
+                out = scratch_dir / f"{name}.json"
+                raw[name] = run_bench(script, [*arguments, out_option, str(out)], out, log_dir)
+                rows += to_rows(raw[name])
     table = f"Benchmarks on {device} (torch {torch.__version__}{', quick sizes' if args.quick else ''})\n\n"
     table += markdown_table(rows, on_gpu)
     print(table)
