@@ -210,13 +210,20 @@ def main() -> None:
     parser.add_argument("--mmlu-dir", type=Path, default=REPO.parent / "shared" / "data" / "mmlu")
     parser.add_argument("--quick", action="store_true", help="CPU-sized runs (minutes on 2 cores)")
     parser.add_argument("--only", default="generation,training,mmlu,scoring", help="comma-separated subset")
-    parser.add_argument("--training-configs", default="padded,grouped", help="bench_training.py --configs")
+    parser.add_argument(
+        "--training-configs",
+        help="bench_training.py --configs (default: grouped-64,grouped-64-liger,packed-flex on CUDA; "
+        "padded,grouped on CPU)",
+    )
     parser.add_argument("--out", type=Path, help="write the table (markdown) and the raw figures (.json) here")
     args = parser.parse_args()
 
     import torch
 
     on_gpu = torch.cuda.is_available()
+    training_configs = args.training_configs or (
+        "grouped-64,grouped-64-liger,packed-flex" if on_gpu else "padded,grouped"
+    )
     device = torch.cuda.get_device_name(0) if on_gpu else "cpu"
     model = ["--model-dir", str(args.model_dir)]
     if args.quick:
@@ -246,7 +253,7 @@ def main() -> None:
             (
                 "training",
                 "bench_training.py",
-                [*model, "--spider-dir", str(args.spider_dir), "--configs", args.training_configs, *training],
+                [*model, "--spider-dir", str(args.spider_dir), "--configs", training_configs, *training],
                 "--out",
                 rows_for_training,
             ),
