@@ -27,6 +27,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from lora_tradeoff.files import write_json  # noqa: E402
 from lora_tradeoff.formatting import SchemaLookup, format_split, select_fewshot_examples  # noqa: E402
 from lora_tradeoff.generation import generate_sql  # noqa: E402
 from lora_tradeoff.modeling import load_model_and_tokenizer  # noqa: E402
@@ -217,8 +218,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     print("BENCH_RESULT " + json.dumps(report))
     if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.json_out, report)
     return report
 
 

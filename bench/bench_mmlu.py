@@ -18,6 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from lora_tradeoff.files import write_json  # noqa: E402
 from lora_tradeoff.mmlu import (  # noqa: E402
     build_suite,
     format_prompt,
@@ -125,8 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     print(json.dumps(report))
     if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.json_out, report)
     return report
 
 

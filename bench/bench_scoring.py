@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lora_tradeoff.execution import clear_caches  # noqa: E402
+from lora_tradeoff.files import write_json  # noqa: E402
 from lora_tradeoff.spider_scoring import score_predictions, summarize_scores  # noqa: E402
 
 
@@ -115,8 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"total    {pairs} pairs in {total:.2f} s = {pairs / total:.0f} pairs/s with {args.workers} workers")
     report.update(pairs=pairs, seconds=round(total, 2), pairs_per_s=round(pairs / total))
     if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.json_out, report)
     return report
 
 

