@@ -362,26 +362,30 @@ def merge_attention(
     return (out_a.float() * weight_a + out_b.float() * weight_b).to(out_a.dtype)
 
 
-def _additive_bias(mask: torch.Tensor | None, q_length: int, kv_length: int, like: torch.Tensor) -> torch.Tensor:
-    """An additive bias (0 = may attend, the dtype's minimum = may not) from transformers' mask or causality.
+def _additive_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """An additive bias (0 = may attend, the dtype's minimum = may not) from a boolean mask (True = attend).
 
-    transformers hands a boolean mask (True = attend), a ready additive one (the
-    decoder's), or None for plain causal attention (the last query at the last
-    key). The minimum rather than -inf keeps a row that sees none of its own
-    tokens (a pad position) finite; the shared prefix then carries all of its
-    weight. A new bias lives in storage whose rows are 16-element aligned, as the
+    The minimum rather than -inf keeps a row that sees none of its own tokens (a
+    pad position) finite; the shared prefix then carries all of its weight. The
+    bias lives in storage whose rows are 16-element aligned, as the
     memory-efficient kernel requires.
     """
-    if mask is not None and mask.dtype != torch.bool:
-        return mask.to(like.dtype)
-    if mask is None:
-        mask = torch.ones(q_length, kv_length, dtype=torch.bool, device=like.device).tril(kv_length - q_length)[
-            None, None
-        ]
+    kv_length = mask.shape[-1]
     aligned = -(-kv_length // 16) * 16
-    bias = torch.full((*mask.shape[:-1], aligned), torch.finfo(like.dtype).min, dtype=like.dtype, device=like.device)
+    bias = torch.full((*mask.shape[:-1], aligned), torch.finfo(dtype).min, dtype=dtype, device=mask.device)
     bias[..., :kv_length].masked_fill_(mask, 0.0)
     return bias[..., :kv_length]
+
+
+def cascade_mask(*args: Any, dtype: torch.dtype, **kwargs: Any) -> torch.Tensor:
+    """transformers' SDPA mask for one forward, as the additive bias `cascade_attention` takes.
+
+    transformers builds the mask once per forward and hands it to every layer, so
+    the bias is built here once rather than in each layer. The causal shortcut
+    (no mask at all) is turned off: without the prefix in the keys, a plain causal
+    mask would not be aligned to the row's own slots.
+    """
+    return _additive_bias(sdpa_mask(*args, **{**kwargs, "allow_is_causal_skip": False}), dtype)
 
 
 def cascade_attention(
@@ -396,7 +400,8 @@ def cascade_attention(
     """Inference attention of ``query`` over the shared prefix (if any) and the row's own keys/values.
 
     ``query`` is (B, H, L, E); ``key``/``value`` (B, K, S, E) hold each row's own
-    tokens, K key/value heads each shared by H/K query heads. Own part: for one
+    tokens, K key/value heads each shared by H/K query heads; ``attention_mask``
+    is an additive bias over those S slots (the decoder's, or `cascade_mask`'s). Own part: for one
     new token per row, a group's query heads are stacked along the query axis and
     read their key/value head once; for a prefill, key/value heads are repeated.
     Prefix part: the queries of all rows and positions are one long query axis
@@ -405,14 +410,13 @@ def cascade_attention(
     batch, heads, q_length, head_dim = query.shape
     kv_heads = key.shape[1]
     group = heads // kv_heads
-    bias = _additive_bias(attention_mask, q_length, key.shape[2], query)
     if q_length == 1:
         folded = query.reshape(batch, kv_heads, group, head_dim)
-        own = attention_with_lse(folded, key, value, bias, scaling)
+        own = attention_with_lse(folded, key, value, attention_mask, scaling)
         own = (own[0].reshape(batch, heads, 1, head_dim), own[1].reshape(batch, heads, 1))
     else:
         own = attention_with_lse(
-            query, key.repeat_interleave(group, dim=1), value.repeat_interleave(group, dim=1), bias, scaling
+            query, key.repeat_interleave(group, dim=1), value.repeat_interleave(group, dim=1), attention_mask, scaling
         )
     prefix = _shared_prefix.get(module.layer_idx)
     if prefix is None:
@@ -430,7 +434,7 @@ def cascade_attention(
 
 
 AttentionInterface.register(_CASCADE, cascade_attention)
-AttentionMaskInterface.register(_CASCADE, sdpa_mask)
+AttentionMaskInterface.register(_CASCADE, cascade_mask)
 
 
 @contextmanager
@@ -582,9 +586,7 @@ class _Decoder:
         """A decoder that continues from a prefilled cache whose first ``filled`` slots are written."""
         device = tokens.device
         visible = mask.bool() & (torch.arange(mask.shape[1], device=device) < filled)
-        # Additive mask, as transformers builds it for SDPA: 0 where a row may look, the dtype's minimum elsewhere.
-        bias = torch.zeros(visible.shape, dtype=model.dtype, device=device)
-        bias.masked_fill_(~visible, torch.finfo(model.dtype).min)
+        bias = _additive_bias(visible, model.dtype)
         return cls(
             model,
             [layer._keys for layer in cache.layers],

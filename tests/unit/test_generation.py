@@ -230,7 +230,7 @@ def test_cascade_attention_equals_attention_over_prefix_and_own_keys(device):
     mask = (torch.rand(batch, 1, queries, own_len, generator=generator) > 0.3).to(device)
     mask[0, 0, 0] = False  # a query that sees none of its own keys (a pad position): the prefix carries it
 
-    own = attention_with_lse(query, own_k, own_v, _additive_bias(mask, queries, own_len, query), None)
+    own = attention_with_lse(query, own_k, own_v, _additive_bias(mask, dtype), None)
     stacked = query.transpose(0, 1).reshape(1, heads, batch * queries, dim)
     out, lse = attention_with_lse(stacked, prefix_k, prefix_v, None, None)
     shared = (
