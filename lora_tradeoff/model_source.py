@@ -135,9 +135,8 @@ def build_random_model(architecture_path: Path, tokenizer: Any, out_dir: Path, s
     config = AutoConfig.from_pretrained(architecture_path)
     published_vocab = int(config.vocab_size)
     config.vocab_size = max(published_vocab, len(tokenizer))
+    # Before the model exists, because its generation config copies bos from here; eos and pad follow below.
     config.bos_token_id = tokenizer.bos_token_id
-    config.eos_token_id = tokenizer.eos_token_id
-    config.pad_token_id = tokenizer.pad_token_id
     cuda = torch.cuda.is_available()
     torch.manual_seed(seed)
     with torch.device("cuda" if cuda else "cpu"):

@@ -88,7 +88,8 @@ def load_model_and_tokenizer(
 
     device = resolve_device(device)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    if quantization == "nf4":
+    quantized = quantization == "nf4"
+    if quantized:
         if not device.startswith("cuda"):
             raise ValueError(
                 f"{adapter_dir or model_dir}: a QLoRA (quantization: nf4) run is evaluated with its 4-bit base, "
@@ -100,7 +101,6 @@ def load_model_and_tokenizer(
             dtype=torch.bfloat16,
             device_map={"": torch.device(device).index or 0},
         )
-        merge_adapter = False
     else:
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=inference_dtype(device))
     if adapter_dir is not None:
@@ -115,9 +115,9 @@ def load_model_and_tokenizer(
                 f"{adapter_dir} does not fit the base model {model_dir}: {error}. "
                 "Retrain the adapter on this base model or point config.model at the one it was trained on."
             ) from error
-        if merge_adapter:
+        if merge_adapter and not quantized:
             model = model.merge_and_unload()
-    if quantization != "nf4":  # a quantized model is placed by device_map and cannot be moved
+    if not quantized:  # a quantized model is placed by device_map and cannot be moved
         model.to(device)
     model.eval()
     return model, tokenizer
