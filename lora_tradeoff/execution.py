@@ -140,11 +140,17 @@ class _Sandbox:
     Reused across queries: the authorizer lets nothing but reads run, so no
     query can leave state behind (no PRAGMA, temp table, ATTACH or open
     transaction) for the next. `deadline` is re-armed per query.
+
+    printf()/format() are replaced by a wrapper around SQLite's own: under the
+    length limit SQLite's printf returns NULL for a result over MAX_VALUE_BYTES
+    instead of failing, so "printf('%*d', 2e8, 1) IS NULL" would be true here
+    and false in the official evaluator; the wrapper makes it an error.
     """
 
     def __init__(self, db_path: Path):
         self.deadline = float("inf")
         self.denied: list[str] = []
+        self.function_error: str | None = None
         self.conn = sqlite3.connect(f"{db_path.as_uri()}?mode=ro", uri=True, isolation_level=None)
         self.conn.text_factory = _decode_text
         self.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
@@ -152,6 +158,21 @@ class _Sandbox:
         self.conn.set_authorizer(self._authorize)
         # A truthy return makes SQLite abort the running statement ("interrupted").
         self.conn.set_progress_handler(lambda: time.monotonic() > self.deadline, _PROGRESS_STEPS)
+        self.printf_conn = sqlite3.connect(":memory:", isolation_level=None)
+        self.printf_conn.text_factory = _decode_text
+        self.printf_conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
+        for name in ("printf", "format"):
+            self.conn.create_function(name, -1, self._printf, deterministic=True)
+
+    def _printf(self, *args: object) -> object:
+        """SQLite's printf, except that a result over MAX_VALUE_BYTES raises instead of becoming NULL."""
+        if not args:
+            return None
+        (value,) = self.printf_conn.execute(f"SELECT printf({', '.join('?' * len(args))})", args).fetchone()
+        if value is None and args[0] is not None:
+            self.function_error = f"printf result over {MAX_VALUE_BYTES} bytes (SQLite would return NULL)"
+            raise ValueError(self.function_error)
+        return value
 
     def _authorize(self, action: int, arg1: str | None, *_: object) -> int:
         if action in _ALLOWED_ACTIONS:
@@ -198,6 +219,7 @@ def _run_sandboxed(db_path: str, sql: str, timeout_s: float, row_cap: int) -> _O
     except sqlite3.Error as exc:
         return None, f"cannot open database: {exc}", False
     box.denied.clear()
+    box.function_error = None
     timed_out = False
     try:
         box.deadline = time.monotonic() + timeout_s
@@ -206,7 +228,9 @@ def _run_sandboxed(db_path: str, sql: str, timeout_s: float, row_cap: int) -> _O
     except (sqlite3.Error, ValueError, OverflowError, MemoryError) as exc:
         rows, error = None, str(exc)
         timed_out = isinstance(exc, sqlite3.OperationalError) and time.monotonic() > box.deadline
-        if box.denied and not timed_out:
+        if box.function_error and not timed_out:
+            error = box.function_error
+        elif box.denied and not timed_out:
             error = f"{error}: {', '.join(dict.fromkeys(box.denied))} (read-only sandbox)"
     return rows, error, timed_out
 
