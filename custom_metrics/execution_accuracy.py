@@ -24,12 +24,20 @@ class ExecutionAccuracy(BaseMetric):
     `lora_tradeoff.execution.score_pair` in `mode`. A missing database marks the
     metric skipped (DeepEval leaves it out of the results), not failed.
     After `measure`: `score`, `success`, `reason`, `extracted_sql` and
-    `score_breakdown` (extracted SQL, status, category, row counts, seconds).
+    `score_breakdown` (extracted SQL, status, category, row counts, seconds,
+    ignored statements).
+
+    An empty, whitespace-only or missing (None) `actual_output` is a failed
+    prediction (score 0.0, reason "empty prediction"), not an error: DeepEval's
+    own parameter check would raise MissingTestCaseParamsError for "" or None
+    and abort `evaluate()` over the other cases, so `actual_output` is left
+    out of the checked parameters. Each query is stopped at `timeout_s` by
+    killing its worker process (`lora_tradeoff.execution.execute_query`).
     """
 
+    # actual_output is deliberately not required: see the class docstring.
     _required_params = [
         SingleTurnParams.INPUT,
-        SingleTurnParams.ACTUAL_OUTPUT,
         SingleTurnParams.EXPECTED_OUTPUT,
     ]
 
@@ -56,7 +64,7 @@ class ExecutionAccuracy(BaseMetric):
         result = score_pair(
             Path(db_path) if db_path else None,
             test_case.expected_output,
-            test_case.actual_output,
+            test_case.actual_output or "",
             mode=self.mode,
             timeout_s=self.timeout_s,
             row_cap=self.row_cap,
@@ -72,6 +80,7 @@ class ExecutionAccuracy(BaseMetric):
             "gold_rows": result.gold_rows,
             "pred_rows": result.pred_rows,
             "seconds": result.seconds,
+            "ignored_statements": result.ignored_statements,
         }
         self.success = self.is_successful()
         self.verbose_logs = construct_verbose_logs(

@@ -36,21 +36,25 @@ import os
 import random
 import re
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
-from multiprocessing import get_context
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Literal
 
-from lora_tradeoff.sql_extract import extract_sql, split_statements, sql_tokens
+from lora_tradeoff.sql_extract import extract_statements, split_statements, sql_tokens
 
 Mode = Literal["spider", "set"]
 MODES: tuple[Mode, ...] = ("spider", "set")
 Status = Literal["success", "failure", "skipped"]
+_Outcome = tuple[list[tuple] | None, str | None, bool]  # rows, error, timed out
 
 DEFAULT_TIMEOUT_S = 10.0
 # The largest dev gold result has 1,860 rows; a prediction with more rows than
@@ -66,6 +70,12 @@ MAX_RESULT_BYTES = 64_000_000
 # to stop within milliseconds, large enough that the check costs little.
 _PROGRESS_STEPS = 1_000
 _FETCH_BATCH = 256
+# How long past its time limit a query's worker may take to answer before it is
+# killed: the progress handler usually stops a query in time and saves the
+# respawn; a late answer is a timeout all the same.
+_KILL_GRACE_S = 0.1
+# How long a fresh worker may take to start (interpreter and imports).
+_WORKER_START_S = 60.0
 
 # Authorizer actions a read-only query needs; everything else is denied,
 # including every write, ATTACH/DETACH, PRAGMA and transaction control.
@@ -104,6 +114,8 @@ class ScoreResult:
     coarse, countable form of `reason`: match, wrong_result, row_count,
     exec_error, timeout, empty, skipped or gold_error. `gold_rows`/`pred_rows`
     are row counts, None when that query did not run or failed.
+    `ignored_statements` counts the statements after the first in the
+    extracted SQL: only the first runs (as in the official evaluator).
     """
 
     extracted_sql: str
@@ -114,6 +126,7 @@ class ScoreResult:
     gold_rows: int | None
     pred_rows: int | None
     seconds: float
+    ignored_statements: int = 0
 
 
 def _decode_text(value: bytes) -> str:
@@ -127,11 +140,17 @@ class _Sandbox:
     Reused across queries: the authorizer lets nothing but reads run, so no
     query can leave state behind (no PRAGMA, temp table, ATTACH or open
     transaction) for the next. `deadline` is re-armed per query.
+
+    printf()/format() are replaced by a wrapper around SQLite's own: under the
+    length limit SQLite's printf returns NULL for a result over MAX_VALUE_BYTES
+    instead of failing, so "printf('%*d', 2e8, 1) IS NULL" would be true here
+    and false in the official evaluator; the wrapper makes it an error.
     """
 
     def __init__(self, db_path: Path):
         self.deadline = float("inf")
         self.denied: list[str] = []
+        self.function_error: str | None = None
         self.conn = sqlite3.connect(f"{db_path.as_uri()}?mode=ro", uri=True, isolation_level=None)
         self.conn.text_factory = _decode_text
         self.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
@@ -139,6 +158,21 @@ class _Sandbox:
         self.conn.set_authorizer(self._authorize)
         # A truthy return makes SQLite abort the running statement ("interrupted").
         self.conn.set_progress_handler(lambda: time.monotonic() > self.deadline, _PROGRESS_STEPS)
+        self.printf_conn = sqlite3.connect(":memory:", isolation_level=None)
+        self.printf_conn.text_factory = _decode_text
+        self.printf_conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
+        for name in ("printf", "format"):
+            self.conn.create_function(name, -1, self._printf, deterministic=True)
+
+    def _printf(self, *args: object) -> object:
+        """SQLite's printf, except that a result over MAX_VALUE_BYTES raises instead of becoming NULL."""
+        if not args:
+            return None
+        (value,) = self.printf_conn.execute(f"SELECT printf({', '.join('?' * len(args))})", args).fetchone()
+        if value is None and args[0] is not None:
+            self.function_error = f"printf result over {MAX_VALUE_BYTES} bytes (SQLite would return NULL)"
+            raise ValueError(self.function_error)
+        return value
 
     def _authorize(self, action: int, arg1: str | None, *_: object) -> int:
         if action in _ALLOWED_ACTIONS:
@@ -173,29 +207,19 @@ def _fetch_bounded(cursor: sqlite3.Cursor, row_cap: int) -> tuple[list[tuple] | 
     return rows, None
 
 
-def execute_query(
-    db_path: Path | str,
-    sql: str,
-    timeout_s: float = DEFAULT_TIMEOUT_S,
-    row_cap: int = DEFAULT_ROW_CAP,
-) -> QueryResult:
-    """Run one read-only statement on `db_path` within `timeout_s` and `row_cap`.
+def _run_sandboxed(db_path: str, sql: str, timeout_s: float, row_cap: int) -> _Outcome:
+    """(rows, error, timed_out) of one statement in this process's sandbox for `db_path`.
 
-    Fails (rows None, error set) on: several statements, any non-read action
-    (write, DDL, ATTACH/DETACH, PRAGMA, transaction), a value over
-    MAX_VALUE_BYTES, more than `row_cap` rows or MAX_RESULT_BYTES of text,
-    running past `timeout_s` (timed_out True; the clock covers execution and
-    fetching), and any SQLite error. Never raises for a bad query.
+    Runs inside the query worker (`_QueryWorker`). The progress handler stops
+    most over-long queries here; one long SQL function call it cannot stop, and
+    for that the worker is killed from outside.
     """
-    start = time.monotonic()
-    statements = split_statements(sql)
-    if len(statements) > 1:
-        return QueryResult(None, f"{len(statements)} statements; only one may run", 0.0)
     try:
-        box = _sandbox(Path(db_path).absolute(), os.getpid(), threading.get_ident())
+        box = _sandbox(Path(db_path), os.getpid(), threading.get_ident())
     except sqlite3.Error as exc:
-        return QueryResult(None, f"cannot open database: {exc}", time.monotonic() - start)
+        return None, f"cannot open database: {exc}", False
     box.denied.clear()
+    box.function_error = None
     timed_out = False
     try:
         box.deadline = time.monotonic() + timeout_s
@@ -204,11 +228,141 @@ def execute_query(
     except (sqlite3.Error, ValueError, OverflowError, MemoryError) as exc:
         rows, error = None, str(exc)
         timed_out = isinstance(exc, sqlite3.OperationalError) and time.monotonic() > box.deadline
-        if timed_out:
-            error = f"timed out after {timeout_s:g} s"
-        elif box.denied:
+        if box.function_error and not timed_out:
+            error = box.function_error
+        elif box.denied and not timed_out:
             error = f"{error}: {', '.join(dict.fromkeys(box.denied))} (read-only sandbox)"
-    return QueryResult(rows, error, time.monotonic() - start, timed_out)
+    return rows, error, timed_out
+
+
+def _serve(read_fd: int, write_fd: int) -> None:
+    """Main loop of a query worker: answer (db_path, sql, timeout_s, row_cap) requests until EOF."""
+    requests, answers = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
+    answers.send("ready")
+    while True:
+        try:
+            request = requests.recv()
+        except (EOFError, OSError):
+            return
+        answers.send(_run_sandboxed(*request))
+
+
+class _QueryWorker:
+    """A child Python process that executes queries for one thread of this process.
+
+    A query that has not answered by its deadline (plus `_KILL_GRACE_S`) is
+    stopped by killing the process, whatever SQLite is doing (one long
+    function call such as printf('%.*c', 2e8, 'x') never returns to the
+    progress handler); the next query starts a fresh worker. A subprocess, not
+    a multiprocessing.Process, so that forked pool workers (daemons) may own one.
+    """
+
+    def __init__(self) -> None:
+        self.owner = os.getpid()
+        parent_read, child_write = os.pipe()
+        child_read, parent_write = os.pipe()
+        package_root = str(Path(__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (package_root, os.environ.get("PYTHONPATH"))))}
+        code = "import sys; from lora_tradeoff.execution import _serve; _serve(int(sys.argv[1]), int(sys.argv[2]))"
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", code, str(child_read), str(child_write)],
+                pass_fds=(child_read, child_write),
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        finally:
+            os.close(child_read)
+            os.close(child_write)
+        self.requests = Connection(parent_write, readable=False)
+        self.answers = Connection(parent_read, writable=False)
+        if not self.answers.poll(_WORKER_START_S) or self.answers.recv() != "ready":
+            self.close()
+            raise RuntimeError(f"the SQL query worker did not start within {_WORKER_START_S:g} s")
+
+    def run(self, db_path: Path, sql: str, timeout_s: float, row_cap: int) -> _Outcome:
+        """(rows, error, timed_out); raises OSError/EOFError when the worker died, and closes it."""
+        self.requests.send((str(db_path), sql, timeout_s, row_cap))
+        if not self.answers.poll(timeout_s + _KILL_GRACE_S):
+            self.close()
+            return None, None, True
+        try:
+            return self.answers.recv()
+        except (EOFError, OSError):
+            self.close()
+            raise
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None and not self.answers.closed
+
+    def close(self) -> None:
+        """Kill the worker process (only from the process that started it)."""
+        if os.getpid() != self.owner:
+            return
+        for connection in (self.requests, self.answers):
+            connection.close()
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: nothing left to clean up
+            pass
+
+
+_local = threading.local()
+
+
+def _worker() -> _QueryWorker:
+    """This thread's query worker, started on first use and after a kill or a fork."""
+    worker = getattr(_local, "worker", None)
+    if worker is None or worker.owner != os.getpid() or not worker.alive:
+        worker = _local.worker = _QueryWorker()
+    return worker
+
+
+def _stop_worker() -> None:
+    worker = getattr(_local, "worker", None)
+    _local.worker = None
+    if worker is not None:
+        worker.close()
+
+
+def execute_query(
+    db_path: Path | str,
+    sql: str,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    row_cap: int = DEFAULT_ROW_CAP,
+) -> QueryResult:
+    """Run one read-only statement on `db_path` within `timeout_s` and `row_cap`.
+
+    The statement runs in a worker process (`_QueryWorker`) that is killed if
+    it has not answered `timeout_s` (+0.1 s) after the request: the time bound
+    holds for any query, including one long SQL function call. Fails (rows
+    None, error set) on: several statements, any non-read action (write, DDL,
+    ATTACH/DETACH, PRAGMA, transaction), a value over MAX_VALUE_BYTES, more
+    than `row_cap` rows or MAX_RESULT_BYTES of text, any SQLite error, a worker
+    that died, and a result that arrives after `timeout_s` (timed_out True; the
+    clock covers execution, fetching and the transfer of the rows, and a late
+    result is discarded). Never raises for a bad query.
+    """
+    statements = split_statements(sql)
+    if len(statements) > 1:
+        return QueryResult(None, f"{len(statements)} statements; only one may run", 0.0)
+    worker = _worker()  # started before the clock: start-up is not the query's time
+    start = time.monotonic()
+    try:
+        rows, error, timed_out = worker.run(Path(db_path).absolute(), sql, timeout_s, row_cap)
+    except (EOFError, OSError) as exc:
+        code = worker.process.returncode
+        return QueryResult(None, f"query worker died (exit code {code}): {exc!r}", time.monotonic() - start)
+    seconds = time.monotonic() - start
+    if timed_out or seconds > timeout_s:
+        return QueryResult(None, f"timed out after {timeout_s:g} s", seconds, True)
+    return QueryResult(rows, error, seconds)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -218,10 +372,12 @@ def _execute_gold(db_path: Path, sql: str, timeout_s: float, row_cap: int) -> Qu
 
 
 def clear_caches() -> None:
-    """Forget cached gold results and close this process's cached connections
-    (for a database file that changed on disk, or a cold-cache benchmark)."""
+    """Forget cached gold results and stop this thread's query worker with its
+    cached connections (for a database file that changed on disk, or a
+    cold-cache benchmark)."""
     _execute_gold.cache_clear()
     _sandbox.cache_clear()
+    _stop_worker()
 
 
 # --- spider normalisation: exec_eval.postprocess, parse.remove_distinct, replace_cur_year
@@ -413,7 +569,8 @@ def score_pair(
 ) -> ScoreResult:
     """Score one model output against its gold query on one database.
 
-    The SQL is taken from `raw_output` with `extract_sql`, gold and prediction
+    The SQL is the first statement `extract_sql` takes from `raw_output` (any
+    further statements are counted in `ignored_statements`, never run); gold and prediction
     run in the sandbox (`execute_query`; gold results are cached per database
     and query), and the results are compared in `mode` (see the module doc).
     A missing database is "skipped"; a failing gold query, an empty or failing
@@ -423,7 +580,8 @@ def score_pair(
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     start = time.monotonic()
-    extracted = extract_sql(raw_output)
+    statements = extract_statements(raw_output)
+    extracted = statements[0] if statements else ""
     path = None if db_path is None else Path(db_path)
     reason, category, gold_rows, pred_rows = _judge(path, gold_sql, raw_output, extracted, mode, timeout_s, row_cap)
     status: Status = {"match": "success", "skipped": "skipped"}.get(category, "failure")
@@ -436,6 +594,7 @@ def score_pair(
         gold_rows=gold_rows,
         pred_rows=pred_rows,
         seconds=time.monotonic() - start,
+        ignored_statements=max(len(statements) - 1, 0),
     )
 
 
@@ -452,15 +611,15 @@ def score_items(
 ) -> list[ScoreResult]:
     """`score_pair` over items {"db_path", "gold_sql", "raw_output"}, in input order.
 
-    With n_workers > 1 the items are spread over a forked process pool; each
-    worker keeps its own gold cache. Every query is bounded by the sandbox, so
-    a worker cannot hang on one item.
+    With n_workers > 1 the items are spread over that many threads, each with
+    its own query worker process (`execute_query`), so that many queries run
+    at once; extraction and comparison share this process. Every query is
+    bounded by its worker's kill, so no item can hang the others.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     score = functools.partial(_score_item, mode=mode, timeout_s=timeout_s, row_cap=row_cap)
     if n_workers <= 1 or len(items) < 2:
         return [score(item) for item in items]
-    chunksize = max(1, len(items) // (n_workers * 8))
-    with get_context("fork").Pool(n_workers) as pool:
-        return pool.map(score, items, chunksize=chunksize)
+    with ThreadPoolExecutor(n_workers) as pool:
+        return list(pool.map(score, items))

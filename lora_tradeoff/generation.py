@@ -35,7 +35,6 @@ faster (on an H100, 1034 three-shot Spider dev prompts: 173 q/s against 0.48 q/s
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -46,14 +45,14 @@ from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.cache_utils import Cache, CacheLayerMixin
 from transformers.masking_utils import sdpa_mask
 
+from lora_tradeoff.sql_extract import answer_span, statement_terminator
+
 _log = logging.getLogger(__name__)
 
 # Suffixes prefilled in one forward differ in length by at most this fraction,
 # so padding costs at most that share of the prefill (see similar_length_groups).
 _PREFILL_PADDING = 0.1
 
-# A statement ends at a ';' followed by a newline (optionally after spaces).
-_STATEMENT_END = re.compile(r";[ \t]*\n")
 _FENCE = "```"
 
 
@@ -165,16 +164,20 @@ def stop_point(
 def statement_end(text: str) -> int | None:
     """Character offset just after the first statement terminator in ``text``, or None.
 
-    A terminator is a ';' that a newline follows, or a code fence that closes an
-    earlier one ("```sql\\nSELECT 1\\n```"). A ';' at the very end is not one yet:
-    the next token may still be a newline, or an eos.
+    A terminator is a ';' that a newline follows and that ends the answer's
+    first statement as SQL reads it (`sql_extract.statement_terminator`, the
+    lexing extraction uses: a ';' inside a string literal, quoted identifier,
+    ``--`` or ``/* */`` comment, or a reasoning block ends nothing), or a code
+    fence that closes an earlier one ("```sql\\nSELECT 1\\n```") outside reasoning. A ';' at
+    the very end is not one yet: the next token may still be a newline, or an eos.
     """
     ends = []
-    match = _STATEMENT_END.search(text)
-    if match:
-        ends.append(match.start() + 1)
-    opening = text.find(_FENCE)
-    closing = text.find(_FENCE, opening + len(_FENCE)) if opening >= 0 else -1
+    terminator = statement_terminator(text)
+    if terminator is not None:
+        ends.append(terminator)
+    begin, end = answer_span(text)
+    opening = text.find(_FENCE, begin, end)
+    closing = text.find(_FENCE, opening + len(_FENCE), end) if opening >= 0 else -1
     if closing >= 0:
         ends.append(closing + len(_FENCE))
     return min(ends, default=None)

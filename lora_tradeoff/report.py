@@ -179,6 +179,7 @@ def _spider_entry(model: str, inputs: ReportInputs, baseline: str, n_resamples: 
             for level, group in summary["by_hardness"].items()
         },
         "by_reason_category": summary["by_reason_category"],
+        "ignored_statements": summary.get("ignored_statements", 0),
     }
     pairs = _paired_spider(inputs.spider_scored[baseline], inputs.spider_scored[model])
     base_ok = pairs["score_base"].to_numpy() == 1.0
@@ -707,6 +708,11 @@ def render_summary(summary: Mapping[str, Any]) -> str:
     lines += markdown_table(
         ["model", *reasons], [[m, *(spider[m]["by_reason_category"].get(r, 0) for r in reasons)] for m in models]
     )
+    ignored = ", ".join(f"{m} {spider[m].get('ignored_statements', 0)}" for m in models)
+    lines += [
+        "",
+        f"Predictions with statements after the first (only the first runs, as in the official evaluator): {ignored}.",
+    ]
 
     lines += ["", "## MMLU 4-shot accuracy", ""]
     mmlu_rows = []

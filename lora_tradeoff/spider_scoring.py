@@ -21,6 +21,7 @@ COLUMNS = [
     "gold",
     "raw_output",
     "extracted_sql",
+    "ignored_statements",
     "score",
     "status",
     "reason",
@@ -65,7 +66,9 @@ def score_predictions(
     `predictions`: {"id", "raw_output", ...}, exactly one per dev item (ValueError
     otherwise); `databases`: db_id -> sqlite path, None (or absent) when the
     database is missing, which makes its questions "skipped". Hardness is
-    "unknown" without a parsed "sql". See `execution.score_pair` for the rest.
+    "unknown" without a parsed "sql". `ignored_statements` counts the statements
+    after the first in the extracted SQL (only the first runs). See
+    `execution.score_pair` for the rest.
     """
     by_id = _predictions_by_id([item["id"] for item in dev_items], predictions)
     results = score_items(
@@ -91,6 +94,7 @@ def score_predictions(
             "gold": item["query"],
             "raw_output": by_id[item["id"]]["raw_output"],
             "extracted_sql": result.extracted_sql,
+            "ignored_statements": result.ignored_statements,
             "score": result.score,
             "status": result.status,
             "reason": result.reason,
@@ -117,7 +121,8 @@ def summarize_scores(frame: pd.DataFrame) -> dict[str, Any]:
     """Summary of a `score_predictions` table, as plain JSON-ready Python values.
 
     {"ex", "n", "n_scored", "success", "failure", "skipped",
-     "by_hardness": {level: same keys}, "by_reason_category": {category: count}}.
+     "by_hardness": {level: same keys}, "by_reason_category": {category: count},
+     "ignored_statements": questions whose prediction had statements after the first}.
     EX counts only non-skipped questions; levels absent from the table are left out.
     """
     by_hardness = {
@@ -130,4 +135,5 @@ def summarize_scores(frame: pd.DataFrame) -> dict[str, Any]:
         **_group_summary(frame),
         "by_hardness": by_hardness,
         "by_reason_category": {str(k): int(v) for k, v in categories.items()},
+        "ignored_statements": int((frame["ignored_statements"] > 0).sum()),
     }

@@ -26,7 +26,7 @@ WRAPPINGS = {
 }
 
 
-def case_for(spider_dir: Path, item: dict, output: str) -> LLMTestCase:
+def case_for(spider_dir: Path, item: dict, output: str | None) -> LLMTestCase:
     db = spider_dir / "database" / item["db_id"] / f"{item['db_id']}.sqlite"
     return LLMTestCase(
         input=item["question"],
@@ -81,3 +81,47 @@ def test_threshold_is_configurable(spider_dir: Path, spider_dev: list[dict]) -> 
     metric = ExecutionAccuracy(threshold=0.0)
     metric.measure(case_for(spider_dir, spider_dev[0], "SELECT 42"))
     assert (metric.score, metric.success) == (0.0, True)
+
+
+@pytest.mark.parametrize("output", ["", "   \n\t", None])
+def test_empty_or_missing_output_scores_zero_without_raising(
+    output: str | None, spider_dir: Path, spider_dev: list[dict]
+) -> None:
+    metric = ExecutionAccuracy()
+    assert metric.measure(case_for(spider_dir, spider_dev[0], output)) == 0.0
+    assert (metric.score, metric.success, metric.reason) == (0.0, False, "empty prediction")
+    assert metric.score_breakdown["category"] == "empty"
+
+
+def test_evaluate_over_many_cases_survives_bad_rows(spider_dir: Path, spider_dev: list[dict]) -> None:
+    """An empty row, a hard timeout and a second statement among correct rows: every case gets a score."""
+    from deepeval import evaluate
+    from deepeval.evaluate.configs import AsyncConfig, DisplayConfig
+
+    first = spider_dev[0]  # SELECT count(*) FROM singer
+    outputs = [
+        first["query"],
+        "",
+        None,
+        "SELECT count(*) FROM singer WHERE printf('%.*c', 200000000 + Singer_ID, 'x') IS NULL",
+        f"{first['query']}; DROP TABLE singer",
+    ]
+    cases = [case_for(spider_dir, first, output) for output in outputs]
+    result = evaluate(
+        cases,
+        [ExecutionAccuracy(timeout_s=1.0)],
+        async_config=AsyncConfig(run_async=False),
+        display_config=DisplayConfig(show_indicator=False, print_results=False),
+    )
+    scores = [test.metrics_data[0].score for test in result.test_results]
+    reasons = [test.metrics_data[0].reason for test in result.test_results]
+    assert scores == [1.0, 0.0, 0.0, 0.0, 1.0]
+    assert reasons[1:4] == ["empty prediction", "empty prediction", "prediction failed: timed out after 1 s"]
+
+
+def test_long_function_call_times_out_in_the_metric(spider_dir: Path, spider_dev: list[dict]) -> None:
+    metric = ExecutionAccuracy(timeout_s=1.0)
+    sql = "SELECT count(*) FROM singer WHERE printf('%.*c', 200000000 + Singer_ID, 'x') IS NULL"
+    metric.measure(case_for(spider_dir, spider_dev[0], sql))
+    assert (metric.score, metric.score_breakdown["category"]) == (0.0, "timeout")
+    assert metric.score_breakdown["seconds"] < 2.0

@@ -408,3 +408,94 @@ def test_gold_against_itself_on_all_dev(spider_dir: Path, spider_dev: list[dict]
     assert [(i, r.reason) for i, r in scored if r.score != 1.0] == []
     skipped = [i for i, r in enumerate(results) if r.status == "skipped"]
     assert skipped == list(range(429, 491))  # wta_1 is missing
+
+
+# --- issue 17, kind 1: one long SQL function call never reaches the progress handler;
+# the worker is killed at the deadline. (sql, gold) on concert_singer, timeout 1 s.
+LONG_CALLS = {
+    "printf precision (issue)": "SELECT count(*) FROM singer WHERE printf('%.*c', 200000000 + Singer_ID, 'x') IS NULL",
+    "in ORDER BY": "SELECT name FROM singer ORDER BY printf('%.*c', 1000000000, name)",
+    "format alias": "SELECT count(*) FROM singer WHERE format('%.*c', 200000000, 'x') IS NULL",
+    "in select list": "SELECT length(printf('%.*c', 300000000, 'x'))",
+}
+
+
+@pytest.mark.parametrize("sql", LONG_CALLS.values(), ids=LONG_CALLS.keys())
+def test_one_long_function_call_is_killed_at_the_deadline(concert_db: Path, sql: str) -> None:
+    start = time.monotonic()
+    result = score_pair(concert_db, "SELECT count(*) FROM singer", sql, timeout_s=1.0)
+    elapsed = time.monotonic() - start
+    assert (result.score, result.status, result.category) == (0.0, "failure", "timeout")
+    assert result.reason == "prediction failed: timed out after 1 s"
+    assert elapsed < 2.0
+    # the next query gets a fresh worker and runs normally
+    assert score_pair(concert_db, "SELECT count(*) FROM singer", "SELECT count(*) FROM singer").score == 1.0
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT count(*) FROM singer WHERE printf('%*d', 200000000 + Singer_ID, 1) IS NULL",
+        "SELECT count(*) FROM singer WHERE format('%.*c', 2000000, 'x') IS NULL",
+    ],
+)
+def test_printf_over_the_length_limit_fails_instead_of_giving_null(concert_db: Path, sql: str) -> None:
+    """SQLite's printf returns NULL past the length limit, so the count would match; here it is an error."""
+    result = score_pair(concert_db, "SELECT count(*) FROM singer", sql, timeout_s=5.0)
+    assert (result.score, result.category) == (0.0, "exec_error")
+    assert result.reason == "prediction failed: printf result over 1000000 bytes (SQLite would return NULL)"
+
+
+def test_printf_still_formats(concert_db: Path) -> None:
+    sql = "SELECT printf('%d-%s-%.2f-%q', 3, 'a', 2.5, 'it''s'), printf(NULL), format('%5s|', name) FROM singer LIMIT 1"
+    assert execute_query(concert_db, sql).rows == [("3-a-2.50-it''s", None, "Joe Sharp|")]
+
+
+def test_a_late_result_is_a_timeout(tiny_db: Path) -> None:
+    """Any answer that arrives after the limit is discarded, however it ended."""
+    result = execute_query(tiny_db, "SELECT a FROM t", timeout_s=1e-9)
+    assert (result.rows, result.timed_out, result.error) == (None, True, "timed out after 1e-09 s")
+    assert execute_query(tiny_db, "SELECT a FROM t").rows == [(1,), (2,), (2,), (3,)]
+
+
+def test_a_dead_worker_is_replaced(tiny_db: Path) -> None:
+    assert execute_query(tiny_db, "SELECT 1").rows == [(1,)]
+    worker = execution._worker()
+    worker.process.kill()
+    worker.process.wait()
+    assert execute_query(tiny_db, "SELECT 2").rows == [(2,)]
+    assert execution._worker() is not worker
+
+
+def test_timeouts_do_not_delay_other_items(concert_db: Path) -> None:
+    gold = "SELECT count(*) FROM singer"
+    items = [{"db_path": concert_db, "gold_sql": gold, "raw_output": gold}] * 20
+    items[3] = {**items[3], "raw_output": LONG_CALLS["printf precision (issue)"]}
+    items[11] = {**items[11], "raw_output": LONG_CALLS["format alias"]}
+    start = time.monotonic()
+    results = score_items(items, n_workers=2, timeout_s=1.0)
+    assert time.monotonic() - start < 3.0
+    assert [r.category for r in results] == ["timeout" if i in (3, 11) else "match" for i in range(20)]
+
+
+# --- issue 17, kind 5: only the first statement runs; the others are counted, never run.
+@pytest.mark.parametrize(
+    ("pred", "ignored"),
+    [
+        ("SELECT count(*) FROM singer; DROP TABLE singer", 1),
+        ("```sql\nSELECT count(*) FROM singer;\nDELETE FROM singer;\nDROP TABLE concert;\n```", 2),
+        ("SELECT count(*) FROM singer; -- that is all", 0),
+        ("SELECT count(*) FROM singer", 0),
+    ],
+)
+def test_ignored_statements_are_counted_not_run(tmp_path: Path, concert_db: Path, pred: str, ignored: int) -> None:
+    db = tmp_path / "concert_singer.sqlite"
+    shutil.copyfile(concert_db, db)
+    before = sha256(db)
+    result = score_pair(db, "SELECT count(*) FROM singer", pred)
+    assert (result.score, result.extracted_sql, result.ignored_statements) == (
+        1.0,
+        "SELECT count(*) FROM singer",
+        ignored,
+    )
+    assert sha256(db) == before

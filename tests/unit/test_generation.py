@@ -170,6 +170,17 @@ def _ids(text):
         ("```sql\nSELECT 1\n```\nExplanation", len("```sql\nSELECT 1\n```")),
         ("```sql\nSELECT 1;\n```", len("```sql\nSELECT 1;")),
         ("```sql\nSELECT 1", None),
+        # ';' + newline inside a comment or literal ends nothing: the stop reads SQL as extraction does
+        ("-- count the singers;\nSELECT count(*) FROM singer", None),
+        (
+            "-- count the singers;\nSELECT count(*) FROM singer;\n",
+            len("-- count the singers;\nSELECT count(*) FROM singer;"),
+        ),
+        ("SELECT /* a;\n */ 1", None),
+        ("SELECT name FROM singer WHERE name = 'x;\ny'", None),
+        ('SELECT "a;\nb" FROM t', None),
+        ("```sql\n-- why;\nSELECT 1\n```", len("```sql\n-- why;\nSELECT 1\n```")),
+        ("<think>```sql\nSELECT 1;\n```</think>", None),  # a draft in reasoning is not the answer
     ],
 )
 def test_statement_end(text, end):
@@ -182,6 +193,12 @@ def test_stop_point_keeps_tokens_up_to_the_stop():
     assert stop_point([*_ids("SELECT 1;"), 0, 65], eos, _chars, complete=False) == (10, "SELECT 1;", "eos")
     assert stop_point(_ids("SELECT 1"), eos, _chars, complete=False) is None
     assert stop_point(_ids("SELECT 1"), eos, _chars, complete=True) == (8, "SELECT 1", "max_new_tokens")
+    commented = "-- count the singers;\nSELECT count(*) FROM singer;\n"
+    assert stop_point(_ids(commented), eos, _chars, complete=False) == (
+        len(commented) - 1,
+        commented[:-1],
+        "statement_end",
+    )
 
 
 def test_shared_prefix_leaves_every_prompt_a_token():

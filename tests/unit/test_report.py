@@ -51,6 +51,8 @@ WRONG = {
     24: ("exec_error", "SELECT name, capacity FROM stadium JOIN concerts USING (stadium_id)"),
     26: ("wrong_result", "SELECT YEAR FROM concert GROUP BY YEAR ORDER BY count(*) ASC LIMIT 1"),
 }
+# A right answer followed by a statement that is ignored (only the first runs).
+IGNORED = {("r64_all", 8): "; DROP TABLE singer"}
 # Which dev indices each model gets right (the rest get WRONG[index]).
 RIGHT = {
     "base": {0, 8, 10},
@@ -79,7 +81,9 @@ def _spider_tables(root: Path, spider_dir: Path, spider_dev: list[dict]) -> None
         predictions = [
             {
                 "id": f"dev-{i:04d}",
-                "raw_output": spider_dev[i]["query"] if i in RIGHT[model] else WRONG[i][1],
+                "raw_output": spider_dev[i]["query"] + IGNORED.get((model, i), "")
+                if i in RIGHT[model]
+                else WRONG[i][1],
             }
             for i in DEV_INDICES
         ] + [{"id": dev[-1]["id"], "raw_output": dev[-1]["query"]}]
@@ -288,6 +292,8 @@ def test_every_figure_exists_as_png_and_svg_and_is_not_blank(built: dict) -> Non
 
 def test_summary_md_has_the_tables(built: dict) -> None:
     text = (built["out"] / "summary.md").read_text()
+    assert [built["summary"]["spider"][m]["ignored_statements"] for m in MODELS] == [0, 0, 0, 1]
+    assert "(only the first runs, as in the official evaluator): base 0, base_zero_shot 0, r16_qv 0, r64_all 1." in text
     assert "## Hyper-parameters" in text
     assert "| hyper-parameter | r16_qv | r64_all |" in text
     for row in (

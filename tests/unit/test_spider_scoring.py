@@ -87,7 +87,26 @@ def test_table_rows_follow_dev_order(tiny_db: Path) -> None:
         "row_count": 1,
         "skipped": 1,
     }
+    assert summary["ignored_statements"] == 0
     json.dumps(summary)  # plain values only
+
+
+def test_ignored_statements_are_recorded_per_item_and_counted(tiny_db: Path) -> None:
+    dev = [dev_item(i, "tiny", "SELECT count(*) FROM t") for i in range(4)]
+    predictions = [
+        {"id": "dev-0000", "raw_output": "SELECT count(*) FROM t; DROP TABLE t"},
+        {"id": "dev-0001", "raw_output": "SELECT count(*) FROM t; DELETE FROM t; SELECT 1"},
+        {"id": "dev-0002", "raw_output": "SELECT count(*) FROM t;"},
+        {"id": "dev-0003", "raw_output": "SELECT 7; SELECT count(*) FROM t"},
+    ]
+    frame = score_predictions(dev, predictions, {"tiny": str(tiny_db)})
+    assert frame["ignored_statements"].tolist() == [1, 2, 0, 1]
+    assert frame["reason_category"].tolist() == ["match", "match", "match", "wrong_result"]
+    summary = summarize_scores(frame)
+    assert summary["ignored_statements"] == 3
+    with sqlite3.connect(tiny_db) as conn:
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (3,)  # nothing after the first statement ran
+    conn.close()
 
 
 def test_all_skipped_has_no_ex() -> None:

@@ -2,7 +2,13 @@
 
 import pytest
 
-from lora_tradeoff.sql_extract import extract_sql, split_statements, sql_tokens
+from lora_tradeoff.sql_extract import (
+    extract_sql,
+    extract_statements,
+    split_statements,
+    sql_tokens,
+    statement_terminator,
+)
 
 
 @pytest.mark.parametrize(
@@ -61,3 +67,108 @@ def test_gold_queries_extract_to_themselves(spider_dev: list[dict]) -> None:
     """Every real gold query passes through unchanged (bar a trailing ';' and spaces)."""
     for item in spider_dev:
         assert extract_sql(item["query"]) == item["query"].strip().rstrip(";").strip()
+
+
+# Real model output shapes (issue 17, kind 2): each input from the issue, then variants.
+SINGERS = "SELECT count(*) FROM singer"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        # trailing prose after the SQL
+        (f"{SINGERS}\nThis counts the singers.", SINGERS),
+        (f"{SINGERS};\nThe query counts singers.", SINGERS),
+        (f"{SINGERS}. This counts the singers.", SINGERS),
+        (f"{SINGERS}\nwhich counts all singers", SINGERS),
+        (f"{SINGERS}\nThis is the number of singers", SINGERS),
+        (f"{SINGERS}\nHope this helps!", SINGERS),
+        (
+            "SELECT name\nFROM singer\nWHERE age > 30\nIt returns the names of singers older than 30.",
+            "SELECT name\nFROM singer\nWHERE age > 30",
+        ),
+        # SQL over several lines, a '.' in a literal and a number are not sentence ends
+        (
+            "SELECT name, age\nFROM singer\nORDER BY age DESC\nLIMIT 1",
+            "SELECT name, age\nFROM singer\nORDER BY age DESC\nLIMIT 1",
+        ),
+        (
+            "select name from singer where country = 'France. Paris'",
+            "select name from singer where country = 'France. Paris'",
+        ),
+        ("SELECT avg(age) FROM singer WHERE age > 30.", "SELECT avg(age) FROM singer WHERE age > 30."),
+        # reasoning blocks: the answer is after the block
+        (f"<think>Maybe SELECT * FROM singer;\nNo, count them.</think>\n{SINGERS}", SINGERS),
+        (f"<think>\nSELECT name FROM singer\n</think>\n\n```sql\n{SINGERS};\n```", SINGERS),
+        (f"Draft: SELECT name FROM singer\n</think>\n{SINGERS}", SINGERS),  # template opened the block
+        (f"<thinking>SELECT 1</thinking>{SINGERS}", SINGERS),
+        (f"<think>SELECT 1</think>\n<think>SELECT 2</think>\nSQL: {SINGERS}", SINGERS),
+        # JSON with a query / sql key
+        (f'{{"query": "{SINGERS}"}}', SINGERS),
+        (f'```json\n{{"sql": "{SINGERS};"}}\n```', SINGERS),
+        (f'{{"reasoning": "count the rows of singer", "SQL": "{SINGERS}"}}', SINGERS),
+        (f'{{"answer": {{"sql_query": "{SINGERS}"}}}}', SINGERS),
+        ('{"query": "SELECT count(*)\\nFROM singer"}', "SELECT count(*)\nFROM singer"),
+        # a prose line that starts with "Select" is not SQL; a later SQL line is
+        (
+            "Explanation: Select every singer older than 30.\nSQL: SELECT * FROM singer WHERE age > 30",
+            "SELECT * FROM singer WHERE age > 30",
+        ),
+        # SQL in an inline code span
+        (f"`{SINGERS}`", SINGERS),
+        (f"The query is `{SINGERS}`.", SINGERS),
+        ("Use `SELECT name FROM singer WHERE age > 30` to list them.", "SELECT name FROM singer WHERE age > 30"),
+        ("The column `name` holds it: SELECT name FROM singer", "SELECT name FROM singer"),
+    ],
+)
+def test_extracts_sql_from_real_output_shapes(raw: str, expected: str) -> None:
+    assert extract_sql(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "Explanation: Select every singer older than 30.",
+        "Note: select the singers who are older than thirty",
+        "<think>SELECT name FROM singer",  # reasoning cut short: no answer yet
+        '{"explanation": "count the singers"}',
+    ],
+)
+def test_prose_and_unfinished_reasoning_are_not_sql(raw: str) -> None:
+    assert extract_sql(raw) == ""
+
+
+@pytest.mark.parametrize(
+    ("raw", "statements"),
+    [
+        (f"{SINGERS}; DROP TABLE singer", [SINGERS, "DROP TABLE singer"]),
+        (f"```sql\n{SINGERS};\nDELETE FROM singer;\n```", [SINGERS, "DELETE FROM singer"]),
+        (f"{SINGERS}; -- done", [SINGERS]),
+    ],
+)
+def test_extract_statements_keeps_the_ignored_ones(raw: str, statements: list[str]) -> None:
+    assert extract_statements(raw) == statements
+    assert extract_sql(raw) == statements[0]
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ("-- count the singers;\nSELECT count(*) FROM singer", None),
+        (
+            "-- count the singers;\nSELECT count(*) FROM singer;\nmore",
+            "-- count the singers;\nSELECT count(*) FROM singer;",
+        ),
+        ("SELECT name FROM singer WHERE name = 'a;\nb';\n", "SELECT name FROM singer WHERE name = 'a;\nb';"),
+        ('SELECT "odd;\nname" FROM t;\n', 'SELECT "odd;\nname" FROM t;'),
+        ("SELECT /* one;\ntwo */ 1;\nSELECT 2;\n", "SELECT /* one;\ntwo */ 1;"),
+        ("SELECT 1 -- done;\n;\n", "SELECT 1 -- done;\n;"),
+        ("Here's the query: SELECT 1;\n", "Here's the query: SELECT 1;"),  # prose before the SQL is not lexed
+        ("<think>SELECT 1;\nhmm</think>\nSELECT 2;\n", "<think>SELECT 1;\nhmm</think>\nSELECT 2;"),
+        ("<think>SELECT 1;\n", None),
+        ("SELECT 1;", None),
+    ],
+)
+def test_statement_terminator_reads_sql(text: str, kept: str | None) -> None:
+    end = statement_terminator(text)
+    assert (None if end is None else text[:end]) == kept
