@@ -42,6 +42,17 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "grouped-64-liger": {"per_device_batch_size": 64, "group_by_length": True, "liger_kernel": True},
     "grouped-128-liger": {"per_device_batch_size": 128, "group_by_length": True, "liger_kernel": True},
     "grouped-compile": {"per_device_batch_size": 128, "group_by_length": True, "torch_compile": True},
+    # Memory for a 1.5B model on a 24 GB card: activations recomputed in the backward pass
+    # (config/qwen2.5-coder-1.5b.yaml uses grouped-32-gc), or a smaller batch without recomputation.
+    "grouped-16": {"per_device_batch_size": 16, "group_by_length": True},
+    "grouped-32-gc": {"per_device_batch_size": 32, "group_by_length": True, "gradient_checkpointing": True},
+    "grouped-64-gc": {"per_device_batch_size": 64, "group_by_length": True, "gradient_checkpointing": True},
+    "packed-flex-64-gc": {
+        "per_device_batch_size": 64,
+        "packing": True,
+        "attn_implementation": "flex_attention",
+        "gradient_checkpointing": True,
+    },
     # Padding-free: one flattened row per batch. sdpa builds a dense block-diagonal mask
     # (quadratic in the batch's token count); flex attention skips the masked blocks.
     "packed-sdpa": {"per_device_batch_size": 32, "packing": True},
