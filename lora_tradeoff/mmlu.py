@@ -525,8 +525,11 @@ def score_mmlu(
     """Answer every item from its prompt; one result row per item, in input order.
 
     ``mode="loglik"`` (the harness's ``acc``): the prediction is the letter
-    whose continuation ``delimiter + letter`` is most likely after the prompt,
-    read off one forward pass per batch; ``prob_A`` .. ``prob_D`` are those
+    whose continuation ``delimiter + letter`` is most likely after the prompt
+    (its tokens from the joint tokenization, see :func:`encode_pair`; several
+    tokens sum their log-probabilities), read off one forward pass per batch:
+    letters that differ in their last token only (every tokenizer tested)
+    share one row per question; ``prob_A`` .. ``prob_D`` are those
     likelihoods renormalized over the four letters. With ``share_prefix``
     the tokens that all prompts of one subject share (description and few-shot
     examples) are run once per subject and their key/value cache reused: same
