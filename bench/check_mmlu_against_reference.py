@@ -42,8 +42,12 @@ def harness_loglikelihoods(model: Any, tokenizer: Any, context: str, continuatio
         stripped = context.rstrip()
         moved = context[len(stripped) :] + continuation
         whole = tokenizer.encode(stripped + moved, add_special_tokens=False)
-        context_ids = tokenizer.encode(stripped, add_special_tokens=False)
-        continuation_ids = whole[len(context_ids) :]
+        plain_context = tokenizer.encode(stripped, add_special_tokens=False)
+        continuation_ids = whole[len(plain_context) :]
+        # The tokenizer's default special tokens (BOS for Mistral), unless the text already
+        # starts with BOS (a chat template that writes it).
+        starts_with_bos = bool(plain_context) and plain_context[0] == tokenizer.bos_token_id
+        context_ids = plain_context if starts_with_bos else tokenizer.encode(stripped)
         inputs = tuple(context_ids + continuation_ids[:-1])
         if inputs not in logprobs_by_input:  # the four letters share one input when each is one token
             with torch.inference_mode():

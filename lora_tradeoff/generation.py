@@ -183,11 +183,17 @@ def statement_end(text: str) -> int | None:
     return min(ends, default=None)
 
 
+_BYTE_STOPS = ("<0x3B>", "<0x60>")
+
+
 def _stop_candidates(tokenizer: Any) -> frozenset[int]:
     """Token ids whose text holds a ';' or a backtick: only a sequence with one of them can reach a statement end."""
     vocabulary = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    # Byte-level BPE spells ';' and '`' as themselves, so the raw token strings suffice.
-    return frozenset(i for i, token in enumerate(vocabulary) if token and (";" in token or "`" in token))
+    # Byte-level BPE and SentencePiece pieces spell ';' and '`' as themselves; SentencePiece's
+    # byte-fallback pieces (Mistral, Llama-2) spell them <0x3B> and <0x60>.
+    return frozenset(
+        i for i, token in enumerate(vocabulary) if token and (";" in token or "`" in token or token in _BYTE_STOPS)
+    )
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:

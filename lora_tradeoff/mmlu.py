@@ -5,8 +5,10 @@ task (default variant), so our numbers mean what "MMLU 4-shot" means elsewhere:
 
 * prompt: the subject description, the first ``n_shot`` solved questions of the
   subject's dev split, then the test question ending in ``"Answer:"``;
-* score: the log-likelihood of each continuation ``" A"`` .. ``" D"``; the
-  prediction is the most likely letter (the harness's ``acc``).
+* score: the log-likelihood of each continuation ``" A"`` .. ``" D"``, whose tokens
+  are read off the joint tokenization of prompt + continuation (the harness's
+  ``_encode_pair``; a letter of several tokens scores the sum of their
+  log-probabilities); the prediction is the most likely letter (the harness's ``acc``).
 
 Rows use the normalized MMLU format of the workflow:
 ``{"id": "<subject>/<split>/<row index>", "subject", "question", "choices": [4], "answer": "A".."D"}``.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 LETTERS = ("A", "B", "C", "D")
@@ -241,43 +244,73 @@ def target_delimiter(use_chat_template: bool) -> str:
 # ------------------------------------------------------------------------ scoring
 
 
-def letter_token_ids(tokenizer: Any, delimiter: str = TARGET_DELIMITER) -> list[int]:
-    """Token id of ``delimiter + letter`` for A..D; each must be exactly one token,
-    since the scorer reads the four answers off one next-token distribution."""
-    ids = []
-    for letter in LETTERS:
-        tokens = tokenizer.encode(delimiter + letter, add_special_tokens=False)
-        if len(tokens) != 1:
-            raise ValueError(
-                f"{delimiter + letter!r} is {len(tokens)} tokens {tokens} in this tokenizer; next-token "
-                "scoring needs one token per answer letter"
-            )
-        ids.append(tokens[0])
-    return ids
+def bos_prefix(tokenizer: Any) -> list[int]:
+    """The ids the tokenizer puts before a text by default (``[<s>]`` for Mistral/Llama-2, none for
+    SmolLM2 or Qwen2.5): lm-evaluation-harness encodes contexts with the tokenizer's default special
+    tokens and never adds a second BOS to a text that already starts with one."""
+    plain = tokenizer.encode("a", add_special_tokens=False)
+    default = tokenizer.encode("a")
+    for start in range(len(default) - len(plain) + 1):
+        if default[start : start + len(plain)] == plain:
+            return list(default[:start])
+    return []
 
 
-def _encode_prompts(
-    tokenizer: Any, prompts: Sequence[str], letter_ids: Sequence[int], delimiter: str
-) -> list[list[int]]:
-    """Token ids of each prompt, checked to end exactly where the answer token starts.
+def encode_pair(
+    tokenizer: Any, context: str, continuation: str, prefix: Sequence[int] = ()
+) -> tuple[list[int], list[int]]:
+    """``(context ids, continuation ids)`` as lm-evaluation-harness's ``_encode_pair`` makes them.
 
-    The harness tokenizes prompt + continuation as one string; reading the
-    answer off the prompt's next-token distribution is the same computation
-    only if that joint tokenization is the prompt's tokens plus the letter
-    token. Check it instead of assuming it.
+    Whitespace ending the context moves to the continuation; the continuation's ids are the
+    tail of the JOINT tokenization of context + continuation past the context's own token
+    count, so a tokenizer that writes the space as a piece of its own (SentencePiece's ``"▁"``)
+    or merges it with the letter (byte-level BPE's ``" A"``) is read as it really tokenizes.
+    ``prefix`` (see :func:`bos_prefix`) goes before a context that does not already start with it.
+    Raises ValueError when the context is empty or the continuation gets no token of its own.
     """
-    encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-    with_letter = tokenizer(
-        [prompt + delimiter + letter for prompt in prompts for letter in LETTERS], add_special_tokens=False
-    )["input_ids"]
-    for index, ids in enumerate(encoded):
-        for offset, letter_id in enumerate(letter_ids):
-            if with_letter[index * len(LETTERS) + offset] != [*ids, letter_id]:
-                raise ValueError(
-                    f"prompt {index}: tokenizing prompt + {delimiter + LETTERS[offset]!r} does not split at the "
-                    "prompt's end, so the next-token score would differ from the continuation's log-likelihood"
-                )
-    return encoded
+    stripped = context.rstrip()
+    if not stripped:
+        raise ValueError("an MMLU prompt is empty; the log-likelihood needs a context")
+    continuation = context[len(stripped) :] + continuation
+    context_ids = tokenizer.encode(stripped, add_special_tokens=False)
+    whole = tokenizer.encode(stripped + continuation, add_special_tokens=False)
+    continuation_ids = whole[len(context_ids) :]
+    if not continuation_ids:
+        raise ValueError(f"{continuation!r} adds no token to its prompt in this tokenizer; it cannot be scored")
+    prefix = list(prefix)
+    if prefix and context_ids[: len(prefix)] != prefix:
+        context_ids = prefix + context_ids
+    return context_ids, continuation_ids
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One sequence to run: the context and all but the last continuation token of some letters.
+
+    ``targets`` are ``(letter index, position, token id)``: the token's log-probability is
+    read from the output at ``position`` (the token before it). Letters that are one token
+    each after the same context share one row (the common case: one row per question).
+    """
+
+    prompt: int
+    ids: tuple[int, ...]
+    targets: tuple[tuple[int, int, int], ...]
+
+    @property
+    def first_target(self) -> int:
+        return min(position for _, position, _ in self.targets)
+
+
+def _rows_for_prompt(tokenizer: Any, index: int, prompt: str, delimiter: str, prefix: Sequence[int]) -> list[_Row]:
+    targets: dict[tuple[int, ...], list[tuple[int, int, int]]] = {}
+    for letter_index, letter in enumerate(LETTERS):
+        context_ids, continuation_ids = encode_pair(tokenizer, prompt, delimiter + letter, prefix)
+        ids = tuple(context_ids + continuation_ids[:-1])
+        start = len(context_ids) - 1
+        targets.setdefault(ids, []).extend(
+            (letter_index, start + offset, token) for offset, token in enumerate(continuation_ids)
+        )
+    return [_Row(index, ids, tuple(row_targets)) for ids, row_targets in targets.items()]
 
 
 def _length_sorted_chunks(indices: Sequence[int], lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -286,35 +319,36 @@ def _length_sorted_chunks(indices: Sequence[int], lengths: Sequence[int], batch_
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
-def _common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
-    """Number of leading tokens all sequences share, less one so every sequence
-    keeps at least its last token to feed (its logits are the ones we need)."""
-    shortest = min(len(ids) for ids in sequences)
+def _common_prefix_length(sequences: Sequence[Sequence[int]], limit: int) -> int:
+    """Number of leading tokens all sequences share, at most ``limit``: every sequence must
+    keep the positions whose outputs are read (its first target and after) out of the prefix."""
     length = 0
-    while length < shortest - 1 and all(ids[length] == sequences[0][length] for ids in sequences):
+    while length < limit and all(ids[length] == sequences[0][length] for ids in sequences):
         length += 1
     return length
 
 
 def _plan_batches(
-    encoded: Sequence[Sequence[int]], group_keys: Sequence[str], batch_size: int, share_prefix: bool
+    rows: Sequence[_Row], group_keys: Sequence[str], batch_size: int, share_prefix: bool
 ) -> list[tuple[int, list[list[int]]]]:
-    """Split prompts into ``(shared prefix length, batches of indices)`` groups.
+    """Split rows into ``(shared prefix length, batches of row indices)`` groups.
 
-    Without prefix sharing there is one group with no prefix. With it, prompts
-    of the same key (the subject: all its prompts start with the same
-    description and few-shot examples) form a group whose common token prefix
-    is computed once; prompts alone under their key have nothing to share and
-    are batched together as one group without prefix.
+    Without prefix sharing there is one group with no prefix. With it, rows of the same
+    key (the subject: all its prompts start with the same description and few-shot
+    examples) form a group whose common token prefix is computed once; rows alone under
+    their key have nothing to share and are batched together as one group without prefix.
     """
-    lengths = [len(ids) for ids in encoded]
+    lengths = [len(row.ids) for row in rows]
     groups: dict[str, list[int]] = {}
-    for index, key in enumerate(group_keys):
-        groups.setdefault(key if share_prefix else "", []).append(index)
+    for index, row in enumerate(rows):
+        groups.setdefault(group_keys[row.prompt] if share_prefix else "", []).append(index)
     plan = []
     unshared: list[int] = []
     for indices in groups.values():
-        prefix = _common_prefix_length([encoded[i] for i in indices]) if share_prefix and len(indices) > 1 else 0
+        prefix = 0
+        if share_prefix and len(indices) > 1:
+            limit = min(rows[i].first_target for i in indices)
+            prefix = _common_prefix_length([rows[i].ids for i in indices], limit)
         if prefix:
             plan.append((prefix, _length_sorted_chunks(indices, lengths, batch_size)))
         else:
@@ -324,43 +358,41 @@ def _plan_batches(
     return plan
 
 
-def _letter_logits(
-    model: Any,
-    batch: Sequence[Sequence[int]],
-    letter_ids: Sequence[int],
-    pad_id: int,
-    prefix_cache: Any = None,
-    prefix_length: int = 0,
-) -> Any:
-    """Logits of the four letter tokens after each sequence in ``batch`` (one forward pass).
+def _target_logprobs(
+    model: Any, batch: Sequence[_Row], pad_id: int, prefix_cache: Any = None, prefix_length: int = 0
+) -> list[list[float]]:
+    """Log-probability of each target token of each row in ``batch`` (one forward pass).
 
-    ``batch`` holds token ids that continue a ``prefix_length``-token prefix
-    whose key/value cache is ``prefix_cache`` (batch size 1; copied, not
-    modified), or whole prompts when there is no prefix.
+    The rows' ids continue a ``prefix_length``-token prefix whose key/value cache is
+    ``prefix_cache`` (batch size 1; copied, not modified), or are whole sequences when
+    there is no prefix.
 
-    Sequences are right-padded: every real token keeps its position id and
-    attends only to real tokens before it, so padding cannot change its output
-    (left padding would need explicit position ids). Only the positions of the
-    last real tokens go through the LM head (``logits_to_keep``), which avoids
-    a batch x length x vocabulary logits tensor.
+    Sequences are right-padded: every real token keeps its position id and attends only to
+    real tokens before it, so padding cannot change its output (left padding would need
+    explicit position ids). Only the positions whose outputs are read go through the LM
+    head (``logits_to_keep``), which avoids a batch x length x vocabulary logits tensor; the
+    log-softmax runs over the whole vocabulary, in float32.
     """
     import copy
 
     import torch
 
-    lengths = torch.tensor([len(ids) for ids in batch])
-    width = int(lengths.max())
+    suffixes = [row.ids[prefix_length:] for row in batch]
+    width = max(len(ids) for ids in suffixes)
     input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(batch), prefix_length + width), dtype=torch.long)
     attention_mask[:, :prefix_length] = 1
-    for row, ids in enumerate(batch):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
+    for row, ids in enumerate(suffixes):
+        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         attention_mask[row, prefix_length : prefix_length + len(ids)] = 1
     past = None
     if prefix_cache is not None:
         past = copy.deepcopy(prefix_cache)
         past.batch_repeat_interleave(len(batch))
-    kept, slot = torch.unique(lengths - 1, return_inverse=True)
+    target_rows = [row for row, item in enumerate(batch) for _ in item.targets]
+    positions = torch.tensor([position - prefix_length for item in batch for _, position, _ in item.targets])
+    tokens = torch.tensor([token for item in batch for _, _, token in item.targets])
+    kept, slot = torch.unique(positions, return_inverse=True)
     device = model.device
     logits = model(
         input_ids=input_ids.to(device),
@@ -369,7 +401,15 @@ def _letter_logits(
         use_cache=past is not None,
         logits_to_keep=kept.to(device),
     ).logits
-    return logits[torch.arange(len(batch), device=device), slot.to(device)][:, list(letter_ids)].float().cpu()
+    # One log-softmax per distinct (row, position); the letters read off it share it.
+    pairs, pair_of_target = torch.unique(torch.tensor(target_rows) * len(kept) + slot, return_inverse=True)
+    logprobs = torch.log_softmax(logits[pairs // len(kept), pairs % len(kept)].float(), dim=-1).cpu()
+    values = logprobs[pair_of_target, tokens].tolist()
+    result: list[list[float]] = []
+    for item in batch:
+        result.append(values[: len(item.targets)])
+        values = values[len(item.targets) :]
+    return result
 
 
 def _prefix_cache(model: Any, prefix: Sequence[int]) -> Any:
@@ -391,27 +431,38 @@ def _loglik_predictions(
 ) -> list[dict]:
     import torch
 
-    letter_ids = letter_token_ids(tokenizer, delimiter)
-    encoded = _encode_prompts(tokenizer, prompts, letter_ids, delimiter)
+    prefix = bos_prefix(tokenizer)
+    rows = [
+        row
+        for index, prompt in enumerate(prompts)
+        for row in _rows_for_prompt(tokenizer, index, prompt, delimiter, prefix)
+    ]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    results: list[dict] = [{}] * len(prompts)
+    logliks = [[0.0] * len(LETTERS) for _ in prompts]
     with torch.inference_mode():
-        for prefix_length, chunks in _plan_batches(encoded, group_keys, batch_size, share_prefix):
-            cache = _prefix_cache(model, encoded[chunks[0][0]][:prefix_length]) if prefix_length else None
+        for prefix_length, chunks in _plan_batches(rows, group_keys, batch_size, share_prefix):
+            cache = _prefix_cache(model, rows[chunks[0][0]].ids[:prefix_length]) if prefix_length else None
             for chunk in chunks:
-                suffixes = [encoded[i][prefix_length:] for i in chunk]
-                logits = _letter_logits(model, suffixes, letter_ids, pad_id, cache, prefix_length)
-                # Softmax over the four letters' logits equals the harness's
-                # log-likelihoods renormalized over the four choices.
-                for index, row_probs in zip(chunk, torch.softmax(logits, dim=-1).tolist(), strict=True):
-                    # max() keeps the first of tied letters, as the harness's argmax.
-                    best = max(range(len(LETTERS)), key=lambda k: row_probs[k])
-                    results[index] = {
-                        "prediction": LETTERS[best],
-                        **{f"prob_{letter}": p for letter, p in zip(LETTERS, row_probs, strict=True)},
-                        "parse_failed": False,
-                        "completion": "",
-                    }
+                batch = [rows[i] for i in chunk]
+                for row, values in zip(
+                    batch, _target_logprobs(model, batch, pad_id, cache, prefix_length), strict=True
+                ):
+                    for (letter_index, _, _), value in zip(row.targets, values, strict=True):
+                        logliks[row.prompt][letter_index] += value
+    results = []
+    for letter_logliks in logliks:
+        # The four log-likelihoods renormalized over the four choices.
+        row_probs = torch.softmax(torch.tensor(letter_logliks, dtype=torch.float64), dim=-1).tolist()
+        # max() keeps the first of tied letters, as the harness's argmax.
+        best = max(range(len(LETTERS)), key=lambda k: letter_logliks[k])
+        results.append(
+            {
+                "prediction": LETTERS[best],
+                **{f"prob_{letter}": p for letter, p in zip(LETTERS, row_probs, strict=True)},
+                "parse_failed": False,
+                "completion": "",
+            }
+        )
     return results
 
 
@@ -474,8 +525,11 @@ def score_mmlu(
     """Answer every item from its prompt; one result row per item, in input order.
 
     ``mode="loglik"`` (the harness's ``acc``): the prediction is the letter
-    whose continuation ``delimiter + letter`` is most likely after the prompt,
-    read off one forward pass per batch; ``prob_A`` .. ``prob_D`` are those
+    whose continuation ``delimiter + letter`` is most likely after the prompt
+    (its tokens from the joint tokenization, see :func:`encode_pair`; several
+    tokens sum their log-probabilities), read off one forward pass per batch:
+    letters that differ in their last token only (every tokenizer tested)
+    share one row per question; ``prob_A`` .. ``prob_D`` are those
     likelihoods renormalized over the four letters. With ``share_prefix``
     the tokens that all prompts of one subject share (description and few-shot
     examples) are run once per subject and their key/value cache reused: same

