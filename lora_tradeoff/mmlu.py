@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+
+from lora_tradeoff.logs import Progress
 
 LETTERS = ("A", "B", "C", "D")
 
@@ -388,6 +390,7 @@ def _loglik_predictions(
     batch_size: int,
     delimiter: str,
     share_prefix: bool,
+    tracker: Progress,
 ) -> list[dict]:
     import torch
 
@@ -412,6 +415,7 @@ def _loglik_predictions(
                         "parse_failed": False,
                         "completion": "",
                     }
+                tracker.advance(len(chunk))
     return results
 
 
@@ -422,7 +426,7 @@ def parse_letter(completion: str) -> str:
 
 
 def _generate_predictions(
-    model: Any, tokenizer: Any, prompts: Sequence[str], batch_size: int, max_new_tokens: int
+    model: Any, tokenizer: Any, prompts: Sequence[str], batch_size: int, max_new_tokens: int, tracker: Progress
 ) -> list[dict]:
     import torch
 
@@ -457,6 +461,7 @@ def _generate_predictions(
                     "parse_failed": letter == "",
                     "completion": completion,
                 }
+            tracker.advance(len(chunk))
     return results
 
 
@@ -470,6 +475,7 @@ def score_mmlu(
     delimiter: str = TARGET_DELIMITER,
     share_prefix: bool = True,
     max_new_tokens: int = 5,
+    progress: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """Answer every item from its prompt; one result row per item, in input order.
 
@@ -489,14 +495,18 @@ def score_mmlu(
     Rows: id, subject, category, gold, prediction, prob_A..prob_D, correct,
     parse_failed, completion (generated text; empty in loglik mode).
     Prompts are batched by length to pad little; results come back in input order.
+    ``progress`` receives one line per batch: questions done of all, questions/s, ETA.
     """
     if len(items) != len(prompts):
         raise ValueError(f"{len(items)} items but {len(prompts)} prompts")
+    tracker = Progress(len(items), "questions", "scored", progress)
     if mode == "loglik":
         subjects = [item["subject"] for item in items]
-        predictions = _loglik_predictions(model, tokenizer, prompts, subjects, batch_size, delimiter, share_prefix)
+        predictions = _loglik_predictions(
+            model, tokenizer, prompts, subjects, batch_size, delimiter, share_prefix, tracker
+        )
     elif mode == "generate":
-        predictions = _generate_predictions(model, tokenizer, prompts, batch_size, max_new_tokens)
+        predictions = _generate_predictions(model, tokenizer, prompts, batch_size, max_new_tokens, tracker)
     else:
         raise ValueError(f"mode must be 'loglik' or 'generate', got {mode!r}")
     return [

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -85,7 +86,9 @@ def trained(tmp_path_factory, base_model_dir: Path, train_jsonl: Path) -> tuple[
     spec = RunSpec.from_config("tiny", {**TEST_RUN, "max_steps": 6, "save_steps": 100})
     messages: list[str] = []
     record = train_lora(spec, base_model_dir, train_jsonl, out_dir, progress=messages.append)
-    assert any("step 6/6" in message and "tokens/s" in message and "ETA" in message for message in messages)
+    progress = [message for message in messages if "trained" in message]
+    assert [message.split(",")[0] for message in progress][-1] == "[tiny] trained 6/6 steps"
+    assert all(re.search(r"steps/s, ETA \d+:\d\d:\d\d, loss [\d.]+, [\d,]+ tokens/s$", line) for line in progress)
     return out_dir, record
 
 
