@@ -8,7 +8,9 @@ trained by :func:`train_lora` into ``results/runs/<name>/``:
 * ``train_log.csv``     step, epoch, loss, learning_rate, grad_norm, tokens_per_s, appended
                         while training so a crash keeps the log;
 * ``hyperparams.json``  every value actually used, library versions, data and speed figures;
-* ``checkpoints/``      Trainer checkpoints (two kept) from which a killed run resumes.
+* ``checkpoints/``      Trainer checkpoints (two kept) from which a killed run resumes; deleted
+                        once the adapter and ``hyperparams.json`` are written (a finished run
+                        has nothing to resume, and an r64 run's checkpoints hold ~450 MB).
 
 Loss masking. The training text of an example is ``apply_chat_template(messages)``; the
 inference prompt is ``apply_chat_template(messages[:-1], add_generation_prompt=True)``. The
@@ -718,6 +720,8 @@ def train_lora(
         "peak_gpu_memory_gb": _peak_gpu_memory_gb(),
     }
     write_json(out_dir / "hyperparams.json", record)
+    # Every output is complete: checkpoints served only to resume an unfinished run.
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
     progress(f"[{spec.name}] done: {trainer.state.global_step} steps, final loss {record['final_loss']}")
     return record
 
