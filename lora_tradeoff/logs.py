@@ -19,7 +19,7 @@ def rule_logger(log_path: str | Path, name: str) -> logging.Logger:
 
     The returned logger ``name`` (e.g. ``train_lora[r16_qv]``) also writes its lines to the
     terminal the job was started from (the process's original stderr), so a long job shows
-    which step it is at. Progress bars of huggingface_hub/transformers/datasets are turned off:
+    which step it is at. Progress bars (tqdm, huggingface_hub, transformers, datasets) are turned off:
     their carriage returns would fill the log file.
     """
     _disable_progress_bars()
@@ -37,6 +37,8 @@ def rule_logger(log_path: str | Path, name: str) -> logging.Logger:
 def _disable_progress_bars() -> None:
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
+    # Plain tqdm bars (e.g. transformers' GGUF conversion) read TQDM_* defaults when tqdm is imported.
+    os.environ["TQDM_DISABLE"] = "1"
     # Libraries imported before this call read the variables already: switch them off directly.
     if "huggingface_hub" in sys.modules:
         from huggingface_hub.utils import disable_progress_bars

@@ -30,16 +30,27 @@ def test_rule_logger_writes_the_log_file_and_the_terminal_without_progress_bars(
     log_path = tmp_path / "logs" / "job.log"
     script = textwrap.dedent(
         f"""
-        import transformers  # imported before the logger, as rule scripts do
-        from transformers.utils import logging as transformers_logging
+        import sys
+        import lora_tradeoff.model_source  # what get_base_model imports first: no tqdm yet
         from lora_tradeoff.logs import rule_logger
 
+        assert "tqdm" not in sys.modules
         log = rule_logger({str(log_path)!r}, "score_mmlu[base]")
         log.info("scored 2/4 questions")
-        print("library warning", file=__import__("sys").stderr)
-        assert not transformers_logging.is_progress_bar_enabled()
+        print("library warning", file=sys.stderr)
+        from tqdm.auto import tqdm  # as transformers' GGUF conversion does
+        from transformers.utils import logging as transformers_logging
+
+        assert tqdm(range(3)).disable and not transformers_logging.is_progress_bar_enabled()
         """
     )
+    # generate_sql and score_mmlu import transformers before the logger: its bars are switched off directly.
+    late = "import transformers; from lora_tradeoff.logs import rule_logger; rule_logger({!r}, 'x'); "
+    late += "from transformers.utils import logging; assert not logging.is_progress_bar_enabled()"
+    late_proc = subprocess.run(
+        [sys.executable, "-c", late.format(str(tmp_path / "late.log"))], capture_output=True, text=True, cwd=REPO
+    )
+    assert late_proc.returncode == 0, late_proc.stderr
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert "score_mmlu[base]: scored 2/4 questions" in proc.stderr  # the terminal
