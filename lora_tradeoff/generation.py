@@ -45,6 +45,7 @@ from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.cache_utils import Cache, CacheLayerMixin
 from transformers.masking_utils import sdpa_mask
 
+from lora_tradeoff.logs import Progress
 from lora_tradeoff.sql_extract import answer_span, statement_terminator
 
 _log = logging.getLogger(__name__)
@@ -745,6 +746,7 @@ def generate_sql(
       shared-prefix encoding, so the column sums to the total time.
 
     ``cuda_graphs`` (CUDA only) replays each batch's decode step as a CUDA graph.
+    ``progress`` receives one line per batch: items done of all, items/s, ETA.
 
     The tokens are those of ``model.generate(do_sample=False)`` on each prompt
     alone, cut at the stop (float rounding differences aside, which batching can
@@ -764,12 +766,12 @@ def generate_sql(
     total = len(prompt_rows)
     results: list[dict] = [{} for _ in range(total)]
     started = time.perf_counter()
+    tracker = Progress(total, "items", "generated", progress)
     with torch.inference_mode(), _cascade_attention(model):
         prefix_length = shared_prefix_length(prompt_ids)
         prefix_kv = _encode_prefix(model, prompt_ids[0][:prefix_length]) if total else None
         _shared_prefix.update(enumerate(prefix_kv or []))
         prefix_share = (time.perf_counter() - started) / max(total, 1)
-        done = 0
         for batch in length_sorted_batches([len(ids) for ids in prompt_ids], batch_size):
             batch_started = time.perf_counter()
             outputs = _greedy_batch(
@@ -791,13 +793,5 @@ def generate_sql(
                     "stop_reason": reason,
                     "seconds": seconds,
                 }
-            done += len(batch)
-            if progress is not None:
-                progress(_progress_line(done, total, time.perf_counter() - started))
+            tracker.advance(len(batch))
     return results
-
-
-def _progress_line(done: int, total: int, elapsed: float) -> str:
-    rate = done / elapsed if elapsed > 0 else float("inf")
-    eta = (total - done) / rate if rate > 0 else float("inf")
-    return f"generated {done}/{total} items, {rate:.2f} items/s, ETA {eta:.0f} s"

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from lora_tradeoff.logs import Progress
 
 LETTERS = ("A", "B", "C", "D")
 
@@ -428,6 +430,7 @@ def _loglik_predictions(
     batch_size: int,
     delimiter: str,
     share_prefix: bool,
+    tracker: Progress,
 ) -> list[dict]:
     import torch
 
@@ -439,6 +442,7 @@ def _loglik_predictions(
     ]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     logliks = [[0.0] * len(LETTERS) for _ in prompts]
+    last_row = {row.prompt: index for index, row in enumerate(rows)}
     with torch.inference_mode():
         for prefix_length, chunks in _plan_batches(rows, group_keys, batch_size, share_prefix):
             cache = _prefix_cache(model, rows[chunks[0][0]].ids[:prefix_length]) if prefix_length else None
@@ -449,6 +453,8 @@ def _loglik_predictions(
                 ):
                     for (letter_index, _, _), value in zip(row.targets, values, strict=True):
                         logliks[row.prompt][letter_index] += value
+                # A question is done once its last row is scored (most questions have one row).
+                tracker.advance(sum(1 for i in chunk if last_row[rows[i].prompt] == i))
     results = []
     for letter_logliks in logliks:
         # The four log-likelihoods renormalized over the four choices.
@@ -473,7 +479,7 @@ def parse_letter(completion: str) -> str:
 
 
 def _generate_predictions(
-    model: Any, tokenizer: Any, prompts: Sequence[str], batch_size: int, max_new_tokens: int
+    model: Any, tokenizer: Any, prompts: Sequence[str], batch_size: int, max_new_tokens: int, tracker: Progress
 ) -> list[dict]:
     import torch
 
@@ -508,6 +514,7 @@ def _generate_predictions(
                     "parse_failed": letter == "",
                     "completion": completion,
                 }
+            tracker.advance(len(chunk))
     return results
 
 
@@ -521,6 +528,7 @@ def score_mmlu(
     delimiter: str = TARGET_DELIMITER,
     share_prefix: bool = True,
     max_new_tokens: int = 5,
+    progress: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """Answer every item from its prompt; one result row per item, in input order.
 
@@ -543,14 +551,18 @@ def score_mmlu(
     Rows: id, subject, category, gold, prediction, prob_A..prob_D, correct,
     parse_failed, completion (generated text; empty in loglik mode).
     Prompts are batched by length to pad little; results come back in input order.
+    ``progress`` receives one line per batch: questions done of all, questions/s, ETA.
     """
     if len(items) != len(prompts):
         raise ValueError(f"{len(items)} items but {len(prompts)} prompts")
+    tracker = Progress(len(items), "questions", "scored", progress)
     if mode == "loglik":
         subjects = [item["subject"] for item in items]
-        predictions = _loglik_predictions(model, tokenizer, prompts, subjects, batch_size, delimiter, share_prefix)
+        predictions = _loglik_predictions(
+            model, tokenizer, prompts, subjects, batch_size, delimiter, share_prefix, tracker
+        )
     elif mode == "generate":
-        predictions = _generate_predictions(model, tokenizer, prompts, batch_size, max_new_tokens)
+        predictions = _generate_predictions(model, tokenizer, prompts, batch_size, max_new_tokens, tracker)
     else:
         raise ValueError(f"mode must be 'loglik' or 'generate', got {mode!r}")
     return [

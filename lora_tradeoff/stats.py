@@ -75,6 +75,9 @@ def _paired_outcomes(base: pd.DataFrame, other: pd.DataFrame, name: str) -> pd.D
     )
 
 
+PERCENT_DECIMALS = 4
+
+
 def regression_table(
     scored: Mapping[str, pd.DataFrame],
     base: str = "base",
@@ -96,7 +99,9 @@ def regression_table(
     * ``ci_low_points`` / ``ci_high_points``: :func:`paired_bootstrap_ci` of the
       difference, in percentage points (``1 - alpha`` level).
 
-    The base model's own rows compare it with itself (0 change, p = 1).
+    The base model's own rows compare it with itself (0 change, p = 1). Percentages and
+    points are rounded to 4 decimals (one question in 10,000 is 0.01 points), p-values to 4
+    significant digits: regression.csv then reads 33.3333, not 33.333333333333336.
     """
     if base not in scored:
         raise KeyError(f"base model {base!r} not among the scored models {sorted(scored)}")
@@ -119,16 +124,16 @@ def regression_table(
                     "model": name,
                     "category": category,
                     "n": len(subset),
-                    "accuracy": accuracy,
-                    "delta_points": accuracy - base_accuracy,
-                    "delta_relative_pct": 100 * (accuracy - base_accuracy) / base_accuracy
+                    "accuracy": round(accuracy, PERCENT_DECIMALS),
+                    "delta_points": round(accuracy - base_accuracy, PERCENT_DECIMALS),
+                    "delta_relative_pct": round(100 * (accuracy - base_accuracy) / base_accuracy, PERCENT_DECIMALS)
                     if base_accuracy
                     else float("nan"),
                     "base_only_correct": base_only,
                     "other_only_correct": other_only,
-                    "mcnemar_p": mcnemar_exact(base_only, other_only),
-                    "ci_low_points": 100 * low,
-                    "ci_high_points": 100 * high,
+                    "mcnemar_p": float(f"{mcnemar_exact(base_only, other_only):.4g}"),
+                    "ci_low_points": round(100 * low, PERCENT_DECIMALS),
+                    "ci_high_points": round(100 * high, PERCENT_DECIMALS),
                 }
             )
     return pd.DataFrame(rows)

@@ -8,7 +8,9 @@ trained by :func:`train_lora` into ``results/runs/<name>/``:
 * ``train_log.csv``     step, epoch, loss, learning_rate, grad_norm, tokens_per_s, appended
                         while training so a crash keeps the log;
 * ``hyperparams.json``  every value actually used, library versions, data and speed figures;
-* ``checkpoints/``      Trainer checkpoints (two kept) from which a killed run resumes.
+* ``checkpoints/``      Trainer checkpoints (two kept) from which a killed run resumes; deleted
+                        once the adapter and ``hyperparams.json`` are written (a finished run
+                        has nothing to resume, and an r64 run's checkpoints hold ~450 MB).
 
 Loss masking. The training text of an example is ``apply_chat_template(messages)``; the
 inference prompt is ``apply_chat_template(messages[:-1], add_generation_prompt=True)``. The
@@ -57,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from lora_tradeoff.files import read_jsonl, write_json
+from lora_tradeoff.logs import Progress
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 TRAINER_STATE = "trainer_state.json"
@@ -417,8 +420,8 @@ def build_lora_config(spec: RunSpec, target_modules: list[str]) -> Any:
     )
 
 
-def build_sft_config(spec: RunSpec, checkpoint_dir: Path, bf16: bool) -> Any:
-    """The TRL/Trainer arguments of a run (everything not set here is the library default)."""
+def build_sft_config(spec: RunSpec, checkpoint_dir: Path, bf16: bool, device: str = "cpu") -> Any:
+    """The TRL/Trainer arguments of a run on ``device`` (everything not set here is the library default)."""
     from trl import SFTConfig
 
     return SFTConfig(
@@ -452,6 +455,8 @@ def build_sft_config(spec: RunSpec, checkpoint_dir: Path, bf16: bool) -> Any:
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
+        # Pinned host memory speeds copies to a GPU; without one, torch warns that it is unused.
+        dataloader_pin_memory=device == "cuda",
     )
 
 
@@ -502,7 +507,7 @@ def build_trainer(
     target_modules = resolve_target_modules(model, spec.target_modules)
     trainer = SFTTrainer(
         model=model,
-        args=build_sft_config(spec, checkpoint_dir, bf16),
+        args=build_sft_config(spec, checkpoint_dir, bf16, device),
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=build_lora_config(spec, target_modules),
@@ -542,16 +547,15 @@ class TrainLogCallback:
         self.log_path = log_path
         self.run_name = run_name
         self.progress = progress
-        self.started_at = 0.0
-        self.start_step = 0
+        self.steps: Progress | None = None
         self.last_time = 0.0
         self.last_tokens = 0
         self.tokens = 0
 
     # transformers.TrainerCallback hooks (duck-typed: the Trainer calls them by name)
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.started_at = self.last_time = time.perf_counter()
-        self.start_step = state.global_step
+        self.steps = Progress(state.max_steps, "steps", f"[{self.run_name}] trained", done=state.global_step)
+        self.last_time = self.steps.started
         self.progress(f"[{self.run_name}] training steps {state.global_step + 1}..{state.max_steps}")
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
@@ -571,27 +575,14 @@ class TrainLogCallback:
             "tokens_per_s": round(tokens_per_s, 1),
         }
         append_log_row(self.log_path, row)
-        done = state.global_step - self.start_step
-        remaining = state.max_steps - state.global_step
-        eta = (now - self.started_at) / done * remaining if done else math.nan
-        self.progress(
-            f"[{self.run_name}] step {state.global_step}/{state.max_steps} loss {logs['loss']:.4f} "
-            f"{tokens_per_s:,.0f} tokens/s ETA {_format_seconds(eta)}"
-        )
+        assert self.steps is not None  # on_train_begin came first
+        self.progress(self.steps.update(state.global_step, f"loss {logs['loss']:.4f}, {tokens_per_s:,.0f} tokens/s"))
 
     def __getattr__(self, name: str) -> Callable[..., None]:
         # Every other TrainerCallback hook is a no-op.
         if name.startswith("on_"):
             return lambda *args, **kwargs: None
         raise AttributeError(name)
-
-
-def _format_seconds(seconds: float) -> str:
-    if math.isnan(seconds):
-        return "?"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
 def append_log_row(log_path: Path, row: dict[str, Any]) -> None:
@@ -730,6 +721,8 @@ def train_lora(
         "memory_path": memory_path(trainer.model, spec),
     }
     write_json(out_dir / "hyperparams.json", record)
+    # Every output is complete: checkpoints served only to resume an unfinished run.
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
     progress(f"[{spec.name}] done: {trainer.state.global_step} steps, final loss {record['final_loss']}")
     return record
 

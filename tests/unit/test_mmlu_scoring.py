@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,15 @@ def items_and_prompts(mmlu_dir: Path) -> tuple[list[dict], list[str]]:
 def batched(model_and_tokenizer, items_and_prompts) -> list[dict]:
     model, tokenizer = model_and_tokenizer
     return score_mmlu(model, tokenizer, *items_and_prompts, batch_size=5, share_prefix=False)
+
+
+def test_scoring_reports_progress_per_batch(model_and_tokenizer, items_and_prompts):
+    model, tokenizer = model_and_tokenizer
+    items, prompts = items_and_prompts
+    lines: list[str] = []
+    score_mmlu(model, tokenizer, items[:4], prompts[:4], batch_size=2, share_prefix=False, progress=lines.append)
+    assert [line.split(",")[0] for line in lines] == ["scored 2/4 questions", "scored 4/4 questions"]
+    assert all(re.search(r"[\d.]+ questions/s, ETA \d+:\d\d:\d\d$", line) for line in lines), lines
 
 
 def test_every_question_gets_a_letter_and_probabilities_summing_to_one(batched, items_and_prompts):

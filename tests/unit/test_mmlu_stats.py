@@ -96,6 +96,19 @@ def test_regression_table_on_a_hand_checked_example():
     assert (base_rows["delta_points"] == 0).all() and (base_rows["mcnemar_p"] == 1.0).all()
 
 
+def test_regression_table_is_rounded_for_reading():
+    base = _scored({"stem": [True, False, False], "humanities": [True, True, False]})
+    tuned = _scored({"stem": [True, True, False], "humanities": [True, True, True]})
+    table = regression_table({"base": base, "lora": tuned}, base="base", n_resamples=500, seed=1)
+    lora = table[table["model"] == "lora"].set_index("category")
+    # 1/3 -> 2/3: unrounded 66.66666666666667, 33.333333333333336 and 100.00000000000003
+    assert (lora.loc["stem", "accuracy"], lora.loc["stem", "delta_points"]) == (66.6667, 33.3333)
+    assert lora.loc["stem", "delta_relative_pct"] == 100.0
+    assert lora.loc["overall", "mcnemar_p"] == 0.5  # b=0, c=2
+    for column in ("accuracy", "delta_points", "delta_relative_pct", "ci_low_points", "ci_high_points"):
+        assert (table[column].dropna() == table[column].dropna().round(4)).all(), column
+
+
 def test_regression_table_refuses_models_scored_on_other_questions():
     base = _scored({"stem": [True, False], "humanities": [True]})
     other = base.assign(id=["q0", "q1", "x"])

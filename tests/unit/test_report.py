@@ -7,13 +7,18 @@ hyperparams.json from the real RunSpec. Nothing here reads /work/main/results.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.collections import PathCollection
+from matplotlib.figure import Figure
 from matplotlib.image import imread
+from matplotlib.text import Text
 
 from lora_tradeoff.report import (
     FAILURE_RULE,
@@ -24,6 +29,7 @@ from lora_tradeoff.report import (
     headline_mismatches,
     load_inputs,
     recompute_headlines,
+    render_failure_examples,
     standard_paths,
     wilson_interval,
     write_report,
@@ -221,9 +227,11 @@ def test_summary_numbers_equal_recomputation_from_item_rows(built: dict) -> None
     for model in MMLU_MODELS:
         items = pd.read_csv(root / model / "mmlu_scored.csv")
         overall = summary["mmlu"][model]["categories"]["overall"]
-        assert overall["accuracy_pct"] == pytest.approx(100 * items["correct"].mean())
+        # regression.csv rounds to 4 decimals
+        assert overall["accuracy_pct"] == pytest.approx(100 * items["correct"].mean(), abs=5e-5)
         assert overall["delta_points"] == pytest.approx(
-            100 * (items["correct"].mean() - pd.read_csv(root / "base" / "mmlu_scored.csv")["correct"].mean())
+            100 * (items["correct"].mean() - pd.read_csv(root / "base" / "mmlu_scored.csv")["correct"].mean()),
+            abs=5e-5,
         )
     assert summary["mmlu"]["base_zero_shot"] == {
         "measured": False,
@@ -274,6 +282,10 @@ def test_failure_examples_follow_the_stated_rule(built: dict) -> None:
     assert "dev-0024" in text and "prediction failed: no such table: concerts" in text
     assert "No question of kind wrong_result besides those shown." in text
     assert json.loads((built["out"] / "failure_examples.json").read_text())["rule"] == FAILURE_RULE
+    # A run with no failure at all: nothing is shown, and the text does not pretend otherwise.
+    text = render_failure_examples({"perfect": []})
+    assert "Nothing to show: no question of perfect is of any kind (regression, wrong_result, exec_error)." in text
+    assert "besides those shown" not in text
 
 
 def test_every_figure_exists_as_png_and_svg_and_is_not_blank(built: dict) -> None:
@@ -335,3 +347,67 @@ def test_whiskers_survive_a_perfect_score(tmp_path):
     _grouped_bars(ax, ["easy", "all"], {"run": [(100.0, 100 * low, 100 * high)] * 2}, {"run": "#000000"})
     figure.savefig(tmp_path / "bars.png")
     assert (tmp_path / "bars.png").stat().st_size > 0
+
+
+def _thin_results(summary: dict) -> dict:
+    """The built summary with nothing learnt: every accuracy 0 %, every run exactly at the baseline."""
+    thin = copy.deepcopy(summary)
+    for entry in thin["mmlu"].values():
+        for category in entry.get("categories", {}).values():
+            category.update(accuracy_pct=0.0, wilson_low_pct=0.0)
+    for entry in thin["spider"].values():
+        for group in [entry, *entry["by_hardness"].values()]:
+            group.update(ex_pct=0.0, success=0)
+        entry.update(delta_ex_points=0.0, delta_ci_low_points=0.0, delta_ci_high_points=0.0)
+    for point in thin["tradeoff"].values():
+        point.update(dict.fromkeys(point, 0.0))
+    return thin
+
+
+def _figure_of(plot, monkeypatch, *args) -> Figure:
+    from lora_tradeoff import report_plots
+
+    drawn = []
+    monkeypatch.setattr(report_plots, "_save", lambda fig, out_dir, name: drawn.append(fig))
+    with matplotlib.rc_context(report_plots.STYLE):
+        plot(*args)
+    fig = drawn[0]
+    fig.canvas.draw()  # text positions and offsets in display coordinates
+    return fig
+
+
+def _texts(fig: Figure) -> list[str]:
+    return [text.get_text() for text in fig.findobj(Text) if text.get_text()]
+
+
+def test_all_zero_bars_say_so_and_keep_every_model_labelled(built: dict, monkeypatch) -> None:
+    from lora_tradeoff.report_plots import plot_mmlu_accuracy, plot_spider_hardness
+
+    thin = _thin_results(built["summary"])
+    for plot, args, models in (
+        (plot_mmlu_accuracy, (thin, Path()), MMLU_MODELS),
+        (plot_spider_hardness, (thin, built["inputs"], Path()), MODELS),
+    ):
+        texts = _texts(_figure_of(plot, monkeypatch, *args))
+        note = [text for text in texts if text.startswith("all 0 %")]
+        assert len(note) == 1 and all(model in note[0] for model in models), texts
+        legend = [text for text in texts if text.split(" (")[0] in models]
+        assert sorted(text.split(" (")[0] for text in legend) == sorted(models)
+    texts = _texts(_figure_of(plot_mmlu_accuracy, monkeypatch, built["summary"], Path()))
+    assert not any(text.startswith("all 0 %") for text in texts)  # real, non-zero results: no note
+
+
+def test_runs_at_the_same_point_are_drawn_apart_and_all_named(built: dict, monkeypatch) -> None:
+    from lora_tradeoff.report_plots import plot_tradeoff
+
+    fig = _figure_of(plot_tradeoff, monkeypatch, _thin_results(built["summary"]), Path())
+    ax = fig.axes[0]
+    # The baseline's cross, both runs and base_zero_shot sit at (0, 0): each marker has its own place.
+    markers = [c for c in ax.collections if isinstance(c, PathCollection)]
+    centres = [tuple(c.get_offset_transform().transform(c.get_offsets())[0].round(1)) for c in markers]
+    assert len(markers) == 4 and len(set(centres)) == 4, centres
+    labels = [text.get_text() for text in ax.texts if "same point" in text.get_text()]
+    assert len(labels) == 1 and all(name in labels[0] for name in [*RUNS, "base_zero_shot"]), labels
+    assert "the same point as base" in labels[0]
+    # The legend sits under the plot, not beside it: the axes keep most of the figure's width.
+    assert ax.get_position().width > 0.75

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -86,6 +87,15 @@ def test_one_runs_learning_rate_reruns_only_that_run(finished_run, base_model_di
     assert jobs == collections.Counter(
         train_lora=1, generate_sql=1, score_spider=1, score_mmlu=1, mmlu_regression=1, report=1, all=1
     )
+    # The dry run's reason names the key that changed, not the whole run config twice.
+    write_config(finished_run, base_model_dir, **{"training.runs.1.learning_rate": 5e-4})
+    try:
+        dry = snakemake(finished_run, "-n", "results/runs/tiny_last/hyperparams.json")
+    finally:
+        write_config(finished_run, base_model_dir)
+    reasons = re.findall(r"Params have changed since last execution: (.*)", dry.stdout + dry.stderr)
+    assert len(reasons) == 1, dry.stdout[-3000:]
+    assert reasons[0].strip().endswith("before: {'learning_rate': 0.001} now: {'learning_rate': 0.0005}")
 
 
 def test_mmlu_seed_reruns_the_suite_and_its_downstream_only(finished_run, base_model_dir):
@@ -133,7 +143,7 @@ def test_killed_training_is_rerun_and_resumes(finished_run, base_model_dir, tmp_
     write_config(workdir, base_model_dir, **{"training.runs.0.max_steps": 8, "training.runs.0.save_steps": 2})
     target = "results/runs/tiny_qv/hyperparams.json"
     checkpoints = workdir / "results/runs/tiny_qv/checkpoints"
-    shutil.rmtree(checkpoints)  # the finished run's own; wait for this run's first one
+    assert not checkpoints.exists()  # the finished run kept none; wait for this run's first one
     proc = subprocess.Popen(
         snakemake_command(workdir, target),
         start_new_session=True,
