@@ -76,6 +76,10 @@ class TrainingConfigError(ValueError):
     """A run's configuration is invalid or cannot run on this machine; the message names the key."""
 
 
+class TrainingDivergedError(RuntimeError):
+    """A training step produced non-finite gradients; training stopped before the optimizer step."""
+
+
 def config_key(run_name: str, key: str) -> str:
     """The config path of a run's key, as users write it: ``training.runs[<name>].<key>``."""
     return f"training.runs[{run_name}].{key}"
@@ -514,6 +518,7 @@ def build_trainer(
         callbacks=list(callbacks),
     )
     trainer.remove_callback(PrinterCallback)  # progress goes through TrainLogCallback instead
+    trainer.add_callback(FiniteGradientGuard(spec.name, checkpoint_dir))
     facts = {
         "device": device,
         "device_name": _device_name(device),
@@ -521,8 +526,66 @@ def build_trainer(
         "bf16": bf16,
         "target_modules": target_modules,
         "data": data_stats,
+        "cudnn_attention": use_safe_attention_kernels(spec, device),
     }
     return trainer, facts
+
+
+def use_safe_attention_kernels(spec: RunSpec, device: str) -> bool | None:
+    """Turn off cuDNN's SDPA kernel for training on CUDA; return whether it stays on (None off CUDA).
+
+    PyTorch's cuDNN attention backward, the default SDPA kernel on H100/H200 since torch 2.11,
+    returns NaN gradients when a mask is passed (every padded batch), the padded length is 64
+    more than a multiple of 128 and a row's log-sum-exp is below ln(FLT_MAX) ~ -88.7, which
+    Qwen2.5's "massive activation" heads reach (pytorch/pytorch#196678, huggingface/trl#7181).
+    One such batch turned every LoRA weight into NaN in a full Spider epoch of
+    Qwen2.5-Coder-1.5B on an H200 (torch 2.11, cuDNN 9.19); ``bench/check_cudnn_sdpa_nan.py``
+    shows the kernel's NaNs at lengths 704, 832 and 1088 and none with it off. Without it, SDPA
+    takes the flash or memory-efficient kernel (same results, no NaN).
+    """
+    if device != "cuda":
+        return None
+    if spec.attn_implementation != "sdpa":
+        return False  # eager, flex and flash-attention never call cuDNN's SDPA kernel
+    import torch
+
+    torch.backends.cuda.enable_cudnn_sdp(False)
+    return False
+
+
+class FiniteGradientGuard:
+    """Stops training at the first step whose gradients are not all finite, before the optimizer step.
+
+    The Trainer's own ``logging_nan_inf_filter`` hides a NaN loss in the logged average and the
+    optimizer then writes NaN into every adapter weight: the run "finishes" with an adapter that
+    generates garbage. Here the step is refused and the job fails with
+    :class:`TrainingDivergedError`, naming the run and the step; earlier checkpoints stay for a
+    rerun (which resumes from the last one) or for diagnosis.
+    """
+
+    def __init__(self, run_name: str, checkpoint_dir: Path) -> None:
+        self.run_name = run_name
+        self.checkpoint_dir = Path(checkpoint_dir)
+
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        import torch
+
+        grads = [param.grad for param in model.parameters() if param.grad is not None]
+        if not grads or bool(torch.stack([grad.isfinite().all() for grad in grads]).all()):
+            return
+        last = last_complete_checkpoint(self.checkpoint_dir)
+        kept = f"checkpoints up to {last.name} are kept in {self.checkpoint_dir}" if last else "no checkpoint yet"
+        raise TrainingDivergedError(
+            f"{config_key(self.run_name, 'learning_rate')}: non-finite gradients at step {state.global_step + 1}; "
+            f"the optimizer step was not taken and training stopped ({kept}). Lower the learning rate, or set "
+            f"{config_key(self.run_name, 'attn_implementation')}: eager to rule out the attention kernel."
+        )
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        # Every other TrainerCallback hook is a no-op.
+        if name.startswith("on_"):
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
 
 
 def _device_name(device: str) -> str:
@@ -696,7 +759,10 @@ def train_lora(
         "effective_batch_size": spec.per_device_batch_size * spec.grad_accumulation,
         "versions": library_versions(),
         "seed": spec.seed,
-        **{key: facts[key] for key in ("device", "device_name", "base_dtype", "bf16", "target_modules")},
+        **{
+            key: facts[key]
+            for key in ("device", "device_name", "base_dtype", "bf16", "target_modules", "cudnn_attention")
+        },
         "base_model_dir": str(model_dir),
         "train_jsonl": str(train_jsonl),
         "train_sha256": fingerprint["train_sha256"],

@@ -292,3 +292,23 @@ def test_killed_run_resumes_from_its_last_complete_checkpoint(trained, tmp_path,
     # The resumed run continues the trajectory of the uninterrupted one (same seed, data, constant lr).
     uninterrupted = [row["loss"] for row in read_train_log(trained[0] / "train_log.csv")][:4]
     assert [row["loss"] for row in log] == pytest.approx(uninterrupted, rel=1e-5)
+
+
+def test_non_finite_gradients_stop_training_before_the_optimizer_step(tmp_path, base_model_dir, sft_rows):
+    """A NaN gradient (as cuDNN's attention backward returns on some padded lengths) fails the run at once,
+    naming the run and the step, instead of writing NaN into every adapter weight."""
+    import torch
+
+    from lora_tradeoff.training import TrainingDivergedError
+
+    spec = RunSpec.from_config("nan", {**TEST_RUN, "max_steps": 3})
+    trainer, facts = build_trainer(spec, base_model_dir, sft_rows, tmp_path / "checkpoints")
+    assert facts["cudnn_attention"] is None  # CPU: no cuDNN kernel to turn off
+    lora = [param for name, param in trainer.model.named_parameters() if "lora_B" in name]
+    before = lora[0].detach().clone()
+    lora[0].register_hook(lambda grad: torch.full_like(grad, float("nan")))
+    with pytest.raises(
+        TrainingDivergedError, match=r"training\.runs\[nan\]\.learning_rate: non-finite gradients at step 1"
+    ):
+        trainer.train()
+    assert torch.equal(lora[0].detach(), before)  # the step was refused: no NaN written into the adapter
