@@ -103,7 +103,7 @@ def test_evaluate_over_many_cases_survives_bad_rows(spider_dir: Path, spider_dev
         first["query"],
         "",
         None,
-        "SELECT count(*) FROM singer WHERE printf('%.*c', 200000000 + Singer_ID, 'x') IS NULL",
+        "SELECT count(*) FROM singer WHERE printf('%.*c', 2000000000 + Singer_ID, 'x') IS NULL",
         f"{first['query']}; DROP TABLE singer",
     ]
     cases = [case_for(spider_dir, first, output) for output in outputs]
@@ -121,7 +121,7 @@ def test_evaluate_over_many_cases_survives_bad_rows(spider_dir: Path, spider_dev
 
 def test_long_function_call_times_out_in_the_metric(spider_dir: Path, spider_dev: list[dict]) -> None:
     metric = ExecutionAccuracy(timeout_s=1.0)
-    sql = "SELECT count(*) FROM singer WHERE printf('%.*c', 200000000 + Singer_ID, 'x') IS NULL"
+    sql = "SELECT count(*) FROM singer WHERE printf('%.*c', 2000000000 + Singer_ID, 'x') IS NULL"
     metric.measure(case_for(spider_dir, spider_dev[0], sql))
     assert (metric.score, metric.score_breakdown["category"]) == (0.0, "timeout")
     assert metric.score_breakdown["seconds"] < 2.0
