@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from lora_tradeoff.spider_scoring import HARDNESS_LEVELS
-from lora_tradeoff.stats import OVERALL, mcnemar_exact, paired_bootstrap_ci
+from lora_tradeoff.stats import OVERALL, mcnemar_exact, minimum_detectable_difference, paired_bootstrap_ci
 
 BASELINE = "base"
 REFERENCE = "(reference)"  # the baseline's cells of a change against itself
@@ -195,9 +195,20 @@ def _spider_entry(model: str, inputs: ReportInputs, baseline: str, n_resamples: 
             "base_only_correct": base_only,
             "other_only_correct": other_only,
             "mcnemar_p": mcnemar_exact(base_only, other_only),
+            "mdd_points": _mdd_points(len(pairs), base_only + other_only) if model != baseline else None,
         }
     )
     return entry
+
+
+def _mdd_points(n: int, discordant: int) -> float | None:
+    """:func:`minimum_detectable_difference` in points; None where it is undefined (JSON null, "n/a")."""
+    mdd = minimum_detectable_difference(n, discordant / n) if n else math.nan
+    return None if math.isnan(mdd) else 100 * mdd
+
+
+def _optional(value: Any) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
 
 
 def _mmlu_entry(model: str, inputs: ReportInputs) -> dict[str, Any]:
@@ -205,6 +216,20 @@ def _mmlu_entry(model: str, inputs: ReportInputs) -> dict[str, Any]:
     if rows.empty:
         raise ValueError(f"results/mmlu/regression.csv has no rows for model {model!r}")
     items = inputs.mmlu_scored[model]
+    subjects: dict[str, Any] = {}
+    if "level" in rows:
+        for row in rows[rows["level"] == "subject"].to_dict("records"):
+            subjects[row["subject"]] = {
+                "category": row["category"],
+                "n": int(row["n"]),
+                "accuracy_pct": float(row["accuracy"]),
+                "delta_points": float(row["delta_points"]),
+                "ci_low_points": float(row["ci_low_points"]),
+                "ci_high_points": float(row["ci_high_points"]),
+                "mcnemar_p": float(row["mcnemar_p"]),
+                "mdd_points": _optional(row["mdd_points"]),
+            }
+        rows = rows[rows["level"] != "subject"]
     categories: dict[str, Any] = {}
     for row in rows.to_dict("records"):
         subset = items if row["category"] == OVERALL else items[items["category"] == row["category"]]
@@ -222,8 +247,9 @@ def _mmlu_entry(model: str, inputs: ReportInputs) -> dict[str, Any]:
             "base_only_correct": int(row["base_only_correct"]),
             "other_only_correct": int(row["other_only_correct"]),
             "mcnemar_p": float(row["mcnemar_p"]),
+            "mdd_points": _optional(row.get("mdd_points")),
         }
-    return {"measured": True, "categories": categories}
+    return {"measured": True, "categories": categories, "subjects": subjects}
 
 
 HYPERPARAMETER_KEYS = (
@@ -375,7 +401,8 @@ def recompute_from_items(
 
     ``{"spider": {model: {"ex_pct", "n", "n_scored", "success", "failure", "skipped",
     "by_hardness": {level: ex_pct}}}, "mmlu": {model: {"n", "accuracy_pct", "by_category":
-    {category: accuracy_pct}}}}``. EX is the mean score of the rows whose status is not "skipped".
+    {category: accuracy_pct}, "by_subject": {subject: accuracy_pct}}}}``. EX is the mean score of
+    the rows whose status is not "skipped".
     """
     spider: dict[str, Any] = {}
     for model, path in spider_scored.items():
@@ -397,6 +424,9 @@ def recompute_from_items(
             "n": len(rows),
             "accuracy_pct": 100 * rows["correct"].mean(),
             "by_category": {str(c): 100 * g["correct"].mean() for c, g in rows.groupby("category", sort=False)},
+            "by_subject": {str(s): 100 * g["correct"].mean() for s, g in rows.groupby("subject", sort=False)}
+            if "subject" in rows
+            else {},
         }
     return {"spider": spider, "mmlu": mmlu}
 
@@ -434,6 +464,13 @@ def headline_mismatches(summary: Mapping[str, Any], recomputed: Mapping[str, Any
                 entry["categories"].get(category, {}).get("accuracy_pct"),
                 value,
             )
+        if entry.get("subjects"):
+            for subject, value in rows["by_subject"].items():
+                check(
+                    f"mmlu {model} subject {subject} accuracy_pct",
+                    entry["subjects"].get(subject, {}).get("accuracy_pct"),
+                    value,
+                )
     return problems
 
 
@@ -589,14 +626,71 @@ def _interval_note(summary: Mapping[str, Any]) -> list[str]:
         "baseline, not of either accuracy; an interval that contains 0 means the change is within what "
         "resampling the same questions produces. "
         + observed
-        + f"At n = 50 per category one question is 2 points, and with no true change and a share d of questions "
-        f"answered right by exactly one of the two models the interval is about ±1.96·√(d/50): "
+        + "In the 150-question suite, at n = 50 per category one question is 2 points, and with no true "
+        "change and a share d of questions answered right by exactly one of the two models the interval is "
+        "about ±1.96·√(d/50): "
         f"±{bootstrap_half_width_points(50, 0.1):.1f} points at d = 10%, "
         f"±{bootstrap_half_width_points(50, 0.2):.1f} points at d = 20%; the overall row (n = 150) is √3 narrower "
         f"(±{bootstrap_half_width_points(150, 0.2):.1f} at d = 20%). Changes of a few points per category are "
         "therefore not distinguishable from noise at this size. McNemar p is the exact two-sided test on the "
         'same discordant questions. Accuracy intervals (figures, "Wilson 95%") are 95% Wilson score intervals '
         "of one model's accuracy.",
+    ]
+
+
+def _mdd_note() -> list[str]:
+    return [
+        "**Smallest detectable change (MDD).** Next to each change: the smallest true change in points that a "
+        "two-sided McNemar test at 5% would find with 80% power on these questions, given the observed share of "
+        "questions that exactly one of the two models answers right (Connor 1987, normal approximation; "
+        "`lora_tradeoff.stats.minimum_detectable_difference`). A change inside its interval and smaller than its "
+        'MDD means "not measurable here", not "no change". n/a: no question differs between the two models, or '
+        "too few questions to detect even a change of every differing question.",
+    ]
+
+
+# Per-subject rows are tabulated in summary.md only when every subject has this many questions
+# (the full split's smallest subject has 100); below it they stay in regression.csv.
+MIN_SUBJECT_N = 30
+
+
+def _subject_table(summary: Mapping[str, Any]) -> list[str]:
+    baseline = summary["baseline"]
+    subjects = summary["mmlu"][baseline].get("subjects", {})
+    if not subjects:
+        return []
+    if min(entry["n"] for entry in subjects.values()) < MIN_SUBJECT_N:
+        return [
+            "",
+            f"Per-subject rows are in regression.csv (`level` subject); with fewer than {MIN_SUBJECT_N} questions "
+            "in some subject they are not tabulated here.",
+        ]
+    runs = [m for m in summary["runs"] if summary["mmlu"].get(m, {}).get("measured")]
+
+    def cell(run: str, subject: str) -> str:
+        row = summary["mmlu"][run]["subjects"][subject]
+        return (
+            f"{_signed(row['delta_points'])} {_interval(row['ci_low_points'], row['ci_high_points'])}, "
+            f"MDD {_fmt(row['mdd_points'])}"
+        )
+
+    return [
+        "",
+        "### MMLU per subject",
+        "",
+        *markdown_table(
+            ["subject", "category", "n", f"{baseline} %", *(f"Δ {run} pts [95% CI], MDD" for run in runs)],
+            [
+                [
+                    subject,
+                    entry["category"],
+                    entry["n"],
+                    _fmt(entry["accuracy_pct"]),
+                    *(cell(run, subject) for run in runs),
+                ]
+                for subject, entry in subjects.items()
+            ],
+        ),
     ]
 
 
@@ -625,7 +719,7 @@ def render_summary(summary: Mapping[str, Any]) -> str:
         if model == baseline:
             return _fmt(row["accuracy_pct"]), REFERENCE
         delta = f"{_signed(row['delta_points'])} {_interval(row['ci_low_points'], row['ci_high_points'])}"
-        return _fmt(row["accuracy_pct"]), delta
+        return _fmt(row["accuracy_pct"]), f"{delta}, MDD {_fmt(row.get('mdd_points'))}"
 
     headline_rows = []
     for model in models:
@@ -638,13 +732,20 @@ def render_summary(summary: Mapping[str, Any]) -> str:
                 REFERENCE
                 if model == baseline
                 else f"{_signed(entry['delta_ex_points'])} "
-                + _interval(entry["delta_ci_low_points"], entry["delta_ci_high_points"]),
+                + _interval(entry["delta_ci_low_points"], entry["delta_ci_high_points"])
+                + f", MDD {_fmt(entry.get('mdd_points'))}",
                 overall,
                 delta,
             ]
         )
     lines += markdown_table(
-        ["model (Spider prompt)", "Spider EX %", "Δ EX pts [95% CI]", "MMLU overall %", "Δ MMLU pts [95% CI]"],
+        [
+            "model (Spider prompt)",
+            "Spider EX %",
+            "Δ EX pts [95% CI], MDD",
+            "MMLU overall %",
+            "Δ MMLU pts [95% CI], MDD",
+        ],
         headline_rows,
     )
     if any(not mmlu[m]["measured"] for m in models):
@@ -668,6 +769,7 @@ def render_summary(summary: Mapping[str, Any]) -> str:
             "only base right",
             "only model right",
             "McNemar p",
+            "MDD pts",
         ],
         [
             [
@@ -678,7 +780,7 @@ def render_summary(summary: Mapping[str, Any]) -> str:
                 spider[m]["skipped"],
                 spider[m]["n"],
                 *(
-                    [REFERENCE, "", "", "", ""]
+                    [REFERENCE, "", "", "", "", ""]
                     if m == baseline
                     else [
                         _signed(spider[m]["delta_ex_points"]),
@@ -686,6 +788,7 @@ def render_summary(summary: Mapping[str, Any]) -> str:
                         spider[m]["base_only_correct"],
                         spider[m]["other_only_correct"],
                         _p(spider[m]["mcnemar_p"]),
+                        _fmt(spider[m].get("mdd_points")),
                     ]
                 ),
             ]
@@ -735,7 +838,7 @@ def render_summary(summary: Mapping[str, Any]) -> str:
                     f"{_fmt(row['accuracy_pct'])} ({row['correct']}/{row['n']})",
                     f"[{_fmt(row['wilson_low_pct'])}, {_fmt(row['wilson_high_pct'])}]",
                     *(
-                        [REFERENCE, "", "", "", "", ""]
+                        [REFERENCE, "", "", "", "", "", ""]
                         if model == baseline
                         else [
                             _signed(row["delta_points"]),
@@ -744,6 +847,7 @@ def render_summary(summary: Mapping[str, Any]) -> str:
                             row["base_only_correct"],
                             row["other_only_correct"],
                             _p(row["mcnemar_p"]),
+                            _fmt(row.get("mdd_points")),
                         ]
                     ),
                 ]
@@ -761,10 +865,11 @@ def render_summary(summary: Mapping[str, Any]) -> str:
             "only base right",
             "only model right",
             "McNemar p",
+            "MDD pts",
         ],
         mmlu_rows,
     )
-    lines += ["", *_interval_note(summary)]
+    lines += ["", *_interval_note(summary), "", *_mdd_note(), *_subject_table(summary)]
 
     lines += ["", "## Hyper-parameters", ""]
     hyper = summary["hyperparameters"]

@@ -129,5 +129,13 @@ def get_run_params():
     return {key: get_run_key(key) for key in RUN_KEYS}
 
 
+def mmlu_sample_param(key):
+    """A key of the 150-question sample; None for the full suite, which does not use it,
+    so changing it then reruns nothing."""
+    if config["mmlu"]["suite"] == "per_category":
+        return config["mmlu"][key]
+    return None
+
+
 def get_mmlu_scored(wildcards):
     return expand("results/{model}/mmlu_scored.csv", model=mmlu_models())

@@ -103,6 +103,11 @@ def test_mmlu_seed_reruns_the_suite_and_its_downstream_only(finished_run, base_m
     assert jobs == collections.Counter(build_mmlu_suite=1, score_mmlu=3, mmlu_regression=1, report=1, all=1)
 
 
+def test_full_mmlu_suite_reruns_the_suite_and_its_downstream_only(finished_run, base_model_dir):
+    jobs = changed_plan(finished_run, base_model_dir, **{"mmlu.suite": "full"})
+    assert jobs == collections.Counter(build_mmlu_suite=1, score_mmlu=3, mmlu_regression=1, report=1, all=1)
+
+
 def test_target_runs_only_its_ancestors(tmp_path_factory, base_model_dir):
     workdir = new_workdir(tmp_path_factory, "target", base_model_dir)
     jobs = planned_jobs(workdir, "results/base/spider_scored.csv")
