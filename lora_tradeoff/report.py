@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lora_tradeoff.replicates import across_seeds
 from lora_tradeoff.spider_scoring import HARDNESS_LEVELS
 from lora_tradeoff.stats import OVERALL, mcnemar_exact, minimum_detectable_difference, paired_bootstrap_ci
 
@@ -313,6 +314,7 @@ def build_summary(
     prompt_styles: Mapping[str, str] | None = None,
     n_resamples: int = 10_000,
     seed: int = 1234,
+    replicates: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """All numbers of the report as one JSON-ready dict (see the module doc for units).
 
@@ -322,6 +324,8 @@ def build_summary(
     and overall with a Wilson interval, and the change, interval and p of regression.csv.
     ``base_zero_shot`` runs the base weights and MMLU prompts do not depend on the Spider prompt
     style, so it is not re-measured: its MMLU entry is ``{"measured": False, "same_as": base}``.
+    ``replicates`` (``{run: [its seed replicates' run names]}``, see
+    :mod:`lora_tradeoff.replicates`) gives ``replicates[run]``: :func:`replicate_entry`.
     """
     if baseline not in inputs.spider_scored or baseline not in inputs.mmlu_scored:
         raise ValueError(f"the baseline {baseline!r} needs Spider and MMLU results")
@@ -352,10 +356,16 @@ def build_summary(
         }
         for run in inputs.runs
     }
+    unknown = sorted({name for names in (replicates or {}).values() for name in names} - set(inputs.runs))
+    if unknown:
+        raise ValueError(f"replicates name runs without results: {unknown}")
     return {
         "baseline": baseline,
         "models": inputs.models,
         "runs": inputs.runs,
+        "replicates": {
+            run: replicate_entry(names, tradeoff, inputs.hyperparams) for run, names in (replicates or {}).items()
+        },
         "prompt_styles": {m: prompt_styles.get(m) for m in inputs.models},
         "spider": spider,
         "mmlu": mmlu,
@@ -370,6 +380,24 @@ def build_summary(
             "delta": "95% paired percentile bootstrap of (model - baseline) accuracy over the same questions",
             "accuracy": "95% Wilson score interval of one model's accuracy",
         },
+    }
+
+
+def replicate_entry(
+    names: Sequence[str], tradeoff: Mapping[str, Any], hyperparams: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """One run trained with several seeds: its replicates, and the spread of their changes.
+
+    ``{"runs": names, "seeds": [each replicate's training seed, from hyperparams.json],
+    "delta_spider_ex_points": ..., "delta_mmlu_overall_points": ...}``, each change as
+    :func:`lora_tradeoff.replicates.across_seeds` of the replicates' changes (mean, sd, 95 %
+    t-interval across seeds). Each replicate's own per-question interval is in ``tradeoff``.
+    """
+    return {
+        "runs": list(names),
+        "seeds": [hyperparams[name]["spec"].get("seed") for name in names],
+        "delta_spider_ex_points": across_seeds([tradeoff[name]["delta_spider_ex_points"] for name in names]),
+        "delta_mmlu_overall_points": across_seeds([tradeoff[name]["delta_mmlu_overall_points"] for name in names]),
     }
 
 
@@ -694,6 +722,55 @@ def _subject_table(summary: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _across(entry: Mapping[str, Any]) -> str:
+    if entry["ci_low"] is None:
+        return f"{_signed(entry['mean'])} (one seed)"
+    return f"{_signed(entry['mean'])} {_interval(entry['ci_low'], entry['ci_high'])}, sd {_fmt(entry['sd'])}"
+
+
+def _replicate_section(summary: Mapping[str, Any]) -> list[str]:
+    replicates = summary.get("replicates") or {}
+    if not replicates:
+        return []
+    tradeoff = summary["tradeoff"]
+
+    def per_seed(names: Sequence[str], key: str, low: str, high: str) -> str:
+        return "; ".join(f"{_signed(tradeoff[n][key])} {_interval(tradeoff[n][low], tradeoff[n][high])}" for n in names)
+
+    rows = [
+        [
+            run,
+            ", ".join(str(seed) for seed in entry["seeds"]),
+            _across(entry["delta_spider_ex_points"]),
+            per_seed(entry["runs"], "delta_spider_ex_points", "spider_ci_low_points", "spider_ci_high_points"),
+            _across(entry["delta_mmlu_overall_points"]),
+            per_seed(entry["runs"], "delta_mmlu_overall_points", "mmlu_ci_low_points", "mmlu_ci_high_points"),
+        ]
+        for run, entry in replicates.items()
+    ]
+    return [
+        "",
+        "## Training-seed replicates",
+        "",
+        *markdown_table(
+            [
+                "run",
+                "seeds",
+                "Δ EX pts: mean [95% CI across seeds], sd",
+                "Δ EX pts per seed [95% CI over questions]",
+                "Δ MMLU pts: mean [95% CI across seeds], sd",
+                "Δ MMLU pts per seed [95% CI over questions]",
+            ],
+            rows,
+        ),
+        "",
+        "Each seed is a full run (`<run>_s<seed>`, its own adapter, scored on the same questions). The interval "
+        "across seeds is mean ± t(0.975; k−1)·sd/√k over the k seeds' changes (Student's t): what another "
+        "training seed could give. The per-seed intervals are the paired bootstrap over the questions: what "
+        "other questions could give for that one adapter.",
+    ]
+
+
 def render_summary(summary: Mapping[str, Any]) -> str:
     """summary.md: headline, Spider, MMLU, hyper-parameters and training cost tables."""
     baseline = summary["baseline"]
@@ -755,6 +832,7 @@ def render_summary(summary: Mapping[str, Any]) -> str:
             f"prompt, so its MMLU accuracy is `{baseline}`'s and is not measured again (n/a).",
         ]
 
+    lines += _replicate_section(summary)
     lines += ["", "## Spider execution accuracy", ""]
     lines += markdown_table(
         [
@@ -978,6 +1056,7 @@ def write_report(
     prompt_styles: Mapping[str, str] | None = None,
     n_resamples: int = 10_000,
     seed: int = 1234,
+    replicates: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """Write :data:`TABLE_FILES` and every figure of :data:`FIGURES` (PNG and SVG) into ``out_dir``.
 
@@ -986,7 +1065,7 @@ def write_report(
     """
     from lora_tradeoff.report_plots import plot_all
 
-    summary = build_summary(inputs, baseline, prompt_styles, n_resamples, seed)
+    summary = build_summary(inputs, baseline, prompt_styles, n_resamples, seed, replicates)
     recomputed = recompute_from_items(inputs.item_paths["spider_scored"], inputs.item_paths["mmlu_scored"])
     problems = headline_mismatches(summary, recomputed)
     if problems:

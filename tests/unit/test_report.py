@@ -456,3 +456,31 @@ def test_runs_at_the_same_point_are_drawn_apart_and_all_named(built: dict, monke
     assert "the same point as base" in labels[0]
     # The legend sits under the plot, not beside it: the axes keep most of the figure's width.
     assert ax.get_position().width > 0.75
+
+
+def test_seed_replicates_get_their_mean_and_interval_across_seeds(built: dict, tmp_path: Path) -> None:
+    """The two runs of the tree stand in for two seeds of one run: the numbers are what counts."""
+    root = built["root"]
+    summary = write_report(built["inputs"], tmp_path, n_resamples=500, replicates={"demo": RUNS})
+    entry = summary["replicates"]["demo"]
+    assert entry["runs"] == RUNS and entry["seeds"] == [42, 42]
+    # From the item rows: the two runs' changes, their mean and the t-interval (t(0.975; 1) = 12.706).
+    base_mmlu = pd.read_csv(root / "base" / "mmlu_scored.csv")["correct"].mean()
+    mmlu = [100 * (pd.read_csv(root / run / "mmlu_scored.csv")["correct"].mean() - base_mmlu) for run in RUNS]
+    ex = [100 * (len(RIGHT[run]) - len(RIGHT["base"])) / 6 for run in RUNS]
+    for key, values in (("delta_mmlu_overall_points", mmlu), ("delta_spider_ex_points", ex)):
+        change = entry[key]
+        assert change["values"] == pytest.approx(values, abs=1e-4)
+        assert change["mean"] == pytest.approx(np.mean(values), abs=1e-4)
+        half = 12.706 * np.std(values, ddof=1) / np.sqrt(2)
+        # regression.csv rounds to 4 decimals; the t factor of one degree of freedom multiplies that by 9
+        assert (change["ci_low"], change["ci_high"]) == pytest.approx(
+            (np.mean(values) - half, np.mean(values) + half), abs=1e-3
+        )
+    text = (tmp_path / "summary.md").read_text()
+    assert "## Training-seed replicates" in text
+    assert f"| demo | 42, 42 | {np.mean(ex):+.1f} [" in text
+    assert json.loads((tmp_path / "summary.json").read_text())["replicates"]["demo"]["runs"] == RUNS
+    assert (tmp_path / "tradeoff.png").stat().st_size > 10_000
+    with pytest.raises(ValueError, match="replicates name runs without results"):
+        write_report(built["inputs"], tmp_path / "bad", n_resamples=200, replicates={"x": ["x_s1"]})
