@@ -93,6 +93,10 @@ SUBJECT_CATEGORY: dict[str, str] = {
 # "other" is left out: it mixes business, medicine and trivia, and the suite is
 # meant to show where fine-tuning costs general knowledge, category by category.
 SUITE_CATEGORIES = ("stem", "humanities", "social_sciences")
+# The harness's four groups (mmlu_stem, mmlu_humanities, mmlu_social_sciences,
+# mmlu_other), in the order the full suite lists them.
+ALL_CATEGORIES = ("stem", "humanities", "social_sciences", "other")
+SUITES = ("per_category", "full")
 
 # The harness's MMLU template (lm_eval/tasks/mmlu/default/_default_template_yaml):
 # target_delimiter " " between "Answer:" and the letter, fewshot_delimiter "\n\n"
@@ -187,6 +191,46 @@ def build_suite(
         chosen.sort(key=lambda row: (row["subject"], _row_index(row)))
         suite.extend({**row, "category": category} for row in chosen)
     return suite
+
+
+def build_full_suite(test_rows: Sequence[dict]) -> list[dict]:
+    """Every test question, each with its harness category (``"other"`` included).
+
+    This is the harness's ``mmlu`` task: all 14,042 rows of the test split over 57 subjects,
+    duplicates kept (the harness counts the split's 27 repeated questions too, so accuracies
+    compare with its). Returns copies of the rows with a ``"category"`` key, ordered by
+    category (:data:`ALL_CATEGORIES`), subject and row index. A subject outside
+    :data:`SUBJECT_CATEGORY` raises ValueError naming it: its category would be a guess.
+    """
+    unknown = sorted({row["subject"] for row in test_rows} - set(SUBJECT_CATEGORY))
+    if unknown:
+        raise ValueError(f"MMLU test rows of subjects outside the harness's 57: {unknown}")
+    if not test_rows:
+        raise ValueError("no MMLU test rows")
+    order = {category: index for index, category in enumerate(ALL_CATEGORIES)}
+    suite = [{**row, "category": SUBJECT_CATEGORY[row["subject"]]} for row in test_rows]
+    suite.sort(key=lambda row: (order[row["category"]], row["subject"], _row_index(row)))
+    return suite
+
+
+def select_suite(
+    test_rows: Sequence[dict],
+    suite: str = "per_category",
+    per_category: int = 50,
+    categories: Sequence[str] = SUITE_CATEGORIES,
+    seed: int = 1234,
+) -> list[dict]:
+    """The questions every model answers (``config.mmlu.suite``).
+
+    ``"per_category"``: :func:`build_suite` (``per_category`` questions of each of
+    ``categories``, sampled with ``seed``); ``"full"``: :func:`build_full_suite` (the whole
+    test split; the other arguments are not used).
+    """
+    if suite == "per_category":
+        return build_suite(test_rows, per_category=per_category, categories=categories, seed=seed)
+    if suite == "full":
+        return build_full_suite(test_rows)
+    raise ValueError(f"config.mmlu.suite must be one of {SUITES}, got {suite!r}")
 
 
 # ------------------------------------------------------------------------ prompts

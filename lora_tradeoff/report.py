@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lora_tradeoff.replicates import across_seeds
 from lora_tradeoff.spider_scoring import HARDNESS_LEVELS
-from lora_tradeoff.stats import OVERALL, mcnemar_exact, paired_bootstrap_ci
+from lora_tradeoff.stats import OVERALL, mcnemar_exact, minimum_detectable_difference, paired_bootstrap_ci
 
 BASELINE = "base"
 REFERENCE = "(reference)"  # the baseline's cells of a change against itself
@@ -195,9 +196,20 @@ def _spider_entry(model: str, inputs: ReportInputs, baseline: str, n_resamples: 
             "base_only_correct": base_only,
             "other_only_correct": other_only,
             "mcnemar_p": mcnemar_exact(base_only, other_only),
+            "mdd_points": _mdd_points(len(pairs), base_only + other_only) if model != baseline else None,
         }
     )
     return entry
+
+
+def _mdd_points(n: int, discordant: int) -> float | None:
+    """:func:`minimum_detectable_difference` in points; None where it is undefined (JSON null, "n/a")."""
+    mdd = minimum_detectable_difference(n, discordant / n) if n else math.nan
+    return None if math.isnan(mdd) else 100 * mdd
+
+
+def _optional(value: Any) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
 
 
 def _mmlu_entry(model: str, inputs: ReportInputs) -> dict[str, Any]:
@@ -205,6 +217,20 @@ def _mmlu_entry(model: str, inputs: ReportInputs) -> dict[str, Any]:
     if rows.empty:
         raise ValueError(f"results/mmlu/regression.csv has no rows for model {model!r}")
     items = inputs.mmlu_scored[model]
+    subjects: dict[str, Any] = {}
+    if "level" in rows:
+        for row in rows[rows["level"] == "subject"].to_dict("records"):
+            subjects[row["subject"]] = {
+                "category": row["category"],
+                "n": int(row["n"]),
+                "accuracy_pct": float(row["accuracy"]),
+                "delta_points": float(row["delta_points"]),
+                "ci_low_points": float(row["ci_low_points"]),
+                "ci_high_points": float(row["ci_high_points"]),
+                "mcnemar_p": float(row["mcnemar_p"]),
+                "mdd_points": _optional(row["mdd_points"]),
+            }
+        rows = rows[rows["level"] != "subject"]
     categories: dict[str, Any] = {}
     for row in rows.to_dict("records"):
         subset = items if row["category"] == OVERALL else items[items["category"] == row["category"]]
@@ -222,8 +248,9 @@ def _mmlu_entry(model: str, inputs: ReportInputs) -> dict[str, Any]:
             "base_only_correct": int(row["base_only_correct"]),
             "other_only_correct": int(row["other_only_correct"]),
             "mcnemar_p": float(row["mcnemar_p"]),
+            "mdd_points": _optional(row.get("mdd_points")),
         }
-    return {"measured": True, "categories": categories}
+    return {"measured": True, "categories": categories, "subjects": subjects}
 
 
 HYPERPARAMETER_KEYS = (
@@ -287,6 +314,7 @@ def build_summary(
     prompt_styles: Mapping[str, str] | None = None,
     n_resamples: int = 10_000,
     seed: int = 1234,
+    replicates: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """All numbers of the report as one JSON-ready dict (see the module doc for units).
 
@@ -296,6 +324,8 @@ def build_summary(
     and overall with a Wilson interval, and the change, interval and p of regression.csv.
     ``base_zero_shot`` runs the base weights and MMLU prompts do not depend on the Spider prompt
     style, so it is not re-measured: its MMLU entry is ``{"measured": False, "same_as": base}``.
+    ``replicates`` (``{run: [its seed replicates' run names]}``, see
+    :mod:`lora_tradeoff.replicates`) gives ``replicates[run]``: :func:`replicate_entry`.
     """
     if baseline not in inputs.spider_scored or baseline not in inputs.mmlu_scored:
         raise ValueError(f"the baseline {baseline!r} needs Spider and MMLU results")
@@ -326,10 +356,16 @@ def build_summary(
         }
         for run in inputs.runs
     }
+    unknown = sorted({name for names in (replicates or {}).values() for name in names} - set(inputs.runs))
+    if unknown:
+        raise ValueError(f"replicates name runs without results: {unknown}")
     return {
         "baseline": baseline,
         "models": inputs.models,
         "runs": inputs.runs,
+        "replicates": {
+            run: replicate_entry(names, tradeoff, inputs.hyperparams) for run, names in (replicates or {}).items()
+        },
         "prompt_styles": {m: prompt_styles.get(m) for m in inputs.models},
         "spider": spider,
         "mmlu": mmlu,
@@ -344,6 +380,24 @@ def build_summary(
             "delta": "95% paired percentile bootstrap of (model - baseline) accuracy over the same questions",
             "accuracy": "95% Wilson score interval of one model's accuracy",
         },
+    }
+
+
+def replicate_entry(
+    names: Sequence[str], tradeoff: Mapping[str, Any], hyperparams: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """One run trained with several seeds: its replicates, and the spread of their changes.
+
+    ``{"runs": names, "seeds": [each replicate's training seed, from hyperparams.json],
+    "delta_spider_ex_points": ..., "delta_mmlu_overall_points": ...}``, each change as
+    :func:`lora_tradeoff.replicates.across_seeds` of the replicates' changes (mean, sd, 95 %
+    t-interval across seeds). Each replicate's own per-question interval is in ``tradeoff``.
+    """
+    return {
+        "runs": list(names),
+        "seeds": [hyperparams[name]["spec"].get("seed") for name in names],
+        "delta_spider_ex_points": across_seeds([tradeoff[name]["delta_spider_ex_points"] for name in names]),
+        "delta_mmlu_overall_points": across_seeds([tradeoff[name]["delta_mmlu_overall_points"] for name in names]),
     }
 
 
@@ -375,7 +429,8 @@ def recompute_from_items(
 
     ``{"spider": {model: {"ex_pct", "n", "n_scored", "success", "failure", "skipped",
     "by_hardness": {level: ex_pct}}}, "mmlu": {model: {"n", "accuracy_pct", "by_category":
-    {category: accuracy_pct}}}}``. EX is the mean score of the rows whose status is not "skipped".
+    {category: accuracy_pct}, "by_subject": {subject: accuracy_pct}}}}``. EX is the mean score of
+    the rows whose status is not "skipped".
     """
     spider: dict[str, Any] = {}
     for model, path in spider_scored.items():
@@ -397,6 +452,9 @@ def recompute_from_items(
             "n": len(rows),
             "accuracy_pct": 100 * rows["correct"].mean(),
             "by_category": {str(c): 100 * g["correct"].mean() for c, g in rows.groupby("category", sort=False)},
+            "by_subject": {str(s): 100 * g["correct"].mean() for s, g in rows.groupby("subject", sort=False)}
+            if "subject" in rows
+            else {},
         }
     return {"spider": spider, "mmlu": mmlu}
 
@@ -434,6 +492,13 @@ def headline_mismatches(summary: Mapping[str, Any], recomputed: Mapping[str, Any
                 entry["categories"].get(category, {}).get("accuracy_pct"),
                 value,
             )
+        if entry.get("subjects"):
+            for subject, value in rows["by_subject"].items():
+                check(
+                    f"mmlu {model} subject {subject} accuracy_pct",
+                    entry["subjects"].get(subject, {}).get("accuracy_pct"),
+                    value,
+                )
     return problems
 
 
@@ -589,14 +654,120 @@ def _interval_note(summary: Mapping[str, Any]) -> list[str]:
         "baseline, not of either accuracy; an interval that contains 0 means the change is within what "
         "resampling the same questions produces. "
         + observed
-        + f"At n = 50 per category one question is 2 points, and with no true change and a share d of questions "
-        f"answered right by exactly one of the two models the interval is about ±1.96·√(d/50): "
+        + "In the 150-question suite, at n = 50 per category one question is 2 points, and with no true "
+        "change and a share d of questions answered right by exactly one of the two models the interval is "
+        "about ±1.96·√(d/50): "
         f"±{bootstrap_half_width_points(50, 0.1):.1f} points at d = 10%, "
         f"±{bootstrap_half_width_points(50, 0.2):.1f} points at d = 20%; the overall row (n = 150) is √3 narrower "
         f"(±{bootstrap_half_width_points(150, 0.2):.1f} at d = 20%). Changes of a few points per category are "
         "therefore not distinguishable from noise at this size. McNemar p is the exact two-sided test on the "
         'same discordant questions. Accuracy intervals (figures, "Wilson 95%") are 95% Wilson score intervals '
         "of one model's accuracy.",
+    ]
+
+
+def _mdd_note() -> list[str]:
+    return [
+        "**Smallest detectable change (MDD).** Next to each change: the smallest true change in points that a "
+        "two-sided McNemar test at 5% would find with 80% power on these questions, given the observed share of "
+        "questions that exactly one of the two models answers right (Connor 1987, normal approximation; "
+        "`lora_tradeoff.stats.minimum_detectable_difference`). A change inside its interval and smaller than its "
+        'MDD means "not measurable here", not "no change". n/a: no question differs between the two models, or '
+        "too few questions to detect even a change of every differing question.",
+    ]
+
+
+# Per-subject rows are tabulated in summary.md only when every subject has this many questions
+# (the full split's smallest subject has 100); below it they stay in regression.csv.
+MIN_SUBJECT_N = 30
+
+
+def _subject_table(summary: Mapping[str, Any]) -> list[str]:
+    baseline = summary["baseline"]
+    subjects = summary["mmlu"][baseline].get("subjects", {})
+    if not subjects:
+        return []
+    if min(entry["n"] for entry in subjects.values()) < MIN_SUBJECT_N:
+        return [
+            "",
+            f"Per-subject rows are in regression.csv (`level` subject); with fewer than {MIN_SUBJECT_N} questions "
+            "in some subject they are not tabulated here.",
+        ]
+    runs = [m for m in summary["runs"] if summary["mmlu"].get(m, {}).get("measured")]
+
+    def cell(run: str, subject: str) -> str:
+        row = summary["mmlu"][run]["subjects"][subject]
+        return (
+            f"{_signed(row['delta_points'])} {_interval(row['ci_low_points'], row['ci_high_points'])}, "
+            f"MDD {_fmt(row['mdd_points'])}"
+        )
+
+    return [
+        "",
+        "### MMLU per subject",
+        "",
+        *markdown_table(
+            ["subject", "category", "n", f"{baseline} %", *(f"Δ {run} pts [95% CI], MDD" for run in runs)],
+            [
+                [
+                    subject,
+                    entry["category"],
+                    entry["n"],
+                    _fmt(entry["accuracy_pct"]),
+                    *(cell(run, subject) for run in runs),
+                ]
+                for subject, entry in subjects.items()
+            ],
+        ),
+    ]
+
+
+def _across(entry: Mapping[str, Any]) -> str:
+    if entry["ci_low"] is None:
+        return f"{_signed(entry['mean'])} (one seed)"
+    return f"{_signed(entry['mean'])} {_interval(entry['ci_low'], entry['ci_high'])}, sd {_fmt(entry['sd'])}"
+
+
+def _replicate_section(summary: Mapping[str, Any]) -> list[str]:
+    replicates = summary.get("replicates") or {}
+    if not replicates:
+        return []
+    tradeoff = summary["tradeoff"]
+
+    def per_seed(names: Sequence[str], key: str, low: str, high: str) -> str:
+        return "; ".join(f"{_signed(tradeoff[n][key])} {_interval(tradeoff[n][low], tradeoff[n][high])}" for n in names)
+
+    rows = [
+        [
+            run,
+            ", ".join(str(seed) for seed in entry["seeds"]),
+            _across(entry["delta_spider_ex_points"]),
+            per_seed(entry["runs"], "delta_spider_ex_points", "spider_ci_low_points", "spider_ci_high_points"),
+            _across(entry["delta_mmlu_overall_points"]),
+            per_seed(entry["runs"], "delta_mmlu_overall_points", "mmlu_ci_low_points", "mmlu_ci_high_points"),
+        ]
+        for run, entry in replicates.items()
+    ]
+    return [
+        "",
+        "## Training-seed replicates",
+        "",
+        *markdown_table(
+            [
+                "run",
+                "seeds",
+                "Δ EX pts: mean [95% CI across seeds], sd",
+                "Δ EX pts per seed [95% CI over questions]",
+                "Δ MMLU pts: mean [95% CI across seeds], sd",
+                "Δ MMLU pts per seed [95% CI over questions]",
+            ],
+            rows,
+        ),
+        "",
+        "Each seed is a full run (`<run>_s<seed>`, its own adapter, scored on the same questions). The interval "
+        "across seeds is mean ± t(0.975; k−1)·sd/√k over the k seeds' changes (Student's t): what another "
+        "training seed could give. The per-seed intervals are the paired bootstrap over the questions: what "
+        "other questions could give for that one adapter.",
     ]
 
 
@@ -625,7 +796,7 @@ def render_summary(summary: Mapping[str, Any]) -> str:
         if model == baseline:
             return _fmt(row["accuracy_pct"]), REFERENCE
         delta = f"{_signed(row['delta_points'])} {_interval(row['ci_low_points'], row['ci_high_points'])}"
-        return _fmt(row["accuracy_pct"]), delta
+        return _fmt(row["accuracy_pct"]), f"{delta}, MDD {_fmt(row.get('mdd_points'))}"
 
     headline_rows = []
     for model in models:
@@ -638,13 +809,20 @@ def render_summary(summary: Mapping[str, Any]) -> str:
                 REFERENCE
                 if model == baseline
                 else f"{_signed(entry['delta_ex_points'])} "
-                + _interval(entry["delta_ci_low_points"], entry["delta_ci_high_points"]),
+                + _interval(entry["delta_ci_low_points"], entry["delta_ci_high_points"])
+                + f", MDD {_fmt(entry.get('mdd_points'))}",
                 overall,
                 delta,
             ]
         )
     lines += markdown_table(
-        ["model (Spider prompt)", "Spider EX %", "Δ EX pts [95% CI]", "MMLU overall %", "Δ MMLU pts [95% CI]"],
+        [
+            "model (Spider prompt)",
+            "Spider EX %",
+            "Δ EX pts [95% CI], MDD",
+            "MMLU overall %",
+            "Δ MMLU pts [95% CI], MDD",
+        ],
         headline_rows,
     )
     if any(not mmlu[m]["measured"] for m in models):
@@ -654,6 +832,7 @@ def render_summary(summary: Mapping[str, Any]) -> str:
             f"prompt, so its MMLU accuracy is `{baseline}`'s and is not measured again (n/a).",
         ]
 
+    lines += _replicate_section(summary)
     lines += ["", "## Spider execution accuracy", ""]
     lines += markdown_table(
         [
@@ -668,6 +847,7 @@ def render_summary(summary: Mapping[str, Any]) -> str:
             "only base right",
             "only model right",
             "McNemar p",
+            "MDD pts",
         ],
         [
             [
@@ -678,7 +858,7 @@ def render_summary(summary: Mapping[str, Any]) -> str:
                 spider[m]["skipped"],
                 spider[m]["n"],
                 *(
-                    [REFERENCE, "", "", "", ""]
+                    [REFERENCE, "", "", "", "", ""]
                     if m == baseline
                     else [
                         _signed(spider[m]["delta_ex_points"]),
@@ -686,6 +866,7 @@ def render_summary(summary: Mapping[str, Any]) -> str:
                         spider[m]["base_only_correct"],
                         spider[m]["other_only_correct"],
                         _p(spider[m]["mcnemar_p"]),
+                        _fmt(spider[m].get("mdd_points")),
                     ]
                 ),
             ]
@@ -735,7 +916,7 @@ def render_summary(summary: Mapping[str, Any]) -> str:
                     f"{_fmt(row['accuracy_pct'])} ({row['correct']}/{row['n']})",
                     f"[{_fmt(row['wilson_low_pct'])}, {_fmt(row['wilson_high_pct'])}]",
                     *(
-                        [REFERENCE, "", "", "", "", ""]
+                        [REFERENCE, "", "", "", "", "", ""]
                         if model == baseline
                         else [
                             _signed(row["delta_points"]),
@@ -744,6 +925,7 @@ def render_summary(summary: Mapping[str, Any]) -> str:
                             row["base_only_correct"],
                             row["other_only_correct"],
                             _p(row["mcnemar_p"]),
+                            _fmt(row.get("mdd_points")),
                         ]
                     ),
                 ]
@@ -761,10 +943,11 @@ def render_summary(summary: Mapping[str, Any]) -> str:
             "only base right",
             "only model right",
             "McNemar p",
+            "MDD pts",
         ],
         mmlu_rows,
     )
-    lines += ["", *_interval_note(summary)]
+    lines += ["", *_interval_note(summary), "", *_mdd_note(), *_subject_table(summary)]
 
     lines += ["", "## Hyper-parameters", ""]
     hyper = summary["hyperparameters"]
@@ -873,6 +1056,7 @@ def write_report(
     prompt_styles: Mapping[str, str] | None = None,
     n_resamples: int = 10_000,
     seed: int = 1234,
+    replicates: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """Write :data:`TABLE_FILES` and every figure of :data:`FIGURES` (PNG and SVG) into ``out_dir``.
 
@@ -881,7 +1065,7 @@ def write_report(
     """
     from lora_tradeoff.report_plots import plot_all
 
-    summary = build_summary(inputs, baseline, prompt_styles, n_resamples, seed)
+    summary = build_summary(inputs, baseline, prompt_styles, n_resamples, seed, replicates)
     recomputed = recompute_from_items(inputs.item_paths["spider_scored"], inputs.item_paths["mmlu_scored"])
     problems = headline_mismatches(summary, recomputed)
     if problems:

@@ -175,8 +175,41 @@ def plot_mmlu_accuracy(summary: Mapping[str, Any], out_dir: Path) -> None:
     _save(fig, out_dir, "mmlu_accuracy")
 
 
+def _replicate_mean(ax: Any, name: str, entry: Mapping[str, Any]) -> Any:
+    """A run's seed replicates: the mean of their changes (open diamond) with the 95% interval across seeds
+    (dotted whiskers, none for one seed); the replicates themselves are drawn as runs."""
+    mmlu, ex = entry["delta_mmlu_overall_points"], entry["delta_spider_ex_points"]
+    x, y = mmlu["mean"], ex["mean"]
+    if mmlu["ci_low"] is not None:
+        bars = ax.errorbar(
+            [x],
+            [y],
+            xerr=[[x - mmlu["ci_low"]], [mmlu["ci_high"] - x]],
+            yerr=[[y - ex["ci_low"]], [ex["ci_high"] - y]],
+            fmt="none",
+            ecolor="black",
+            elinewidth=1,
+            capsize=4,
+        )
+        for line in bars[2]:
+            line.set_linestyle(":")
+    ax.annotate(f"{name} (mean)", (x, y), xytext=(7, -13), textcoords="offset points", fontsize=8)
+    return ax.scatter(
+        [x],
+        [y],
+        marker="D",
+        s=70,
+        facecolors="none",
+        edgecolors="black",
+        linewidths=1.4,
+        zorder=5,
+        label=f"{name}: mean of {mmlu['n_seeds']} seeds (dotted: 95% CI across seeds)",
+    )
+
+
 def plot_tradeoff(summary: Mapping[str, Any], out_dir: Path) -> None:
-    """Scatter: Δ Spider EX (y) against Δ MMLU overall (x) per run, paired-bootstrap 95% whiskers."""
+    """Scatter: Δ Spider EX (y) against Δ MMLU overall (x) per run, paired-bootstrap 95% whiskers; for a run
+    trained with several seeds also the replicates' mean with its 95% interval across seeds."""
     colours = model_colours(summary["models"], summary["baseline"])
     fig = Figure(figsize=(6.8, 5.2))
     ax = fig.subplots()
@@ -201,6 +234,9 @@ def plot_tradeoff(summary: Mapping[str, Any], out_dir: Path) -> None:
         extent += [abs(value) for value in point.values() if value is not None]
     if zero_shot is not None:
         extent += [abs(zero_shot["delta_ci_low_points"]), abs(zero_shot["delta_ci_high_points"])]
+    for entry in (summary.get("replicates") or {}).values():
+        for change in (entry["delta_mmlu_overall_points"], entry["delta_spider_ex_points"]):
+            extent += [abs(v) for v in (change["ci_low"], change["ci_high"]) if v is not None]
     limit = 1.15 * max(v for v in extent if np.isfinite(v))
     # Runs (and base_zero_shot) with the same changes would hide each other, and the baseline's
     # cross at the origin: such markers are drawn side by side, 10 points apart, and labelled in a column.
@@ -255,6 +291,8 @@ def plot_tradeoff(summary: Mapping[str, Any], out_dir: Path) -> None:
             label_shared_point(run, x, y)
         else:  # alternate above and below, so runs with similar results do not write over each other
             ax.annotate(run, (x, y), xytext=(7, 7 if i % 2 == 0 else -13), textcoords="offset points", fontsize=8)
+    for name, entry in (summary.get("replicates") or {}).items():
+        handles.append(_replicate_mean(ax, name, entry))
     if zero_shot is not None:
         entry = zero_shot
         y = entry["delta_ex_points"]

@@ -7,12 +7,16 @@ and a paired bootstrap interval for the accuracy difference.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
 
 OVERALL = "overall"
+# regression.csv's ``level``: one row per category, the overall row, one row per subject.
+LEVELS = ("category", "overall", "subject")
 
 
 def mcnemar_exact(b: int, c: int) -> float:
@@ -36,6 +40,48 @@ def mcnemar_exact(b: int, c: int) -> float:
         term = term * (n - k) // (k + 1)
         tail += term
     return min(1.0, 2 * tail / 2**n)
+
+
+def minimum_detectable_difference(n: int, discordant_share: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Smallest accuracy difference (fraction) a paired comparison of ``n`` questions detects.
+
+    The two-sided McNemar test at level ``alpha`` finds a true difference ``delta`` of two
+    paired accuracies with probability ``power`` when, by Connor's normal approximation
+    (R. J. Connor, "Sample size for testing differences in proportions for the paired-sample
+    design", Biometrics 43:207-211, 1987; the formula of most sample-size tables for McNemar),
+
+        n = (z_{1-alpha/2} * sqrt(psi) + z_{power} * sqrt(psi - delta**2))**2 / delta**2,
+
+    with ``psi`` the share of questions on which exactly one of the two models is right
+    (the discordant share; here the observed one). This solves it for ``delta`` given ``n``
+    and ``psi`` (bisection: the right side falls as ``delta`` grows on (0, psi]). Example:
+    n = 150, psi = 0.2 gives 0.1015 (10.2 points); n = 14,042, psi = 0.1 gives 0.0075.
+
+    Returns NaN when ``n`` or ``psi`` is 0 (no discordant question: nothing to scale from), or
+    when even ``delta = psi`` (every discordant question going one way) would need more than
+    ``n`` questions. Raises ValueError for ``psi`` outside [0, 1] or a negative ``n``.
+    """
+    if n < 0 or not 0.0 <= discordant_share <= 1.0:
+        raise ValueError(f"need n >= 0 and a discordant share in [0, 1]; got n={n}, share={discordant_share}")
+    psi = float(discordant_share)
+    if n == 0 or psi == 0.0:
+        return math.nan
+    z_alpha = NormalDist().inv_cdf(1 - alpha / 2)
+    z_power = NormalDist().inv_cdf(power)
+
+    def needed(delta: float) -> float:  # Connor's n for this delta
+        return (z_alpha * math.sqrt(psi) + z_power * math.sqrt(max(psi - delta * delta, 0.0))) ** 2 / delta**2
+
+    if needed(psi) > n:
+        return math.nan
+    low, high = 0.0, psi
+    for _ in range(100):
+        middle = (low + high) / 2
+        if needed(middle) > n:
+            low = middle
+        else:
+            high = middle
+    return high
 
 
 def paired_bootstrap_ci(
@@ -66,13 +112,12 @@ def paired_bootstrap_ci(
     return float(low), float(high)
 
 
-def _paired_outcomes(base: pd.DataFrame, other: pd.DataFrame, name: str) -> pd.DataFrame:
+def _paired_outcomes(base: pd.DataFrame, other: pd.DataFrame, name: str, with_subject: bool) -> pd.DataFrame:
     """Base and other model's ``correct`` side by side per question id (same id set required)."""
     if set(base["id"]) != set(other["id"]) or len(base) != len(other):
         raise ValueError(f"model {name!r} was scored on other questions than the base model; rerun both on one suite")
-    return base[["id", "category", "correct"]].merge(
-        other[["id", "correct"]], on="id", suffixes=("_base", "_other"), validate="one_to_one"
-    )
+    keys = ["id", "category", "subject", "correct"] if with_subject else ["id", "category", "correct"]
+    return base[keys].merge(other[["id", "correct"]], on="id", suffixes=("_base", "_other"), validate="one_to_one")
 
 
 PERCENT_DECIMALS = 4
@@ -85,11 +130,14 @@ def regression_table(
     seed: int = 1234,
     alpha: float = 0.05,
 ) -> pd.DataFrame:
-    """Accuracy per category and overall of every model, and its change against ``base``.
+    """Accuracy per category, overall and per subject of every model, and its change against ``base``.
 
     ``scored`` maps a model name to its :func:`lora_tradeoff.mmlu.score_mmlu`
-    rows (needs id, category, correct). One output row per model and category
-    (categories in order of appearance, then ``"overall"``):
+    rows (needs id, category, correct; subject for the subject rows). Output rows per
+    model, in this order, told apart by ``level`` (:data:`LEVELS`): one per category
+    (``level`` "category", in order of appearance), the ``"overall"`` row, then one per
+    subject (``level`` "subject", by category and name; ``category`` holds the subject's
+    category, ``subject`` its name, empty on the other rows). Columns:
 
     * ``n``, ``accuracy`` (percent);
     * ``delta_points``: accuracy - base accuracy, in percentage points;
@@ -97,7 +145,10 @@ def regression_table(
     * ``base_only_correct`` / ``other_only_correct``: the discordant pairs;
     * ``mcnemar_p``: :func:`mcnemar_exact` on them;
     * ``ci_low_points`` / ``ci_high_points``: :func:`paired_bootstrap_ci` of the
-      difference, in percentage points (``1 - alpha`` level).
+      difference, in percentage points (``1 - alpha`` level);
+    * ``mdd_points``: :func:`minimum_detectable_difference` at this ``n`` and the observed
+      discordant share (two-sided ``alpha``, power 80 %), in points; NaN on the base's own
+      rows and where no question is discordant.
 
     The base model's own rows compare it with itself (0 change, p = 1). Percentages and
     points are rounded to 4 decimals (one question in 10,000 is 0.01 points), p-values to 4
@@ -107,11 +158,22 @@ def regression_table(
         raise KeyError(f"base model {base!r} not among the scored models {sorted(scored)}")
     base_frame = scored[base]
     categories = list(dict.fromkeys(base_frame["category"]))
+    has_subjects = all("subject" in frame for frame in scored.values())
+    subjects = (
+        sorted(
+            set(zip(base_frame["category"], base_frame["subject"], strict=True)),
+            key=lambda pair: (categories.index(pair[0]), pair[1]),
+        )
+        if has_subjects
+        else []
+    )
     rows = []
     for name, frame in scored.items():
-        pairs = _paired_outcomes(base_frame, frame, name)
-        for category in [*categories, OVERALL]:
-            subset = pairs if category == OVERALL else pairs[pairs["category"] == category]
+        pairs = _paired_outcomes(base_frame, frame, name, has_subjects)
+        groups = [("category", category, "", pairs[pairs["category"] == category]) for category in categories]
+        groups.append(("overall", OVERALL, "", pairs))
+        groups += [("subject", category, subject, pairs[pairs["subject"] == subject]) for category, subject in subjects]
+        for level, category, subject, subset in groups:
             base_correct = subset["correct_base"].to_numpy(dtype=bool)
             other_correct = subset["correct_other"].to_numpy(dtype=bool)
             base_accuracy = 100 * base_correct.mean()
@@ -119,10 +181,17 @@ def regression_table(
             base_only = int(np.sum(base_correct & ~other_correct))
             other_only = int(np.sum(~base_correct & other_correct))
             low, high = paired_bootstrap_ci(base_correct, other_correct, n_resamples, seed, alpha)
+            mdd = (
+                minimum_detectable_difference(len(subset), (base_only + other_only) / len(subset), alpha)
+                if name != base
+                else math.nan
+            )
             rows.append(
                 {
                     "model": name,
+                    "level": level,
                     "category": category,
+                    "subject": subject,
                     "n": len(subset),
                     "accuracy": round(accuracy, PERCENT_DECIMALS),
                     "delta_points": round(accuracy - base_accuracy, PERCENT_DECIMALS),
@@ -134,6 +203,7 @@ def regression_table(
                     "mcnemar_p": float(f"{mcnemar_exact(base_only, other_only):.4g}"),
                     "ci_low_points": round(100 * low, PERCENT_DECIMALS),
                     "ci_high_points": round(100 * high, PERCENT_DECIMALS),
+                    "mdd_points": round(100 * mdd, PERCENT_DECIMALS),
                 }
             )
     return pd.DataFrame(rows)

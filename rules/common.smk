@@ -8,6 +8,7 @@ from snakemake.utils import validate
 sys.path.insert(0, workflow.basedir)
 
 from lora_tradeoff.config_check import config_problems
+from lora_tradeoff.replicates import expand_seed_replicates
 
 _problems = config_problems(
     config, workflow.source_path("../schemas/config.schema.yaml")
@@ -21,7 +22,12 @@ if _problems:
 validate(config, schema="../schemas/config.schema.yaml")
 
 
-RUNS = {run["name"]: run for run in config["training"]["runs"]}
+try:
+    # A run with `seeds` becomes one run <name>_s<seed> per seed (lora_tradeoff/replicates.py).
+    _runs, REPLICATES = expand_seed_replicates(config["training"]["runs"])
+except ValueError as error:
+    raise WorkflowError(f"Invalid configuration: {error}")
+RUNS = {run["name"]: run for run in _runs}
 
 # Package modules whose changes must rescore every model (cheap): Snakemake does not
 # track imported code, so they are inputs of score_spider.
@@ -127,6 +133,14 @@ def get_run_key(key):
 
 def get_run_params():
     return {key: get_run_key(key) for key in RUN_KEYS}
+
+
+def mmlu_sample_param(key):
+    """A key of the 150-question sample; None for the full suite, which does not use it,
+    so changing it then reruns nothing."""
+    if config["mmlu"]["suite"] == "per_category":
+        return config["mmlu"][key]
+    return None
 
 
 def get_mmlu_scored(wildcards):

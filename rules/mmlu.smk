@@ -17,9 +17,10 @@ rule build_mmlu_suite:
         mem_mb=2000,
         runtime=10,
     params:
-        per_category=config["mmlu"]["per_category"],
-        categories=config["mmlu"]["categories"],
-        seed=config["mmlu"]["seed"],
+        suite=config["mmlu"]["suite"],
+        per_category=mmlu_sample_param("per_category"),
+        categories=mmlu_sample_param("categories"),
+        seed=mmlu_sample_param("seed"),
     script:
         "../workflow_scripts/build_mmlu_suite.py"
 

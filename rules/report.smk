@@ -19,7 +19,7 @@ rule report:
         code=expand(
             "{base}/lora_tradeoff/{name}.py",
             base=workflow.basedir,
-            name=["report", "report_plots", "stats"],
+            name=["report", "report_plots", "stats", "replicates"],
         ),
     output:
         summary_md=report(
@@ -108,6 +108,7 @@ rule report:
         models=evaluated_models(),
         mmlu_models=mmlu_models(),
         runs=list(RUNS),
+        replicates=REPLICATES,
         baseline="base",
         prompt_styles={model: prompt_style(model) for model in evaluated_models()},
         resamples=config["mmlu"]["bootstrap_resamples"],

@@ -4,12 +4,13 @@ import collections
 
 from lora_tradeoff.files import read_jsonl
 from lora_tradeoff.logs import rule_logger
-from lora_tradeoff.mmlu import build_suite
+from lora_tradeoff.mmlu import select_suite
 from lora_tradeoff.mmlu_data import write_suite_csv
 
 log = rule_logger(snakemake.log[0], "build_mmlu_suite")
-suite = build_suite(
+suite = select_suite(
     read_jsonl(snakemake.input.test),
+    suite=snakemake.params.suite,
     per_category=snakemake.params.per_category,
     categories=snakemake.params.categories,
     seed=snakemake.params.seed,

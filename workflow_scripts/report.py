@@ -22,5 +22,6 @@ summary = write_report(
     prompt_styles=params.prompt_styles,
     n_resamples=params.resamples,
     seed=params.seed,
+    replicates=params.replicates,
 )
 log.info("trade-off per run (points vs %s): %s", params.baseline, summary["tradeoff"])

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from lora_tradeoff.stats import mcnemar_exact, paired_bootstrap_ci, regression_table
+from lora_tradeoff.stats import mcnemar_exact, minimum_detectable_difference, paired_bootstrap_ci, regression_table
 
 
 @pytest.mark.parametrize(
@@ -114,3 +116,76 @@ def test_regression_table_refuses_models_scored_on_other_questions():
     other = base.assign(id=["q0", "q1", "x"])
     with pytest.raises(ValueError, match="other questions"):
         regression_table({"base": base, "lora": other})
+
+
+def _connor_n(delta: float, psi: float) -> float:
+    """Connor (1987), written out by hand: z(0.975) = 1.959964, z(0.80) = 0.841621."""
+    return (1.959964 * math.sqrt(psi) + 0.841621 * math.sqrt(psi - delta**2)) ** 2 / delta**2
+
+
+def test_minimum_detectable_difference_inverts_connors_formula():
+    # By hand: at n = 150, psi = 0.2, delta = 0.100 needs 154.6 questions and delta = 0.102 needs 148.5,
+    # so the answer lies between them.
+    assert _connor_n(0.100, 0.2) == pytest.approx(154.6, abs=0.1)
+    assert _connor_n(0.102, 0.2) == pytest.approx(148.5, abs=0.1)
+    mdd = minimum_detectable_difference(150, 0.2)
+    assert 0.100 < mdd < 0.102
+    assert _connor_n(mdd, 0.2) == pytest.approx(150, abs=0.01)
+    for n, psi in [(50, 0.2), (972, 0.1), (14_042, 0.1), (3077, 0.05)]:
+        assert _connor_n(minimum_detectable_difference(n, psi), psi) == pytest.approx(n, rel=1e-6)
+    # Four times the questions halve it, to first order (the sqrt(psi - delta^2) term moves a little).
+    assert minimum_detectable_difference(600, 0.2) == pytest.approx(mdd / 2, rel=0.03)
+    # The full MMLU test split at a 10 % discordant share: under one point.
+    assert minimum_detectable_difference(14_042, 0.1) == pytest.approx(0.00748, abs=5e-5)
+
+
+def test_minimum_detectable_difference_has_the_stated_power():
+    """Simulated: at the MDD, the exact McNemar test at 5 % rejects in about 80 % of samples."""
+    n, psi = 150, 0.2
+    delta = minimum_detectable_difference(n, psi)
+    rng = np.random.default_rng(0)
+    # Discordant cells: base only right with (psi - delta) / 2, other only right with (psi + delta) / 2.
+    counts = rng.multinomial(n, [(psi - delta) / 2, (psi + delta) / 2, 1 - psi], size=2000)
+    power = np.mean([mcnemar_exact(int(b), int(c)) < 0.05 for b, c, _ in counts])
+    assert 0.72 <= power <= 0.86  # the exact test is a little conservative; 2000 draws: +-0.02
+
+
+def test_minimum_detectable_difference_is_nan_where_undefined():
+    assert math.isnan(minimum_detectable_difference(150, 0.0))  # no discordant question
+    assert math.isnan(minimum_detectable_difference(0, 0.2))
+    assert math.isnan(minimum_detectable_difference(150, 0.01))  # even 1.5 one-way questions would not do
+    with pytest.raises(ValueError, match="discordant share"):
+        minimum_detectable_difference(150, 1.5)
+
+
+def test_regression_table_has_subject_rows_and_the_mdd():
+    subjects = ["abstract_algebra", "anatomy", "philosophy"]
+    categories = ["stem", "stem", "humanities"]
+    rng = np.random.default_rng(5)
+    base_correct = rng.random(300) < 0.5
+    flips = rng.random(300) < 0.2
+    frame = pd.DataFrame(
+        {
+            "id": [f"q{i}" for i in range(300)],
+            "subject": [subjects[i % 3] for i in range(300)],
+            "category": [categories[i % 3] for i in range(300)],
+            "correct": base_correct,
+        }
+    )
+    table = regression_table(
+        {"base": frame, "lora": frame.assign(correct=base_correct ^ flips)}, n_resamples=500, seed=1
+    )
+    lora = table[table["model"] == "lora"]
+    assert list(lora["level"]) == ["category", "category", "overall", "subject", "subject", "subject"]
+    assert list(lora["subject"]) == ["", "", "", "abstract_algebra", "anatomy", "philosophy"]
+    assert list(lora["category"]) == ["stem", "humanities", "overall", "stem", "stem", "humanities"]
+    for row in lora.to_dict("records"):
+        subset = frame[frame["subject"] == row["subject"]] if row["subject"] else frame
+        if row["level"] == "category":
+            subset = frame[frame["category"] == row["category"]]
+        idx = subset.index.to_numpy()
+        assert row["n"] == len(idx)
+        assert row["accuracy"] == pytest.approx(100 * (base_correct ^ flips)[idx].mean(), abs=1e-4)
+        share = flips[idx].mean()
+        assert row["mdd_points"] == pytest.approx(100 * minimum_detectable_difference(len(idx), share), abs=1e-4)
+    assert table[table["model"] == "base"]["mdd_points"].isna().all()

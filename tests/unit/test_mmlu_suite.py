@@ -9,9 +9,11 @@ import pytest
 
 from lora_tradeoff.mmlu import (
     SUBJECT_CATEGORY,
+    build_full_suite,
     build_suite,
     format_prompt,
     group_by_subject,
+    select_suite,
 )
 from lora_tradeoff.mmlu_data import read_mmlu_csv_dir
 
@@ -84,6 +86,31 @@ def test_suite_takes_all_questions_of_small_subjects_then_fills_from_others(test
     assert Counter(row["subject"] for row in suite) == {"astronomy": 5, "anatomy": 15}
     with pytest.raises(ValueError, match="asked for 200"):
         build_suite(rows, per_category=200, categories=("stem",))
+
+
+def test_full_suite_is_the_whole_test_split_in_the_harness_groups(test_rows):
+    suite = build_full_suite(test_rows)
+    assert len(suite) == 14042 and len({row["subject"] for row in suite}) == 57
+    assert sorted(row["id"] for row in suite) == sorted(row["id"] for row in test_rows)
+    # lm-evaluation-harness's mmlu_stem / _humanities / _social_sciences / _other sizes (anatomy in stem).
+    assert Counter(row["category"] for row in suite) == {
+        "stem": 3153,
+        "humanities": 4705,
+        "social_sciences": 3077,
+        "other": 3107,
+    }
+    assert list(dict.fromkeys(row["category"] for row in suite)) == ["stem", "humanities", "social_sciences", "other"]
+    assert all(SUBJECT_CATEGORY[row["subject"]] == row["category"] for row in suite)
+    assert select_suite(test_rows, "full", per_category=None, categories=None, seed=None) == suite
+    assert select_suite(test_rows, "per_category", per_category=5, seed=1) == build_suite(test_rows, 5, seed=1)
+
+
+def test_full_suite_refuses_an_unknown_subject(test_rows):
+    stray = {**test_rows[0], "subject": "astrology", "id": "astrology/test/0"}
+    with pytest.raises(ValueError, match="astrology"):
+        build_full_suite([*test_rows[:3], stray])
+    with pytest.raises(ValueError, match="config.mmlu.suite"):
+        select_suite(test_rows, "everything")
 
 
 def test_prompt_matches_the_harness_format_on_a_real_row(test_rows, dev_by_subject):

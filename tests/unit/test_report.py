@@ -30,12 +30,13 @@ from lora_tradeoff.report import (
     load_inputs,
     recompute_headlines,
     render_failure_examples,
+    render_summary,
     standard_paths,
     wilson_interval,
     write_report,
 )
 from lora_tradeoff.spider_scoring import score_predictions, summarize_scores
-from lora_tradeoff.stats import regression_table
+from lora_tradeoff.stats import minimum_detectable_difference, regression_table
 from lora_tradeoff.training import LOG_COLUMNS, RunSpec
 
 MODELS = ["base", "base_zero_shot", "r16_qv", "r64_all"]
@@ -321,7 +322,51 @@ def test_summary_md_has_the_tables(built: dict) -> None:
     assert "| r16_qv | cpu (2 threads) | 20 | 0.27 | 296 (4) | 120,000 | 32,000 | 95.3 | 355.2 | 0.6100 |" in text
     assert "| base_zero_shot (zero-shot) | 16.7 | -33.3 [" in text and "n/a (= base)" in text
     assert "| base (few-shot) | 50.0 | (reference) | 36.7 | (reference) |" in text
-    assert "At n = 50 per category" in text and "±12.4 points at d = 20%" in text
+    assert "at n = 50 per category" in text and "±12.4 points at d = 20%" in text
+
+
+def test_every_change_has_its_smallest_detectable_change(built: dict) -> None:
+    summary, root = built["summary"], built["root"]
+    text = (built["out"] / "summary.md").read_text()
+    # Spider: 6 paired questions, r16_qv differs from base on 3 (1 lost, 2 gained): psi = 0.5.
+    spider_mdd = summary["spider"]["r16_qv"]["mdd_points"]
+    assert spider_mdd is None  # even 3 one-way questions of 6 are too few to detect anything at 80 % power
+    assert "| Δ EX pts [95% CI], MDD |" in text and "MDD n/a" in text
+    base = pd.read_csv(root / "base" / "mmlu_scored.csv")
+    shares = {}
+    for run in RUNS:
+        items = pd.read_csv(root / run / "mmlu_scored.csv")
+        shares[run] = (items["correct"] != base["correct"]).mean()
+        expected = 100 * minimum_detectable_difference(30, shares[run])
+        reported = summary["mmlu"][run]["categories"]["overall"]["mdd_points"]
+        if np.isnan(expected):  # too few discordant questions (fewer than 8 of 30)
+            assert reported is None
+        else:
+            assert reported == pytest.approx(expected, abs=1e-4)
+            assert f"MDD {expected:.1f}" in text
+    assert shares["r64_all"] >= 8 / 30  # so at least one run has a number to check
+    assert "**Smallest detectable change (MDD).**" in text and "Connor 1987" in text
+    # 10 questions per subject: the per-subject rows stay in regression.csv.
+    assert "Per-subject rows are in regression.csv" in text and "### MMLU per subject" not in text
+    assert summary["mmlu"]["r16_qv"]["subjects"]["philosophy"]["n"] == 10
+    # With enough questions per subject they are tabulated, one row per subject, a cell per run.
+    big = copy.deepcopy(summary)
+    for model in MMLU_MODELS:
+        for entry in big["mmlu"][model]["subjects"].values():
+            entry["n"] = 100
+    rendered = render_summary(big)
+    assert "### MMLU per subject" in rendered
+    assert "| subject | category | n | base % | Δ r16_qv pts [95% CI], MDD | Δ r64_all pts [95% CI], MDD |" in rendered
+    philosophy = summary["mmlu"]["base"]["subjects"]["philosophy"]
+    assert f"| philosophy | humanities | 100 | {philosophy['accuracy_pct']:.1f} |" in rendered
+
+
+def test_a_subject_row_that_disagrees_with_the_item_rows_is_found(built: dict) -> None:
+    summary = copy.deepcopy(built["summary"])
+    summary["mmlu"]["r64_all"]["subjects"]["econometrics"]["accuracy_pct"] += 10
+    problems = headline_mismatches(summary, recompute_headlines(built["root"]))
+    assert len(problems) == 1
+    assert problems[0].startswith("mmlu r64_all subject econometrics accuracy_pct: summary ")
 
 
 def test_wilson_interval_matches_a_hand_checked_value() -> None:
@@ -411,3 +456,31 @@ def test_runs_at_the_same_point_are_drawn_apart_and_all_named(built: dict, monke
     assert "the same point as base" in labels[0]
     # The legend sits under the plot, not beside it: the axes keep most of the figure's width.
     assert ax.get_position().width > 0.75
+
+
+def test_seed_replicates_get_their_mean_and_interval_across_seeds(built: dict, tmp_path: Path) -> None:
+    """The two runs of the tree stand in for two seeds of one run: the numbers are what counts."""
+    root = built["root"]
+    summary = write_report(built["inputs"], tmp_path, n_resamples=500, replicates={"demo": RUNS})
+    entry = summary["replicates"]["demo"]
+    assert entry["runs"] == RUNS and entry["seeds"] == [42, 42]
+    # From the item rows: the two runs' changes, their mean and the t-interval (t(0.975; 1) = 12.706).
+    base_mmlu = pd.read_csv(root / "base" / "mmlu_scored.csv")["correct"].mean()
+    mmlu = [100 * (pd.read_csv(root / run / "mmlu_scored.csv")["correct"].mean() - base_mmlu) for run in RUNS]
+    ex = [100 * (len(RIGHT[run]) - len(RIGHT["base"])) / 6 for run in RUNS]
+    for key, values in (("delta_mmlu_overall_points", mmlu), ("delta_spider_ex_points", ex)):
+        change = entry[key]
+        assert change["values"] == pytest.approx(values, abs=1e-4)
+        assert change["mean"] == pytest.approx(np.mean(values), abs=1e-4)
+        half = 12.706 * np.std(values, ddof=1) / np.sqrt(2)
+        # regression.csv rounds to 4 decimals; the t factor of one degree of freedom multiplies that by 9
+        assert (change["ci_low"], change["ci_high"]) == pytest.approx(
+            (np.mean(values) - half, np.mean(values) + half), abs=1e-3
+        )
+    text = (tmp_path / "summary.md").read_text()
+    assert "## Training-seed replicates" in text
+    assert f"| demo | 42, 42 | {np.mean(ex):+.1f} [" in text
+    assert json.loads((tmp_path / "summary.json").read_text())["replicates"]["demo"]["runs"] == RUNS
+    assert (tmp_path / "tradeoff.png").stat().st_size > 10_000
+    with pytest.raises(ValueError, match="replicates name runs without results"):
+        write_report(built["inputs"], tmp_path / "bad", n_resamples=200, replicates={"x": ["x_s1"]})

@@ -51,6 +51,18 @@ def test_dry_run_lists_the_whole_dag(tmp_path_factory, base_model_dir):
     )
 
 
+def test_a_run_with_two_seeds_is_two_runs_in_the_dag(tmp_path_factory, base_model_dir):
+    workdir = new_workdir(tmp_path_factory, "seeds", base_model_dir)
+    write_config(workdir, base_model_dir, **{"training.runs.0.seeds": [1, 2]})
+    dry = snakemake(workdir, "-n")
+    jobs = planned_jobs(workdir)
+    # tiny_qv becomes tiny_qv_s1 and tiny_qv_s2: one more run to train, generate, score on Spider and MMLU
+    assert (jobs["train_lora"], jobs["generate_sql"], jobs["score_spider"], jobs["score_mmlu"]) == (3, 5, 5, 4)
+    for run in ("tiny_qv_s1", "tiny_qv_s2"):
+        assert f"results/runs/{run}/hyperparams.json" in dry.stdout
+    assert "results/runs/tiny_qv/" not in dry.stdout
+
+
 def test_full_run_writes_every_table(finished_run):
     results = finished_run / "results"
     for model in ("base", "base_zero_shot", "tiny_qv", "tiny_last"):
@@ -100,6 +112,11 @@ def test_one_runs_learning_rate_reruns_only_that_run(finished_run, base_model_di
 
 def test_mmlu_seed_reruns_the_suite_and_its_downstream_only(finished_run, base_model_dir):
     jobs = changed_plan(finished_run, base_model_dir, **{"mmlu.seed": 99})
+    assert jobs == collections.Counter(build_mmlu_suite=1, score_mmlu=3, mmlu_regression=1, report=1, all=1)
+
+
+def test_full_mmlu_suite_reruns_the_suite_and_its_downstream_only(finished_run, base_model_dir):
+    jobs = changed_plan(finished_run, base_model_dir, **{"mmlu.suite": "full"})
     assert jobs == collections.Counter(build_mmlu_suite=1, score_mmlu=3, mmlu_regression=1, report=1, all=1)
 
 
