@@ -63,6 +63,8 @@ class ReportInputs:
     regression: pd.DataFrame
     hyperparams: dict[str, dict[str, Any]]  # every fine-tuned run
     train_logs: dict[str, pd.DataFrame]
+    # The base model's manifest (results/model/base_model.json): what the report says the model is.
+    model_manifest: dict[str, Any] = field(default_factory=dict)
     # Where the per-item tables came from: recompute_from_items() reads them again, independently.
     item_paths: dict[str, dict[str, Path]] = field(default_factory=dict)
 
@@ -88,6 +90,7 @@ def standard_paths(
         "regression": root / "mmlu" / "regression.csv",
         "hyperparams": {r: root / "runs" / r / "hyperparams.json" for r in runs},
         "train_logs": {r: root / "runs" / r / "train_log.csv" for r in runs},
+        "model_manifest": root / "model" / "base_model.json",
     }
 
 
@@ -111,9 +114,11 @@ def load_inputs(
     regression: Path | str,
     hyperparams: Mapping[str, Path | str],
     train_logs: Mapping[str, Path | str],
+    model_manifest: Path | str | None = None,
 ) -> ReportInputs:
     """Read the files; the mapping order fixes the order of models and runs in every table and figure."""
     return ReportInputs(
+        model_manifest=json.loads(Path(model_manifest).read_text()) if model_manifest else {},
         spider_scored={m: _read_spider_scored(p) for m, p in spider_scored.items()},
         spider_summary={m: json.loads(Path(p).read_text()) for m, p in spider_summary.items()},
         mmlu_scored={m: _read_mmlu_scored(p) for m, p in mmlu_scored.items()},
@@ -361,6 +366,7 @@ def build_summary(
         raise ValueError(f"replicates name runs without results: {unknown}")
     return {
         "baseline": baseline,
+        "base_model": describe_base_model(inputs.model_manifest),
         "models": inputs.models,
         "runs": inputs.runs,
         "replicates": {
@@ -771,6 +777,53 @@ def _replicate_section(summary: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def describe_base_model(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """What the base model is and where it came from, from its manifest (``results/model/base_model.json``).
+
+    Returns ``{architecture, n_parameters, source, origin, sha256}``; ``origin`` names the wheel(s),
+    file, hub id or folder of the configured source, ``sha256`` the checked GGUF file's checksum
+    (None for sources without one). An empty manifest gives an empty dict.
+    """
+    if not manifest:
+        return {}
+    source = manifest.get("source")
+    if source == "gguf_wheel":
+        wheel = manifest["wheel"]
+        origin = f"{wheel['member']} in the PyPI wheel {wheel['package']}=={wheel['version']}"
+    elif source == "gguf_wheel_parts":
+        parts = manifest["parts"]
+        origin = (
+            f"a GGUF file split over {len(parts)} PyPI wheels, {parts[0]['package']} … {parts[-1]['package']} "
+            f"({parts[0]['version']}), assembled in order"
+        )
+    elif source == "hf":
+        origin = f"the hub model {manifest['id']} at revision {manifest.get('revision')}"
+    elif source == "random_init":
+        origin = (
+            f"random weights in the architecture of {manifest.get('architecture')} (rehearsal: scores mean nothing)"
+        )
+    else:  # gguf_file, local
+        origin = str(manifest.get("path"))
+    return {
+        "architecture": manifest.get("architecture"),
+        "n_parameters": manifest.get("n_parameters"),
+        "source": source,
+        "origin": origin,
+        "sha256": manifest.get("sha256"),
+    }
+
+
+def _base_model_lines(model: Mapping[str, Any]) -> list[str]:
+    if not model:
+        return []
+    checksum = f", sha256 `{model['sha256']}`" if model.get("sha256") else ""
+    return [
+        f"**Base model**: {model['architecture']}, {model['n_parameters']:,} parameters as saved; source "
+        f"`{model['source']}`: {model['origin']}{checksum}.",
+        "",
+    ]
+
+
 def render_summary(summary: Mapping[str, Any]) -> str:
     """summary.md: headline, Spider, MMLU, hyper-parameters and training cost tables."""
     baseline = summary["baseline"]
@@ -784,6 +837,7 @@ def render_summary(summary: Mapping[str, Any]) -> str:
         f'("pts") against `{baseline}`, relative changes in percent of `{baseline}`\'s accuracy. Every number '
         "was checked against a recomputation from the per-question rows (spider_scored.csv, mmlu_scored.csv).",
         "",
+        *_base_model_lines(summary.get("base_model") or {}),
         "## Headline",
         "",
     ]

@@ -14,6 +14,7 @@ rule report:
         regression="results/mmlu/regression.csv",
         hyperparams=expand("results/runs/{run}/hyperparams.json", run=RUNS),
         train_logs=expand("results/runs/{run}/train_log.csv", run=RUNS),
+        model="results/model/base_model.json",
         # Package code is not tracked by Snakemake: a change to the report code must
         # rebuild the report (seconds), so its modules are inputs.
         code=expand(

@@ -14,6 +14,7 @@ inputs = load_inputs(
     regression=snakemake.input.regression,
     hyperparams=dict(zip(params.runs, snakemake.input.hyperparams, strict=True)),
     train_logs=dict(zip(params.runs, snakemake.input.train_logs, strict=True)),
+    model_manifest=snakemake.input.model,
 )
 summary = write_report(
     inputs,

