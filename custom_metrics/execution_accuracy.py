@@ -10,7 +10,7 @@ from deepeval.metrics import BaseMetric
 from deepeval.metrics.utils import check_llm_test_case_params, construct_verbose_logs
 from deepeval.test_case import LLMTestCase, SingleTurnParams
 
-from lora_tradeoff.execution import DEFAULT_ROW_CAP, DEFAULT_TIMEOUT_S, Mode, score_pair
+from lora_tradeoff.execution import DEFAULT_ROW_CAP, DEFAULT_TIMEOUT_S, Mode, check_limits, score_pair
 
 DB_PATH_KEY = "db_path"
 
@@ -21,8 +21,10 @@ class ExecutionAccuracy(BaseMetric):
     Test case fields: `input` = the question, `actual_output` = raw model output
     (the SQL is extracted from it), `expected_output` = gold SQL,
     `metadata["db_path"]` = the SQLite database. Comparison rules are those of
-    `lora_tradeoff.execution.score_pair` in `mode`. A missing database marks the
-    metric skipped (DeepEval leaves it out of the results), not failed.
+    `lora_tradeoff.execution.score_pair` in `mode`. A missing `db_path` (no metadata,
+    a misspelt key, a file that does not exist) fails the case with a reason naming the
+    path: a skipped metric would let `evaluate()` report the case as passed. (The
+    workflow's own scoring counts questions whose database is absent as skipped.)
     After `measure`: `score`, `success`, `reason`, `extracted_sql` and
     `score_breakdown` (extracted SQL, status, category, row counts, seconds,
     ignored statements).
@@ -49,6 +51,7 @@ class ExecutionAccuracy(BaseMetric):
         row_cap: int = DEFAULT_ROW_CAP,
         verbose_mode: bool = False,
     ):
+        check_limits(timeout_s, row_cap)  # a limit that fails every query is a setup error: say so now
         self.threshold = threshold
         self.mode = mode
         self.timeout_s = timeout_s
@@ -72,7 +75,10 @@ class ExecutionAccuracy(BaseMetric):
         self.extracted_sql = result.extracted_sql
         self.score = result.score
         self.reason = result.reason
-        self.skipped = result.status == "skipped"
+        if result.status == "skipped":
+            self.reason = (
+                f"{result.reason}: set metadata[{DB_PATH_KEY!r}] to the SQLite file of the question's database"
+            )
         self.score_breakdown = {
             "extracted_sql": result.extracted_sql,
             "status": result.status,
@@ -96,13 +102,6 @@ class ExecutionAccuracy(BaseMetric):
     async def a_measure(self, test_case: LLMTestCase, *args, **kwargs) -> float:
         # Execution is bounded by the sandbox's time limit; nothing to await.
         return self.measure(test_case, *args, **kwargs)
-
-    def is_successful(self) -> bool | None:
-        """None when skipped (database missing), else score >= threshold."""
-        if self.skipped:
-            self.success = None
-            return None
-        return super().is_successful()
 
     @property
     def __name__(self) -> str:

@@ -365,17 +365,33 @@ def execute_query(
     return QueryResult(rows, error, seconds)
 
 
-@functools.lru_cache(maxsize=4096)
+_GOLD_CACHE: dict[tuple[Path, str, float, int], QueryResult] = {}
+_GOLD_CACHE_SIZE = 4096
+
+
 def _execute_gold(db_path: Path, sql: str, timeout_s: float, row_cap: int) -> QueryResult:
-    """Gold results repeat across predictions and models; run each gold query once."""
-    return execute_query(db_path, sql, timeout_s, row_cap)
+    """Gold results repeat across predictions and models; run each gold query once.
+
+    Only successes are kept: a gold query that failed (a timeout on a busy machine, a worker
+    that died) is run again next time instead of failing every later prediction.
+    """
+    key = (db_path, sql, timeout_s, row_cap)
+    cached = _GOLD_CACHE.get(key)
+    if cached is not None:
+        return cached
+    result = execute_query(db_path, sql, timeout_s, row_cap)
+    if result.error is None:
+        if len(_GOLD_CACHE) >= _GOLD_CACHE_SIZE:
+            _GOLD_CACHE.pop(next(iter(_GOLD_CACHE)))  # the oldest entry
+        _GOLD_CACHE[key] = result
+    return result
 
 
 def clear_caches() -> None:
     """Forget cached gold results and stop this thread's query worker with its
     cached connections (for a database file that changed on disk, or a
     cold-cache benchmark)."""
-    _execute_gold.cache_clear()
+    _GOLD_CACHE.clear()
     _sandbox.cache_clear()
     _stop_worker()
 
@@ -559,6 +575,17 @@ def _judge(
     return reason, category, len(gold.rows), len(pred.rows)
 
 
+def check_limits(timeout_s: float, row_cap: int) -> None:
+    """Refuse limits that would fail every query: ``timeout_s`` > 0 seconds, ``row_cap`` >= 1 row.
+
+    Raises ``ValueError`` naming the setting (a configuration error, not a model output).
+    """
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not timeout_s > 0:
+        raise ValueError(f"timeout_s must be a number of seconds > 0, not {timeout_s!r}")
+    if isinstance(row_cap, bool) or not isinstance(row_cap, int) or row_cap < 1:
+        raise ValueError(f"row_cap must be a whole number of rows >= 1, not {row_cap!r}")
+
+
 def score_pair(
     db_path: Path | str | None,
     gold_sql: str,
@@ -579,6 +606,7 @@ def score_pair(
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    check_limits(timeout_s, row_cap)
     start = time.monotonic()
     statements = extract_statements(raw_output)
     extracted = statements[0] if statements else ""

@@ -37,6 +37,14 @@ _TOKEN = re.compile(
 
 # Special tokens that chat templates put around a turn (<|im_end|>, <|eot_id|>,
 # <|endoftext|>, </s>, <end_of_turn>, ...). They are never part of SQL.
+# Tokens that end a model's turn: generation stops there, so nothing after the first one (once
+# the answer has begun) is the answer ("SELECT 1<|im_end|>garbage SELECT 2" -> "SELECT 1").
+_END_OF_TURN = re.compile(r"<\|im_end\|>|<\|endoftext\|>|<\|eot_id\|>|</s>|<end_of_turn>|<eos>")
+# The answer region is read up to this many characters. Extraction has parts that grow with the
+# square of the text (a JSON decode attempt at each '{"', a prose check per statement start); a
+# SQL answer is a few hundred characters, and 20,000 keep a 1 MB output's extraction under a
+# second. Everything past it is not read.
+MAX_ANSWER_CHARS = 20_000
 _CHAT_TOKEN = re.compile(r"<\|[A-Za-z0-9_]+\|>|</?s>|<(?:start_of_turn|end_of_turn|eos|bos|pad)>")
 
 # A fenced code block. The info string ("sql", "sqlite", ...) is optional and
@@ -284,7 +292,7 @@ def _json_answer(text: str) -> str | None:
     for match in _JSON_OBJECT.finditer(text):
         try:
             value, _ = decoder.raw_decode(text, match.start())
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than Python's parser recurses
             continue
         found = _json_sql(value)
         if found is not None:
@@ -312,16 +320,27 @@ def _candidate_text(text: str) -> str:
 
 def extract_statements(raw_output: str) -> list[str]:
     """All statements of the SQL found in `raw_output` (see `extract_sql`), first first; [] if none."""
-    text = _CHAT_TOKEN.sub("\n", raw_output)
+    text = _before_end_of_turn(raw_output)
+    text = _CHAT_TOKEN.sub("\n", text)
     begin, end = answer_span(text)
-    return split_statements(_candidate_text(text[begin:end]))
+    return split_statements(_candidate_text(text[begin : min(end, begin + MAX_ANSWER_CHARS)]))
+
+
+def _before_end_of_turn(text: str) -> str:
+    """`text` up to the first end-of-turn token that follows some content (leading ones are dropped)."""
+    for match in _END_OF_TURN.finditer(text):
+        if text[: match.start()].strip():
+            return text[: match.start()]
+    return text
 
 
 def extract_sql(raw_output: str) -> str:
     """Return the first SQL statement in `raw_output`, or "" when there is none.
 
     Rules, in order:
-    - chat special tokens (<|im_end|>, </s>, <end_of_turn>, ...) are removed;
+    - the answer ends at the first end-of-turn token (<|im_end|>, <|endoftext|>, <|eot_id|>, </s>,
+      <end_of_turn>, <eos>) after some text, as generation would have stopped there; other chat
+      special tokens are removed;
     - reasoning blocks (<think>...</think>, also <thinking>, <reasoning>) are
       drafts: the answer is the text after the last closing tag, and an
       unclosed block (reasoning cut short) holds no answer;
@@ -337,7 +356,9 @@ def extract_sql(raw_output: str) -> str:
       prose ("Explanation: Select every singer older than 30.") is not SQL;
     - of several statements only the first is kept, and the ';' that ends it is
       dropped; ';' inside string literals, quoted identifiers and comments does
-      not split.
+      not split;
+    - only the first MAX_ANSWER_CHARS (20,000) characters of the answer are read.
+    Never raises for any string.
     """
     statements = extract_statements(raw_output)
     return statements[0] if statements else ""

@@ -68,13 +68,38 @@ def test_async_measure_matches(spider_dir: Path, spider_dev: list[dict]) -> None
     assert metric.success is True
 
 
-def test_missing_database_is_skipped_not_failed(spider_dir: Path, spider_dev: list[dict]) -> None:
+def test_a_missing_database_fails_the_case_naming_the_path(spider_dir: Path, spider_dev: list[dict]) -> None:
+    """A wrong or absent db_path must not pass silently in evaluate() (a skipped metric would)."""
     item = spider_dev[429]  # wta_1, absent from ../shared/data
     metric = ExecutionAccuracy()
     metric.measure(case_for(spider_dir, item, item["query"]))
-    assert metric.skipped is True
-    assert metric.is_successful() is None
-    assert metric.reason.startswith("database missing: ")
+    assert (metric.score, metric.success) == (0.0, False)
+    assert metric.reason.startswith("database missing: ") and "wta_1.sqlite" in metric.reason
+    assert "set metadata['db_path']" in metric.reason
+    no_metadata = LLMTestCase(input="q", actual_output="SELECT 1", expected_output="SELECT 1")
+    assert ExecutionAccuracy().measure(no_metadata) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"timeout_s": 0}, "timeout_s"),
+        ({"timeout_s": None}, "timeout_s"),
+        ({"row_cap": 0}, "row_cap"),
+        ({"row_cap": -1}, "row_cap"),
+    ],
+)
+def test_limits_that_would_fail_every_case_are_refused_at_once(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ExecutionAccuracy(**kwargs)
+
+
+def test_deeply_nested_json_output_is_scored_not_raised(spider_dir: Path, spider_dev: list[dict]) -> None:
+    """Python's JSON parser recurses: 1000 levels of nesting raised RecursionError out of evaluate()."""
+    metric = ExecutionAccuracy()
+    for output in ('{"a":' * 1000, '{"a":' + "[" * 1000):
+        assert metric.measure(case_for(spider_dir, spider_dev[0], output)) == 0.0
+        assert metric.score_breakdown["category"] == "empty"
 
 
 def test_threshold_is_configurable(spider_dir: Path, spider_dev: list[dict]) -> None:

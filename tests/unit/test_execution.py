@@ -513,3 +513,23 @@ def test_ignored_statements_are_counted_not_run(tmp_path: Path, concert_db: Path
         ignored,
     )
     assert sha256(db) == before
+
+
+def test_a_gold_query_that_failed_once_is_run_again(concert_db: Path) -> None:
+    """Only gold successes are cached: a gold timeout on a busy machine must not fail every later prediction."""
+    from lora_tradeoff.execution import clear_caches
+
+    clear_caches()
+    gold = "SELECT count(*) FROM singer WHERE printf('%.*c', 2000000000, 'x') IS NULL"
+    first = score_pair(concert_db, gold, "SELECT 6", timeout_s=0.5)
+    assert (first.score, first.reason) == (0.0, "gold failed: timed out after 0.5 s")
+    later = score_pair(concert_db, "SELECT count(*) FROM singer", "SELECT count(*) FROM singer", timeout_s=0.5)
+    assert later.score == 1.0
+    again = score_pair(concert_db, gold, "SELECT 6", timeout_s=0.5)
+    assert again.reason == "gold failed: timed out after 0.5 s" and again.seconds > 0.4  # ran, not cached
+
+
+@pytest.mark.parametrize(("timeout_s", "row_cap"), [(0, 10), (-1, 10), (None, 10), (1.0, 0), (1.0, -5)])
+def test_limits_that_would_fail_every_query_are_refused(concert_db: Path, timeout_s, row_cap) -> None:
+    with pytest.raises(ValueError, match="timeout_s|row_cap"):
+        score_pair(concert_db, "SELECT 1", "SELECT 1", timeout_s=timeout_s, row_cap=row_cap)

@@ -1,8 +1,11 @@
 """extract_sql: one statement out of raw model output; split_statements / sql_tokens lexing."""
 
+import time
+
 import pytest
 
 from lora_tradeoff.sql_extract import (
+    MAX_ANSWER_CHARS,
     extract_sql,
     extract_statements,
     split_statements,
@@ -172,3 +175,46 @@ def test_extract_statements_keeps_the_ignored_ones(raw: str, statements: list[st
 def test_statement_terminator_reads_sql(text: str, kept: str | None) -> None:
     end = statement_terminator(text)
     assert (None if end is None else text[:end]) == kept
+
+
+# --- inputs found by trying to break extraction: nesting, size, text after the end of the turn
+
+
+@pytest.mark.parametrize("output", ['{"a":' * 1000, '{"a":' + "[" * 1000, '{"query": ' * 2000])
+def test_deeply_nested_json_never_raises(output: str) -> None:
+    assert extract_sql(output) == ""
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        '{"' * 500_000,
+        '{"query": "' * 100_000,
+        "we SELECT many things here ok " * 40_000,
+        "`SELECT all things` " * 50_000,
+    ],
+)
+def test_megabyte_outputs_are_read_only_up_to_the_answer_limit(output: str) -> None:
+    """These took 20 s to over 4 minutes when the whole text was read (parts of extraction grow
+    with its square); only the first MAX_ANSWER_CHARS of the answer are read now."""
+    start = time.monotonic()
+    extract_sql(output)
+    assert time.monotonic() - start < 10  # a hang guard, not a speed target (about 0.2 s here)
+
+
+def test_sql_past_the_answer_limit_is_not_read() -> None:
+    assert extract_sql("x " * MAX_ANSWER_CHARS + "SELECT 1") == ""
+    assert extract_sql("SELECT 1\n\n" + "x " * MAX_ANSWER_CHARS) == "SELECT 1"
+
+
+@pytest.mark.parametrize(
+    ("output", "sql"),
+    [
+        ("SELECT count(*) FROM singer<|im_end|>garbage SELECT 2", "SELECT count(*) FROM singer"),
+        ("SELECT count(*) FROM singer<eos>SELECT 1", "SELECT count(*) FROM singer"),
+        ("SELECT count(*) FROM singer</s>\nSELECT 1", "SELECT count(*) FROM singer"),
+        ("<|im_end|>SELECT count(*) FROM singer", "SELECT count(*) FROM singer"),  # nothing before: kept
+    ],
+)
+def test_the_answer_ends_at_the_first_end_of_turn_token(output: str, sql: str) -> None:
+    assert extract_sql(output) == sql
