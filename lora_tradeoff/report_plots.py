@@ -26,6 +26,8 @@ SKY_BLUE = "#56B4E9"
 # Okabe & Ito (2008), "Color Universal Design": fine-tuned runs take these in order.
 RUN_COLOURS = ("#E69F00", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#F0E442", "#000000")
 RUN_MARKERS = ("o", "s", "D", "^", "v", "P", "X")
+# Height of one line of an 8-point note (the text is about 10 points high with its descent).
+NOTE_LINE_PT = 12
 BAR_NOTE = "whiskers: 95% Wilson score interval of each accuracy; number at a bar's foot: its accuracy (%)"
 BAR_NOTE = "whiskers: 95% Wilson score interval of each accuracy; number at a bar's foot: its accuracy (%)"
 STYLE = {
@@ -239,7 +241,8 @@ def plot_tradeoff(summary: Mapping[str, Any], out_dir: Path) -> None:
             extent += [abs(v) for v in (change["ci_low"], change["ci_high"]) if v is not None]
     limit = 1.15 * max(v for v in extent if np.isfinite(v))
     # Runs (and base_zero_shot) with the same changes would hide each other, and the baseline's
-    # cross at the origin: such markers are drawn side by side, 10 points apart, and labelled in a column.
+    # cross at the origin: such markers are drawn side by side, 10 points apart. Each such group gets
+    # one line of note; the notes stack above the plot (none hides a point or another note).
     points = {summary["baseline"]: (0.0, 0.0)}
     points.update({run: (p["delta_mmlu_overall_points"], p["delta_spider_ex_points"]) for run, p in runs.items()})
     if zero_shot is not None:
@@ -252,21 +255,19 @@ def plot_tradeoff(summary: Mapping[str, Any], out_dir: Path) -> None:
     def shifted(name: str) -> Any:
         return offset_copy(ax.transData, fig=fig, x=10 * slot(name), units="points")
 
+    notes: list[str] = []
+
     def label_shared_point(name: str, x: float, y: float) -> None:
-        """One label for a group of markers drawn side by side, written by its last member."""
+        """One note for a group of markers drawn side by side, added by its last member."""
         group = groups[name]
         if len(group) < 2 or name != group[-1]:
             return
         named = [member for member in group if member != summary["baseline"]]
-        where = f"the same point as {summary['baseline']}" if summary["baseline"] in group else "the same point"
-        ax.annotate(
-            f"{', '.join(named)}:\n{where} (markers side by side)",
-            (x, y),
-            xytext=(10 * slot(name) + 9, 6),
-            textcoords="offset points",
-            fontsize=8,
-            va="bottom",
-        )
+        if summary["baseline"] in group:
+            where = f"the same point as {summary['baseline']}"
+        else:
+            where = f"the same point (Δ MMLU {x:+.1f}, Δ EX {y:+.1f})"
+        notes.append(f"{', '.join(named)}: {where}, markers side by side")
 
     for i, (run, point) in enumerate(runs.items()):
         x, y = points[run]
@@ -339,8 +340,19 @@ def plot_tradeoff(summary: Mapping[str, Any], out_dir: Path) -> None:
         )
     ax.set_xlabel(f"Δ MMLU overall accuracy vs {summary['baseline']} (percentage points)")
     ax.set_ylabel(f"Δ Spider execution accuracy vs {summary['baseline']} (percentage points)")
+    for row, note in enumerate(notes):  # one line each, the first on top, just above the axes
+        ax.annotate(
+            note,
+            (0, 1),
+            xycoords="axes fraction",
+            xytext=(0, 4 + NOTE_LINE_PT * (len(notes) - 1 - row)),
+            textcoords="offset points",
+            fontsize=8,
+            va="bottom",
+        )
     ax.set_title(
-        "What each LoRA run buys (Spider) and costs (MMLU)\nwhiskers: 95% paired bootstrap interval of each change"
+        "What each LoRA run buys (Spider) and costs (MMLU)\nwhiskers: 95% paired bootstrap interval of each change",
+        pad=6 + NOTE_LINE_PT * len(notes),
     )
     whisker = Line2D([], [], color="#555555", marker="|", markersize=8, linewidth=1, label="95% CI of the change")
     handles.append(whisker)

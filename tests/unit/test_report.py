@@ -491,6 +491,38 @@ def test_runs_at_the_same_point_are_drawn_apart_and_all_named(built: dict, monke
     assert ax.get_position().width > 0.75
 
 
+def test_notes_of_two_shared_points_stack_without_overlap(built: dict, monkeypatch) -> None:
+    from lora_tradeoff.report_plots import plot_tradeoff
+
+    # base_zero_shot at the baseline's origin, both runs together at another point close by:
+    # two notes, which used to be written over each other next to the points.
+    summary = _thin_results(built["summary"])
+    for point in summary["tradeoff"].values():
+        point.update(
+            delta_mmlu_overall_points=0.2,
+            delta_spider_ex_points=0.4,
+            mmlu_ci_low_points=-3.8,
+            mmlu_ci_high_points=4.2,
+            spider_ci_low_points=-4.6,
+            spider_ci_high_points=5.4,
+        )
+    fig = _figure_of(plot_tradeoff, monkeypatch, summary, Path())
+    ax = fig.axes[0]
+    notes = [text for text in ax.texts if "same point" in text.get_text()]
+    assert sorted(text.get_text() for text in notes) == sorted(
+        [
+            f"{', '.join(RUNS)}: the same point (Δ MMLU +0.2, Δ EX +0.4), markers side by side",
+            "base_zero_shot: the same point as base, markers side by side",
+        ]
+    )
+    boxes = [text.get_window_extent() for text in [*notes, ax.title]]
+    for i, box in enumerate(boxes):
+        for other in boxes[i + 1 :]:
+            assert not box.overlaps(other), (box, other)
+    # Above the plot: no note covers a point, whisker or the quadrant labels.
+    assert all(box.y0 >= ax.get_window_extent().y1 for box in boxes[:-1])
+
+
 def test_seed_replicates_get_their_mean_and_interval_across_seeds(built: dict, tmp_path: Path) -> None:
     """The two runs of the tree stand in for two seeds of one run: the numbers are what counts."""
     root = built["root"]
