@@ -29,7 +29,6 @@ RUN_MARKERS = ("o", "s", "D", "^", "v", "P", "X")
 # Height of one line of an 8-point note (the text is about 10 points high with its descent).
 NOTE_LINE_PT = 12
 BAR_NOTE = "whiskers: 95% Wilson score interval of each accuracy; number at a bar's foot: its accuracy (%)"
-BAR_NOTE = "whiskers: 95% Wilson score interval of each accuracy; number at a bar's foot: its accuracy (%)"
 STYLE = {
     "font.size": 9,
     "axes.titlesize": 10,
