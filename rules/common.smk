@@ -130,13 +130,18 @@ def get_model_quantization(wildcards):
 # A run's config goes to train_lora as one params entry per key, each a one-entry dict
 # {key: value}: Snakemake records params by value, without their names, so a whole dict
 # would make a dry run's reason print the run twice; this way it names the key that changed.
-RUN_KEYS = sorted({key for run in RUNS.values() for key in run})
+# eval_steps, present in some runs only, travels in the save_steps entry (every run has one):
+# a key of its own would add an entry to every run's params and retrain runs without it.
+RUN_KEYS = sorted({key for run in RUNS.values() for key in run} - {"eval_steps"})
 
 
 def get_run_key(key):
     def run_key(wildcards):
         run = RUNS[wildcards.run]
-        return {key: run[key]} if key in run else {}
+        entry = {key: run[key]} if key in run else {}
+        if key == "save_steps" and "eval_steps" in run:
+            entry["eval_steps"] = run["eval_steps"]
+        return entry
 
     return run_key
 
