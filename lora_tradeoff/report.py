@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lora_tradeoff.curve import curve_rows
 from lora_tradeoff.replicates import across_seeds
 from lora_tradeoff.spider_scoring import HARDNESS_LEVELS
 from lora_tradeoff.stats import OVERALL, mcnemar_exact, minimum_detectable_difference, paired_bootstrap_ci
@@ -31,7 +32,7 @@ REFERENCE = "(reference)"  # the baseline's cells of a change against itself
 BASE_ZERO_SHOT = "base_zero_shot"
 Z_95 = 1.959963984540054
 # Files write_report() writes into its output folder (rules/report.smk lists the same names).
-FIGURES = ("mmlu_accuracy", "tradeoff", "spider_hardness", "train_loss")
+FIGURES = ("mmlu_accuracy", "tradeoff", "tradeoff_curve", "spider_hardness", "train_loss")
 FIGURE_FORMATS = ("png", "svg")
 TABLE_FILES = ("summary.md", "summary.json", "failure_examples.md", "failure_examples.json")
 
@@ -320,6 +321,7 @@ def build_summary(
     n_resamples: int = 10_000,
     seed: int = 1234,
     replicates: Mapping[str, Sequence[str]] | None = None,
+    checkpoints: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """All numbers of the report as one JSON-ready dict (see the module doc for units).
 
@@ -331,6 +333,8 @@ def build_summary(
     style, so it is not re-measured: its MMLU entry is ``{"measured": False, "same_as": base}``.
     ``replicates`` (``{run: [its seed replicates' run names]}``, see
     :mod:`lora_tradeoff.replicates`) gives ``replicates[run]``: :func:`replicate_entry`.
+    ``checkpoints`` (``{model: {"run", "step"}}``, see :mod:`lora_tradeoff.curve`) names the
+    models that are a run's adapter at a step; ``curve[run]`` is :func:`lora_tradeoff.curve.curve_rows`.
     """
     if baseline not in inputs.spider_scored or baseline not in inputs.mmlu_scored:
         raise ValueError(f"the baseline {baseline!r} needs Spider and MMLU results")
@@ -350,17 +354,27 @@ def build_summary(
             raise ValueError(f"no MMLU results for model {model!r}")
     categories = list(next(iter(mmlu.values()))["categories"]) if mmlu else []
     n_per_category = {c: mmlu[baseline]["categories"][c]["n"] for c in categories}
-    tradeoff = {
-        run: {
-            "delta_spider_ex_points": spider[run]["delta_ex_points"],
-            "spider_ci_low_points": spider[run]["delta_ci_low_points"],
-            "spider_ci_high_points": spider[run]["delta_ci_high_points"],
-            "delta_mmlu_overall_points": mmlu[run]["categories"][OVERALL]["delta_points"],
-            "mmlu_ci_low_points": mmlu[run]["categories"][OVERALL]["ci_low_points"],
-            "mmlu_ci_high_points": mmlu[run]["categories"][OVERALL]["ci_high_points"],
+    checkpoints = dict(checkpoints or {})
+
+    def changes(model: str) -> dict[str, Any]:
+        return {
+            "delta_spider_ex_points": spider[model]["delta_ex_points"],
+            "spider_ci_low_points": spider[model]["delta_ci_low_points"],
+            "spider_ci_high_points": spider[model]["delta_ci_high_points"],
+            "delta_mmlu_overall_points": mmlu[model]["categories"][OVERALL]["delta_points"],
+            "mmlu_ci_low_points": mmlu[model]["categories"][OVERALL]["ci_low_points"],
+            "mmlu_ci_high_points": mmlu[model]["categories"][OVERALL]["ci_high_points"],
         }
-        for run in inputs.runs
-    }
+
+    tradeoff = {run: changes(run) for run in inputs.runs}
+    unmeasured = sorted(model for model in checkpoints if model not in spider or model not in inputs.mmlu_scored)
+    if unmeasured:
+        raise ValueError(f"checkpoints without Spider and MMLU results: {unmeasured}")
+    curve = curve_rows(
+        {**tradeoff, **{model: changes(model) for model in checkpoints}},
+        checkpoints,
+        {run: inputs.hyperparams[run].get("global_steps") for run in inputs.runs},
+    )
     unknown = sorted({name for names in (replicates or {}).values() for name in names} - set(inputs.runs))
     if unknown:
         raise ValueError(f"replicates name runs without results: {unknown}")
@@ -378,6 +392,8 @@ def build_summary(
         "mmlu_categories": categories,
         "mmlu_n_per_category": n_per_category,
         "tradeoff": tradeoff,
+        "checkpoints": checkpoints,
+        "curve": curve,
         "hyperparameters": {run: hyperparameter_row(inputs.hyperparams[run]) for run in inputs.runs},
         "training_cost": {run: training_cost_row(inputs.hyperparams[run]) for run in inputs.runs},
         "intervals": {
@@ -505,6 +521,19 @@ def headline_mismatches(summary: Mapping[str, Any], recomputed: Mapping[str, Any
                     entry["subjects"].get(subject, {}).get("accuracy_pct"),
                     value,
                 )
+    # The trade-off along training: each point's changes are differences of item-row accuracies
+    # (Spider over the questions scored for both: checked where that is every scored question).
+    baseline = summary.get("baseline")
+    for run, rows in (summary.get("curve") or {}).items():
+        for row in rows:
+            model, spider_rows = row["model"], recomputed["spider"]
+            n_paired = summary["spider"][model]["n_paired"]
+            if spider_rows[model]["n_scored"] == spider_rows[baseline]["n_scored"] == n_paired:
+                ex = spider_rows[model]["ex_pct"] - spider_rows[baseline]["ex_pct"]
+                check(f"curve {run} step {row['step']} delta_spider_ex_points", row["delta_spider_ex_points"], ex)
+            mmlu_rows = recomputed["mmlu"]
+            delta = mmlu_rows[model]["accuracy_pct"] - mmlu_rows[baseline]["accuracy_pct"]
+            check(f"curve {run} step {row['step']} delta_mmlu_overall_points", row["delta_mmlu_overall_points"], delta)
     return problems
 
 
@@ -734,6 +763,36 @@ def _across(entry: Mapping[str, Any]) -> str:
     return f"{_signed(entry['mean'])} {_interval(entry['ci_low'], entry['ci_high'])}, sd {_fmt(entry['sd'])}"
 
 
+def _curve_section(summary: Mapping[str, Any]) -> list[str]:
+    """The table behind tradeoff_curve.png; nothing when no run lists ``eval_steps``."""
+    if not summary.get("checkpoints"):
+        return []
+    rows = [
+        [
+            run,
+            _int(row["step"]) + (" (final)" if row["final"] else ""),
+            row["model"],
+            f"{_signed(row['delta_spider_ex_points'])} "
+            f"{_interval(row['spider_ci_low_points'], row['spider_ci_high_points'])}",
+            f"{_signed(row['delta_mmlu_overall_points'])} "
+            f"{_interval(row['mmlu_ci_low_points'], row['mmlu_ci_high_points'])}",
+        ]
+        for run, curve in summary["curve"].items()
+        if len(curve) > 1
+        for row in curve
+    ]
+    return [
+        "## Trade-off along training",
+        "",
+        f"Each run's adapter after the steps in its `eval_steps`, then its final adapter, evaluated like any run; "
+        f"changes in points against {summary['baseline']} with 95% paired bootstrap intervals "
+        "(figure: tradeoff_curve.png).",
+        "",
+        *markdown_table(["run", "step", "model", "Δ Spider EX pts [95% CI]", "Δ MMLU overall pts [95% CI]"], rows),
+        "",
+    ]
+
+
 def _replicate_section(summary: Mapping[str, Any]) -> list[str]:
     replicates = summary.get("replicates") or {}
     if not replicates:
@@ -887,6 +946,7 @@ def render_summary(summary: Mapping[str, Any]) -> str:
         ]
 
     lines += _replicate_section(summary)
+    lines += _curve_section(summary)
     lines += ["", "## Spider execution accuracy", ""]
     lines += markdown_table(
         [
@@ -1111,6 +1171,7 @@ def write_report(
     n_resamples: int = 10_000,
     seed: int = 1234,
     replicates: Mapping[str, Sequence[str]] | None = None,
+    checkpoints: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write :data:`TABLE_FILES` and every figure of :data:`FIGURES` (PNG and SVG) into ``out_dir``.
 
@@ -1119,7 +1180,7 @@ def write_report(
     """
     from lora_tradeoff.report_plots import plot_all
 
-    summary = build_summary(inputs, baseline, prompt_styles, n_resamples, seed, replicates)
+    summary = build_summary(inputs, baseline, prompt_styles, n_resamples, seed, replicates, checkpoints)
     recomputed = recompute_from_items(inputs.item_paths["spider_scored"], inputs.item_paths["mmlu_scored"])
     problems = headline_mismatches(summary, recomputed)
     if problems:

@@ -359,6 +359,41 @@ def plot_tradeoff(summary: Mapping[str, Any], out_dir: Path) -> None:
     _save(fig, out_dir, "tradeoff")
 
 
+def plot_tradeoff_curve(summary: Mapping[str, Any], out_dir: Path) -> None:
+    """Δ Spider EX (y) against Δ MMLU overall (x) through each run's checkpoints (small markers labelled
+    with the step), joined in step order and ending at the final adapter (large marker)."""
+    colours = model_colours(summary["models"], summary["baseline"])
+    fig = Figure(figsize=(6.8, 5.2))
+    ax = fig.subplots()
+    ax.axhline(0, color="#777777", linewidth=0.8, linestyle="--", zorder=0)
+    ax.axvline(0, color="#777777", linewidth=0.8, linestyle="--", zorder=0)
+    handles = [ax.scatter([0], [0], marker="+", s=160, color="black", linewidths=1.8, zorder=3)]
+    labels = [f"{summary['baseline']} (origin: no change)"]
+    for i, (run, rows) in enumerate(summary["curve"].items()):
+        xs = [row["delta_mmlu_overall_points"] for row in rows]
+        ys = [np.nan if row["delta_spider_ex_points"] is None else row["delta_spider_ex_points"] for row in rows]
+        marker = RUN_MARKERS[i % len(RUN_MARKERS)]
+        (line,) = ax.plot(xs, ys, color=colours[run], marker=marker, markersize=5, linewidth=1.4, zorder=2)
+        ax.scatter(xs[-1:], ys[-1:], color=colours[run], marker=marker, s=90, edgecolors="black", zorder=3)
+        for row, x, y in zip(rows, xs, ys, strict=True):
+            ax.annotate(
+                f"{row['step']}", (x, y), xytext=(5, 4), textcoords="offset points", fontsize=7, color="#333333"
+            )
+        handles.append(line)
+        steps = ", ".join(str(row["step"]) for row in rows)
+        labels.append(f"{run} (steps {steps})")
+    ax.set_xlabel(f"Δ MMLU overall accuracy (points vs {summary['baseline']})")
+    ax.set_ylabel(f"Δ Spider execution accuracy (points vs {summary['baseline']})")
+    ax.set_title("Trade-off along training: each run through its checkpoints to its final adapter")
+    if not summary.get("checkpoints"):
+        ax.text(
+            0.5, 1.0, "no run lists eval_steps: final adapters only", transform=ax.transAxes,
+            ha="center", va="bottom", fontsize=8, color="#555555",
+        )  # fmt: skip
+    _legend_below(ax, handles, labels, title="run (number at a point: optimizer step; large marker: final)")
+    _save(fig, out_dir, "tradeoff_curve")
+
+
 def plot_spider_hardness(summary: Mapping[str, Any], inputs: ReportInputs, out_dir: Path) -> None:
     """Grouped bars: Spider EX per hardness level (and all) per evaluated model, Wilson 95% whiskers."""
     models = summary["models"]
@@ -425,5 +460,6 @@ def plot_all(summary: Mapping[str, Any], inputs: ReportInputs, out_dir: Path) ->
     with matplotlib.rc_context(STYLE):
         plot_mmlu_accuracy(summary, out_dir)
         plot_tradeoff(summary, out_dir)
+        plot_tradeoff_curve(summary, out_dir)
         plot_spider_hardness(summary, inputs, out_dir)
         plot_train_loss(summary, inputs, out_dir)

@@ -11,6 +11,9 @@ trained by :func:`train_lora` into ``results/runs/<name>/``:
 * ``checkpoints/``      Trainer checkpoints (two kept) from which a killed run resumes; deleted
                         once the adapter and ``hyperparams.json`` are written (a finished run
                         has nothing to resume, and an r64 run's checkpoints hold ~450 MB).
+* ``steps/adapter-step<N>/`` the adapter after step N for each of ``eval_steps`` (the trade-off
+                        along training, :mod:`lora_tradeoff.curve`); kept, unlike the checkpoints,
+                        and copied into ``adapter-step<N>/`` by the rule export_checkpoint.
 
 Loss masking. The training text of an example is ``apply_chat_template(messages)``; the
 inference prompt is ``apply_chat_template(messages[:-1], add_generation_prompt=True)``. The
@@ -121,6 +124,7 @@ class RunSpec:
     torch_compile: bool = False
     attn_implementation: str = "sdpa"
     liger_kernel: bool = False
+    eval_steps: tuple[int, ...] | None = None
 
     @classmethod
     def from_config(cls, name: str, config: dict[str, Any]) -> RunSpec:
@@ -140,6 +144,8 @@ class RunSpec:
             values["target_modules"] = tuple(values["target_modules"])
         if isinstance(values.get("layers_to_transform"), list):
             values["layers_to_transform"] = tuple(values["layers_to_transform"])
+        if isinstance(values.get("eval_steps"), list):
+            values["eval_steps"] = tuple(values["eval_steps"])
         spec = cls(name=name, **values)
         spec.validate()
         return spec
@@ -191,6 +197,12 @@ class RunSpec:
             fail("lr_scheduler", f"must be one of {', '.join(LR_SCHEDULERS)}, got {self.lr_scheduler!r}")
         if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
             fail("attn_implementation", f"must be one of {', '.join(ATTN_IMPLEMENTATIONS)}")
+        if self.eval_steps is not None and (
+            not self.eval_steps
+            or any(not isinstance(s, int) or isinstance(s, bool) or s < 1 for s in self.eval_steps)
+            or len(set(self.eval_steps)) != len(self.eval_steps)
+        ):
+            fail("eval_steps", f"must be distinct positive step numbers or null, got {self.eval_steps!r}")
         if self.packing and self.group_by_length:
             fail("group_by_length", "is for padded batches; packing already removes all padding: set one of them")
 
@@ -588,6 +600,62 @@ class FiniteGradientGuard:
         raise AttributeError(name)
 
 
+class StepAdapterCallback:
+    """Saves the adapter after each optimizer step listed in ``steps`` to ``steps_dir/adapter-step<N>``.
+
+    Written atomically (:func:`save_adapter_atomic`), so a run killed while saving leaves no
+    folder that looks complete. A step beyond the run's last step is refused before training
+    starts (:class:`TrainingConfigError` naming ``eval_steps``).
+    """
+
+    def __init__(self, run_name: str, steps: Sequence[int], steps_dir: Path) -> None:
+        self.run_name = run_name
+        self.steps = set(steps)
+        self.steps_dir = Path(steps_dir)
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        beyond = sorted(step for step in self.steps if step > state.max_steps)
+        if beyond:
+            raise TrainingConfigError(
+                f"{config_key(self.run_name, 'eval_steps')}: step(s) {beyond} lie beyond the run's last step "
+                f"{state.max_steps}; list steps up to {state.max_steps} or train longer"
+            )
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if state.global_step in self.steps:
+            self.steps_dir.mkdir(parents=True, exist_ok=True)
+            save_adapter_atomic(model, step_adapter_dir(self.steps_dir.parent, state.global_step))
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        # Every other TrainerCallback hook is a no-op.
+        if name.startswith("on_"):
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
+
+
+def step_adapter_dir(out_dir: Path, step: int) -> Path:
+    """Where :func:`train_lora` keeps the adapter after ``step`` (the run folder's ``steps/``)."""
+    return Path(out_dir) / "steps" / f"adapter-step{step}"
+
+
+def export_step_adapter(out_dir: Path, step: int, dest: Path) -> None:
+    """Copy the adapter kept after ``step`` to ``dest`` (rule export_checkpoint).
+
+    Raises FileNotFoundError naming the folder and the fix when training did not keep it.
+    """
+    source = step_adapter_dir(out_dir, step)
+    if not (source / "adapter_config.json").is_file():
+        raise FileNotFoundError(
+            f"{source}: no adapter kept after step {step}; the run was trained without this step in "
+            f"eval_steps: rerun it (snakemake --forcerun train_lora)"
+        )
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+
+
 def _device_name(device: str) -> str:
     import platform
 
@@ -737,15 +805,22 @@ def train_lora(
     resume_from = prepare_resume(checkpoint_dir, fingerprint, progress)
     if resume_from is None:
         log_path.unlink(missing_ok=True)
+        shutil.rmtree(out_dir / "steps", ignore_errors=True)  # adapters of an earlier training
     else:
         truncate_log(log_path, checkpoint_step(resume_from))
         progress(f"[{spec.name}] resuming from {resume_from.name}")
 
     log_callback = TrainLogCallback(log_path, spec.name, progress)
     started = time.perf_counter()
-    trainer, facts = build_trainer(spec, model_dir, read_jsonl(train_jsonl), checkpoint_dir, [log_callback])
+    callbacks: list[Any] = [log_callback]
+    if spec.eval_steps:
+        callbacks.append(StepAdapterCallback(spec.name, spec.eval_steps, out_dir / "steps"))
+    trainer, facts = build_trainer(spec, model_dir, read_jsonl(train_jsonl), checkpoint_dir, callbacks)
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     save_adapter_atomic(trainer.model, out_dir / "adapter")
+    missing = [step for step in spec.eval_steps or () if not step_adapter_dir(out_dir, step).is_dir()]
+    if missing:
+        raise RuntimeError(f"[{spec.name}] no adapter was kept after eval_steps {missing} (see the log)")
     wall_s = time.perf_counter() - started
 
     trainable, total = trainer.model.get_nb_trainable_parameters()

@@ -8,6 +8,7 @@ from snakemake.utils import validate
 sys.path.insert(0, workflow.basedir)
 
 from lora_tradeoff.config_check import config_problems
+from lora_tradeoff.curve import expand_eval_steps
 from lora_tradeoff.replicates import expand_seed_replicates
 
 _problems = config_problems(
@@ -25,6 +26,9 @@ validate(config, schema="../schemas/config.schema.yaml")
 try:
     # A run with `seeds` becomes one run <name>_s<seed> per seed (lora_tradeoff/replicates.py).
     _runs, REPLICATES = expand_seed_replicates(config["training"]["runs"])
+    # A run with `eval_steps` keeps its adapter at those steps; each is evaluated as the
+    # model <run>_step<N> (lora_tradeoff/curve.py).
+    _runs, CHECKPOINTS = expand_eval_steps(_runs)
 except ValueError as error:
     raise WorkflowError(f"Invalid configuration: {error}")
 RUNS = {run["name"]: run for run in _runs}
@@ -40,7 +44,8 @@ SCORING_CODE = [
 wildcard_constraints:
     style="few_shot|zero_shot",
     run="|".join(RUNS),
-    model="|".join(["base", "base_zero_shot", *RUNS]),
+    model="|".join(["base", "base_zero_shot", *RUNS, *CHECKPOINTS]),
+    step="[0-9]+",
 
 
 def get_final_outputs():
@@ -77,19 +82,20 @@ def get_user_template(wildcards):
 
 
 def evaluated_models():
-    """Rows of the results tables: the baseline, optionally the base model zero-shot, every run."""
+    """Rows of the results tables: the baseline, optionally the base model zero-shot, every run
+    and every checkpoint of a run (evaluated exactly like a run)."""
     models = ["base"]
     if (
         config["prompt"]["base_zero_shot"]
         and config["prompt"]["base_style"] != "zero_shot"
     ):
         models.append("base_zero_shot")
-    return models + list(RUNS)
+    return models + list(RUNS) + list(CHECKPOINTS)
 
 
 def mmlu_models():
     """base_zero_shot has the base weights: its MMLU would repeat the base row."""
-    return ["base", *RUNS]
+    return ["base", *RUNS, *CHECKPOINTS]
 
 
 def prompt_style(model):
@@ -105,28 +111,37 @@ def get_generation_prompts(wildcards):
 
 
 def get_adapter(wildcards):
-    """The run's adapter folder; nothing for the base model rows."""
+    """The run's adapter folder, or the checkpoint's; nothing for the base model rows."""
     if wildcards.model in RUNS:
         return [f"results/runs/{wildcards.model}/adapter"]
+    if wildcards.model in CHECKPOINTS:
+        kept = CHECKPOINTS[wildcards.model]
+        return [f"results/runs/{kept['run']}/adapter-step{kept['step']}"]
     return []
 
 
 def get_model_quantization(wildcards):
     """A QLoRA run is evaluated as it was trained: 4-bit base, adapter unmerged."""
-    run = RUNS.get(wildcards.model)
+    model = CHECKPOINTS.get(wildcards.model, {}).get("run", wildcards.model)
+    run = RUNS.get(model)
     return run.get("quantization", "none") if run else "none"
 
 
 # A run's config goes to train_lora as one params entry per key, each a one-entry dict
 # {key: value}: Snakemake records params by value, without their names, so a whole dict
 # would make a dry run's reason print the run twice; this way it names the key that changed.
-RUN_KEYS = sorted({key for run in RUNS.values() for key in run})
+# eval_steps, present in some runs only, travels in the save_steps entry (every run has one):
+# a key of its own would add an entry to every run's params and retrain runs without it.
+RUN_KEYS = sorted({key for run in RUNS.values() for key in run} - {"eval_steps"})
 
 
 def get_run_key(key):
     def run_key(wildcards):
         run = RUNS[wildcards.run]
-        return {key: run[key]} if key in run else {}
+        entry = {key: run[key]} if key in run else {}
+        if key == "save_steps" and "eval_steps" in run:
+            entry["eval_steps"] = run["eval_steps"]
+        return entry
 
     return run_key
 

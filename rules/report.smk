@@ -20,7 +20,7 @@ rule report:
         code=expand(
             "{base}/lora_tradeoff/{name}.py",
             base=workflow.basedir,
-            name=["report", "report_plots", "stats", "replicates"],
+            name=["report", "report_plots", "stats", "replicates", "curve"],
         ),
     output:
         summary_md=report(
@@ -58,6 +58,18 @@ rule report:
             caption="../report/tradeoff.rst",
             category="2. Trade-off",
             labels={"figure": "Δ Spider EX vs Δ MMLU", "format": "SVG"},
+        ),
+        tradeoff_curve_png=report(
+            "results/report/tradeoff_curve.png",
+            caption="../report/tradeoff_curve.rst",
+            category="2. Trade-off",
+            labels={"figure": "trade-off along training", "format": "PNG"},
+        ),
+        tradeoff_curve_svg=report(
+            "results/report/tradeoff_curve.svg",
+            caption="../report/tradeoff_curve.rst",
+            category="2. Trade-off",
+            labels={"figure": "trade-off along training", "format": "SVG"},
         ),
         spider_hardness_png=report(
             "results/report/spider_hardness.png",
@@ -110,6 +122,7 @@ rule report:
         mmlu_models=mmlu_models(),
         runs=list(RUNS),
         replicates=REPLICATES,
+        checkpoints=CHECKPOINTS,
         baseline="base",
         prompt_styles={model: prompt_style(model) for model in evaluated_models()},
         resamples=config["mmlu"]["bootstrap_resamples"],

@@ -26,3 +26,22 @@ rule train_lora:
         **get_run_params(),
     script:
         "../workflow_scripts/train_lora.py"
+
+
+# The adapter a run kept after one of its eval_steps, as an evaluated model's adapter
+# (copied: the kept folder is not an output of train_lora, which cannot name per-run outputs).
+rule export_checkpoint:
+    input:
+        hyperparams="results/runs/{run}/hyperparams.json",
+    output:
+        directory("results/runs/{run}/adapter-step{step}"),
+    log:
+        "results/logs/export_checkpoint/{run}_step{step}.log",
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../workflow_scripts/export_checkpoint.py"

@@ -24,5 +24,6 @@ summary = write_report(
     n_resamples=params.resamples,
     seed=params.seed,
     replicates=params.replicates,
+    checkpoints=params.checkpoints,
 )
 log.info("trade-off per run (points vs %s): %s", params.baseline, summary["tradeoff"])

@@ -549,3 +549,33 @@ def test_seed_replicates_get_their_mean_and_interval_across_seeds(built: dict, t
     assert (tmp_path / "tradeoff.png").stat().st_size > 10_000
     with pytest.raises(ValueError, match="replicates name runs without results"):
         write_report(built["inputs"], tmp_path / "bad", n_resamples=200, replicates={"x": ["x_s1"]})
+
+
+def test_checkpoints_make_a_curve_recomputed_from_the_item_rows(built: dict, tmp_path: Path) -> None:
+    """r16_qv stands in for r64_all's adapter after step 10 of 20: the numbers are what counts."""
+    root = built["root"]
+    checkpoints = {"r16_qv": {"run": "r64_all", "step": 10}}
+    summary = write_report(built["inputs"], tmp_path, n_resamples=500, checkpoints=checkpoints)
+    rows = summary["curve"]["r64_all"]
+    assert [(row["step"], row["model"], row["final"]) for row in rows] == [(10, "r16_qv", False), (20, "r64_all", True)]
+    base_mmlu = pd.read_csv(root / "base" / "mmlu_scored.csv")["correct"].mean()
+    for row in rows:
+        model = row["model"]
+        mmlu = 100 * (pd.read_csv(root / model / "mmlu_scored.csv")["correct"].mean() - base_mmlu)
+        assert row["delta_mmlu_overall_points"] == pytest.approx(mmlu, abs=1e-4)
+        assert row["delta_spider_ex_points"] == pytest.approx(100 * (len(RIGHT[model]) - len(RIGHT["base"])) / 6)
+    text = (tmp_path / "summary.md").read_text()
+    assert "## Trade-off along training" in text
+    ex = 100 * (len(RIGHT["r16_qv"]) - 3) / 6
+    assert f"| r64_all | 10 | r16_qv | {ex:+.1f} [" in text and "| r64_all | 20 (final) | r64_all |" in text
+    assert "## Trade-off along training" not in (built["out"] / "summary.md").read_text()  # none configured
+    assert (tmp_path / "tradeoff_curve.png").stat().st_size > 10_000
+    # A curve point that disagrees with the item rows is found.
+    broken = copy.deepcopy(summary)
+    broken["curve"]["r64_all"][0]["delta_mmlu_overall_points"] += 1
+    problems = headline_mismatches(broken, recompute_headlines(root))
+    assert len(problems) == 1 and problems[0].startswith("curve r64_all step 10 delta_mmlu_overall_points")
+    with pytest.raises(ValueError, match="checkpoints without Spider and MMLU results"):
+        write_report(
+            built["inputs"], tmp_path / "bad", n_resamples=200, checkpoints={"x_step1": {"run": "x", "step": 1}}
+        )

@@ -24,8 +24,10 @@ from lora_tradeoff.training import (
     RunSpec,
     TrainingConfigError,
     build_trainer,
+    export_step_adapter,
     is_complete_checkpoint,
     read_train_log,
+    step_adapter_dir,
     tokenize_sft_example,
     train_lora,
 )
@@ -83,7 +85,7 @@ def train_jsonl(tmp_path_factory, sft_rows: list[dict]) -> Path:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, base_model_dir: Path, train_jsonl: Path) -> tuple[Path, dict]:
     out_dir = tmp_path_factory.mktemp("runs") / "tiny"
-    spec = RunSpec.from_config("tiny", {**TEST_RUN, "max_steps": 6, "save_steps": 100})
+    spec = RunSpec.from_config("tiny", {**TEST_RUN, "max_steps": 6, "save_steps": 100, "eval_steps": [2, 4]})
     messages: list[str] = []
     record = train_lora(spec, base_model_dir, train_jsonl, out_dir, progress=messages.append)
     progress = [message for message in messages if "trained" in message]
@@ -241,13 +243,52 @@ def test_saved_adapter_loads_for_inference_and_changes_greedy_output(trained, ba
 
 def test_same_seed_gives_the_same_losses(trained, tmp_path, base_model_dir, train_jsonl):
     """A second run with the same seed reproduces the first steps exactly (constant lr, so the
-    shorter max_steps does not change them)."""
+    shorter max_steps does not change them), and its final adapter is the 6-step run's adapter
+    kept after step 2 (eval_steps)."""
+    from safetensors.torch import load_file
+
     out_dir, _ = trained
     spec = RunSpec.from_config("tiny", {**TEST_RUN, "max_steps": 2, "save_steps": 100})
     train_lora(spec, base_model_dir, train_jsonl, tmp_path / "again")
     first = [row["loss"] for row in read_train_log(out_dir / "train_log.csv")][:2]
     again = [row["loss"] for row in read_train_log(tmp_path / "again" / "train_log.csv")]
     assert again == first
+    assert sorted(path.name for path in (out_dir / "steps").iterdir()) == ["adapter-step2", "adapter-step4"]
+    weights = {
+        name: load_file(folder / "adapter_model.safetensors")
+        for name, folder in {
+            "step2": step_adapter_dir(out_dir, 2),
+            "step4": step_adapter_dir(out_dir, 4),
+            "final": out_dir / "adapter",
+            "two_steps": tmp_path / "again" / "adapter",
+        }.items()
+    }
+    assert weights["step2"].keys() == weights["two_steps"].keys()
+    assert all(torch_equal(weights["step2"][key], weights["two_steps"][key]) for key in weights["step2"])
+    for later in ("step4", "final"):
+        assert not all(torch_equal(weights["step2"][key], weights[later][key]) for key in weights["step2"])
+    # rule export_checkpoint copies the kept adapter into its own folder.
+    export_step_adapter(out_dir, 4, tmp_path / "adapter-step4")
+    assert (tmp_path / "adapter-step4" / "adapter_model.safetensors").read_bytes() == (
+        step_adapter_dir(out_dir, 4) / "adapter_model.safetensors"
+    ).read_bytes()
+    with pytest.raises(FileNotFoundError, match="no adapter kept after step 3.*--forcerun train_lora"):
+        export_step_adapter(out_dir, 3, tmp_path / "adapter-step3")
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
+def test_eval_step_beyond_the_last_step_fails_before_training(tmp_path, base_model_dir, train_jsonl):
+    spec = RunSpec.from_config("tiny", {**TEST_RUN, "max_steps": 2, "eval_steps": [1, 3]})
+    with pytest.raises(TrainingConfigError, match=r"runs\[tiny\]\.eval_steps: step\(s\) \[3\] lie beyond"):
+        train_lora(spec, base_model_dir, train_jsonl, tmp_path / "beyond")
+    assert not (tmp_path / "beyond" / "train_log.csv").exists()
+    with pytest.raises(TrainingConfigError, match="eval_steps: must be distinct positive"):
+        RunSpec.from_config("tiny", {"eval_steps": [2, 2]})
 
 
 def test_killed_run_resumes_from_its_last_complete_checkpoint(trained, tmp_path, base_model_dir, train_jsonl):

@@ -63,6 +63,24 @@ def test_a_run_with_two_seeds_is_two_runs_in_the_dag(tmp_path_factory, base_mode
     assert "results/runs/tiny_qv/" not in dry.stdout
 
 
+def test_eval_steps_add_exactly_each_checkpoints_jobs(tmp_path_factory, base_model_dir):
+    workdir = new_workdir(tmp_path_factory, "curve", base_model_dir)
+    plain = planned_jobs(workdir)
+    for steps in ([1], [1, 2]):
+        write_config(workdir, base_model_dir, **{"training.runs.0.eval_steps": steps})
+        jobs = planned_jobs(workdir)
+        # one more evaluated model per step: its adapter copied, its SQL generated and scored, its MMLU scored
+        added = collections.Counter(
+            export_checkpoint=len(steps), generate_sql=len(steps), score_spider=len(steps), score_mmlu=len(steps)
+        )
+        assert jobs == plain + added, steps
+    dry = snakemake(workdir, "-n")
+    for step in (1, 2):
+        assert f"results/runs/tiny_qv/adapter-step{step}" in dry.stdout
+        assert f"results/tiny_qv_step{step}/mmlu_scored.csv" in dry.stdout
+    assert "tiny_last_step" not in dry.stdout
+
+
 def test_full_run_writes_every_table(finished_run):
     results = finished_run / "results"
     for model in ("base", "base_zero_shot", "tiny_qv", "tiny_last"):
@@ -108,6 +126,29 @@ def test_one_runs_learning_rate_reruns_only_that_run(finished_run, base_model_di
     reasons = re.findall(r"Params have changed since last execution: (.*)", dry.stdout + dry.stderr)
     assert len(reasons) == 1, dry.stdout[-3000:]
     assert reasons[0].strip().endswith("before: {'learning_rate': 0.001} now: {'learning_rate': 0.0005}")
+
+
+def test_adding_eval_steps_retrains_that_run_and_adds_its_checkpoints_jobs(finished_run, base_model_dir):
+    # The kept adapters come from training: train_lora reruns (its eval_steps changed), and with it the
+    # run's own evaluation; the other run and the base model rerun nothing.
+    jobs = changed_plan(finished_run, base_model_dir, **{"training.runs.0.eval_steps": [1]})
+    assert jobs == collections.Counter(
+        train_lora=1,
+        export_checkpoint=1,
+        generate_sql=2,
+        score_spider=2,
+        score_mmlu=2,
+        mmlu_regression=1,
+        report=1,
+        all=1,
+    )
+    write_config(finished_run, base_model_dir, **{"training.runs.0.eval_steps": [1]})
+    try:
+        dry = snakemake(finished_run, "-n", "results/runs/tiny_qv/hyperparams.json")
+    finally:
+        write_config(finished_run, base_model_dir)
+    reasons = re.findall(r"Params have changed since last execution: (.*)", dry.stdout + dry.stderr)
+    assert len(reasons) == 1 and reasons[0].strip().endswith("now: {'save_steps': 1, 'eval_steps': [1]}"), reasons
 
 
 def test_mmlu_seed_reruns_the_suite_and_its_downstream_only(finished_run, base_model_dir):
