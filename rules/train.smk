@@ -37,6 +37,8 @@ rule export_checkpoint:
         directory("results/runs/{run}/adapter-step{step}"),
     log:
         "results/logs/export_checkpoint/{run}_step{step}.log",
+    benchmark:
+        "results/benchmarks/export_checkpoint/{run}_step{step}.tsv"
     conda:
         "../envs/data.yaml"
     threads: 1
