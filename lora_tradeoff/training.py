@@ -565,7 +565,17 @@ def use_safe_attention_kernels(spec: RunSpec, device: str) -> bool | None:
     return False
 
 
-class FiniteGradientGuard:
+class _Hooks:
+    """transformers.TrainerCallback by duck typing (the Trainer calls hooks by name): a hook a
+    callback does not define is a no-op."""
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        if name.startswith("on_"):
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
+
+
+class FiniteGradientGuard(_Hooks):
     """Stops training at the first step whose gradients are not all finite, before the optimizer step.
 
     The Trainer's own ``logging_nan_inf_filter`` hides a NaN loss in the logged average and the
@@ -593,25 +603,19 @@ class FiniteGradientGuard:
             f"{config_key(self.run_name, 'attn_implementation')}: eager to rule out the attention kernel."
         )
 
-    def __getattr__(self, name: str) -> Callable[..., None]:
-        # Every other TrainerCallback hook is a no-op.
-        if name.startswith("on_"):
-            return lambda *args, **kwargs: None
-        raise AttributeError(name)
 
-
-class StepAdapterCallback:
-    """Saves the adapter after each optimizer step listed in ``steps`` to ``steps_dir/adapter-step<N>``.
+class StepAdapterCallback(_Hooks):
+    """Saves the adapter after each optimizer step listed in ``steps`` to :func:`step_adapter_dir` of ``out_dir``.
 
     Written atomically (:func:`save_adapter_atomic`), so a run killed while saving leaves no
     folder that looks complete. A step beyond the run's last step is refused before training
     starts (:class:`TrainingConfigError` naming ``eval_steps``).
     """
 
-    def __init__(self, run_name: str, steps: Sequence[int], steps_dir: Path) -> None:
+    def __init__(self, run_name: str, steps: Sequence[int], out_dir: Path) -> None:
         self.run_name = run_name
         self.steps = set(steps)
-        self.steps_dir = Path(steps_dir)
+        self.out_dir = Path(out_dir)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         beyond = sorted(step for step in self.steps if step > state.max_steps)
@@ -623,14 +627,7 @@ class StepAdapterCallback:
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if state.global_step in self.steps:
-            self.steps_dir.mkdir(parents=True, exist_ok=True)
-            save_adapter_atomic(model, step_adapter_dir(self.steps_dir.parent, state.global_step))
-
-    def __getattr__(self, name: str) -> Callable[..., None]:
-        # Every other TrainerCallback hook is a no-op.
-        if name.startswith("on_"):
-            return lambda *args, **kwargs: None
-        raise AttributeError(name)
+            save_adapter_atomic(model, step_adapter_dir(self.out_dir, state.global_step))
 
 
 def step_adapter_dir(out_dir: Path, step: int) -> Path:
@@ -649,11 +646,7 @@ def export_step_adapter(out_dir: Path, step: int, dest: Path) -> None:
             f"{source}: no adapter kept after step {step}; the run was trained without this step in "
             f"eval_steps: rerun it (snakemake --forcerun train_lora)"
         )
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp)
-    shutil.rmtree(dest, ignore_errors=True)
-    os.replace(tmp, dest)
+    replace_dir_atomic(Path(dest), lambda tmp: shutil.copytree(source, tmp))
 
 
 def _device_name(device: str) -> str:
@@ -667,7 +660,7 @@ def _device_name(device: str) -> str:
 # ----------------------------------------------------------------------------- logging
 
 
-class TrainLogCallback:
+class TrainLogCallback(_Hooks):
     """Appends each logged step to ``train_log.csv`` (flushed, so a crash keeps it) and reports progress.
 
     ``tokens_per_s`` counts real (non-padding) tokens since the previous log line, from
@@ -709,12 +702,6 @@ class TrainLogCallback:
         assert self.steps is not None  # on_train_begin came first
         self.progress(self.steps.update(state.global_step, f"loss {logs['loss']:.4f}, {tokens_per_s:,.0f} tokens/s"))
 
-    def __getattr__(self, name: str) -> Callable[..., None]:
-        # Every other TrainerCallback hook is a no-op.
-        if name.startswith("on_"):
-            return lambda *args, **kwargs: None
-        raise AttributeError(name)
-
 
 def append_log_row(log_path: Path, row: dict[str, Any]) -> None:
     new_file = not log_path.exists()
@@ -747,16 +734,23 @@ def read_train_log(log_path: Path) -> list[dict[str, float]]:
 # ----------------------------------------------------------------------------- outputs
 
 
-def save_adapter_atomic(model: Any, adapter_dir: Path) -> None:
-    """Write the adapter next to ``adapter_dir`` and rename it into place, replacing an old one."""
-    tmp = adapter_dir.with_name(f".{adapter_dir.name}.tmp-{os.getpid()}")
+def replace_dir_atomic(directory: Path, write: Callable[[Path], Any]) -> None:
+    """``write`` a folder under a temporary name beside ``directory`` and rename it into place, replacing an
+    old one, so a process killed mid-way never leaves a folder that looks complete."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    old = adapter_dir.with_name(f".{adapter_dir.name}.old-{os.getpid()}")
-    if adapter_dir.exists():
-        os.replace(adapter_dir, old)
-    os.replace(tmp, adapter_dir)
+    write(tmp)
+    old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+    if directory.exists():
+        os.replace(directory, old)
+    os.replace(tmp, directory)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def save_adapter_atomic(model: Any, adapter_dir: Path) -> None:
+    """The PEFT adapter of ``model`` saved to ``adapter_dir`` (:func:`replace_dir_atomic`)."""
+    replace_dir_atomic(adapter_dir, model.save_pretrained)
 
 
 def library_versions() -> dict[str, str]:
@@ -814,7 +808,7 @@ def train_lora(
     started = time.perf_counter()
     callbacks: list[Any] = [log_callback]
     if spec.eval_steps:
-        callbacks.append(StepAdapterCallback(spec.name, spec.eval_steps, out_dir / "steps"))
+        callbacks.append(StepAdapterCallback(spec.name, spec.eval_steps, out_dir))
     trainer, facts = build_trainer(spec, model_dir, read_jsonl(train_jsonl), checkpoint_dir, callbacks)
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     save_adapter_atomic(trainer.model, out_dir / "adapter")
