@@ -4,10 +4,13 @@ import torch
 
 from lora_tradeoff.files import read_jsonl, write_jsonl
 from lora_tradeoff.generation import generate_sql
+from lora_tradeoff.gpus import claim_gpu
 from lora_tradeoff.logs import rule_logger
 from lora_tradeoff.modeling import load_from_manifest
 
 log = rule_logger(snakemake.log[0], f"generate_sql[{snakemake.wildcards.model}]")
+if (gpu := claim_gpu()) is not None:  # several GPUs: this job's own (lora_tradeoff/gpus.py)
+    log.info("on GPU %s", gpu)
 torch.set_num_threads(snakemake.threads)
 adapter = snakemake.input.adapter[0] if snakemake.input.adapter else None
 model, tokenizer = load_from_manifest(snakemake.input.model, adapter, quantization=snakemake.params.quantization)

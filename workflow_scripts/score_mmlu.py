@@ -4,12 +4,15 @@ import pandas as pd
 import torch
 
 from lora_tradeoff.files import read_jsonl
+from lora_tradeoff.gpus import claim_gpu
 from lora_tradeoff.logs import rule_logger
 from lora_tradeoff.mmlu import format_prompt, group_by_subject, score_mmlu, target_delimiter
 from lora_tradeoff.mmlu_data import read_suite_csv
 from lora_tradeoff.modeling import load_from_manifest
 
 log = rule_logger(snakemake.log[0], f"score_mmlu[{snakemake.wildcards.model}]")
+if (gpu := claim_gpu()) is not None:  # several GPUs: this job's own (lora_tradeoff/gpus.py)
+    log.info("on GPU %s", gpu)
 torch.set_num_threads(snakemake.threads)
 adapter = snakemake.input.adapter[0] if snakemake.input.adapter else None
 model, tokenizer = load_from_manifest(snakemake.input.model, adapter, quantization=snakemake.params.quantization)

@@ -4,11 +4,14 @@ from pathlib import Path
 
 import torch
 
+from lora_tradeoff.gpus import claim_gpu
 from lora_tradeoff.logs import rule_logger
 from lora_tradeoff.model_source import read_manifest
 from lora_tradeoff.training import RunSpec, train_lora
 
 log = rule_logger(snakemake.log[0], f"train_lora[{snakemake.wildcards.run}]")
+if (gpu := claim_gpu()) is not None:  # several GPUs: this job's own (lora_tradeoff/gpus.py)
+    log.info("on GPU %s", gpu)
 torch.set_num_threads(snakemake.threads)
 # params: one {key: value} entry per key of the run's config (rules/common.smk, get_run_params)
 run = {key: value for entry in snakemake.params for key, value in entry.items()}
