@@ -20,10 +20,10 @@ sys.path.insert(0, str(REPO))
 
 from lora_tradeoff.files import write_json  # noqa: E402
 from lora_tradeoff.mmlu import (  # noqa: E402
-    build_suite,
     format_prompt,
     group_by_subject,
     score_mmlu,
+    select_suite,
     target_delimiter,
 )
 from lora_tradeoff.mmlu_data import read_mmlu_csv_dir  # noqa: E402
@@ -36,6 +36,7 @@ def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adapter-dir", type=Path, default=None)
     parser.add_argument("--mmlu-dir", type=Path, default=REPO.parent / "shared" / "data" / "mmlu")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--suite", choices=("per_category", "full"), default="per_category")
     parser.add_argument("--per-category", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--n-shot", type=int, default=4)
@@ -52,7 +53,9 @@ def load_suite(args: argparse.Namespace) -> tuple[object, object, list[dict], li
     if args.threads:
         torch.set_num_threads(args.threads)
     model, tokenizer = load_model_and_tokenizer(args.model_dir, args.adapter_dir, device=args.device)
-    items = build_suite(read_mmlu_csv_dir(args.mmlu_dir, "test"), per_category=args.per_category, seed=args.seed)
+    items = select_suite(
+        read_mmlu_csv_dir(args.mmlu_dir, "test"), suite=args.suite, per_category=args.per_category, seed=args.seed
+    )
     dev = group_by_subject(read_mmlu_csv_dir(args.mmlu_dir, "dev"))
     prompts = [format_prompt(item, dev, args.n_shot, args.use_chat_template, tokenizer) for item in items]
     return model, tokenizer, items, prompts
@@ -115,6 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
         "mode": args.mode,
         "share_prefix": args.share_prefix,
         "batch_size": args.batch_size,
+        "suite": args.suite,
         "questions": len(items),
         "prompt_tokens": sum(len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]),
         "load_seconds": round(load_seconds, 2),
