@@ -314,19 +314,35 @@ def encode_pair(
     ``prefix`` (see :func:`bos_prefix`) goes before a context that does not already start with it.
     Raises ValueError when the context is empty or the continuation gets no token of its own.
     """
+    context_ids, (continuation_ids,) = encode_pairs(tokenizer, context, [continuation], prefix)
+    return context_ids, continuation_ids
+
+
+def encode_pairs(
+    tokenizer: Any, context: str, continuations: Sequence[str], prefix: Sequence[int] = ()
+) -> tuple[list[int], list[list[int]]]:
+    """:func:`encode_pair` for several continuations of one context: ``(context ids, [continuation
+    ids, ...])``, the same ids, with the context tokenized once instead of once per continuation
+    (5 tokenizer calls for the four letters instead of 8: on the whole MMLU test split the
+    tokenization is a large share of the scoring time)."""
     stripped = context.rstrip()
     if not stripped:
         raise ValueError("an MMLU prompt is empty; the log-likelihood needs a context")
-    continuation = context[len(stripped) :] + continuation
+    trailing = context[len(stripped) :]
     context_ids = tokenizer.encode(stripped, add_special_tokens=False)
-    whole = tokenizer.encode(stripped + continuation, add_special_tokens=False)
-    continuation_ids = whole[len(context_ids) :]
-    if not continuation_ids:
-        raise ValueError(f"{continuation!r} adds no token to its prompt in this tokenizer; it cannot be scored")
+    tails = []
+    for continuation in continuations:
+        whole = tokenizer.encode(stripped + trailing + continuation, add_special_tokens=False)
+        tail = whole[len(context_ids) :]
+        if not tail:
+            raise ValueError(
+                f"{trailing + continuation!r} adds no token to its prompt in this tokenizer; it cannot be scored"
+            )
+        tails.append(tail)
     prefix = list(prefix)
     if prefix and context_ids[: len(prefix)] != prefix:
         context_ids = prefix + context_ids
-    return context_ids, continuation_ids
+    return context_ids, tails
 
 
 @dataclass(frozen=True)
@@ -349,8 +365,8 @@ class _Row:
 
 def _rows_for_prompt(tokenizer: Any, index: int, prompt: str, delimiter: str, prefix: Sequence[int]) -> list[_Row]:
     targets: dict[tuple[int, ...], list[tuple[int, int, int]]] = {}
-    for letter_index, letter in enumerate(LETTERS):
-        context_ids, continuation_ids = encode_pair(tokenizer, prompt, delimiter + letter, prefix)
+    context_ids, continuations = encode_pairs(tokenizer, prompt, [delimiter + letter for letter in LETTERS], prefix)
+    for letter_index, continuation_ids in enumerate(continuations):
         ids = tuple(context_ids + continuation_ids[:-1])
         start = len(context_ids) - 1
         targets.setdefault(ids, []).extend(

@@ -10,6 +10,7 @@ import pytest
 from lora_tradeoff.mmlu import (
     LETTERS,
     encode_pair,
+    encode_pairs,
     format_prompt,
     group_by_subject,
     parse_letter,
@@ -123,6 +124,21 @@ def test_answer_letters_are_read_off_the_joint_tokenization(model_and_tokenizer)
         assert continuation_ids == tokenizer.encode(" A", add_special_tokens=False) and len(continuation_ids) == 1
     with pytest.raises(ValueError, match="empty"):
         encode_pair(tokenizer, "  ", " A")
+
+
+def test_several_continuations_encode_as_each_alone(model_and_tokenizer, items_and_prompts):
+    _, tokenizer = model_and_tokenizer
+    _, prompts = items_and_prompts
+    for context in (prompts[0], prompts[1] + " ", "Answer:\n"):
+        continuations = [" A", "B", " Option C", "\nD"]
+        context_ids, tails = encode_pairs(tokenizer, context, continuations, prefix=[7])
+        assert context_ids[0] == 7
+        assert tails == [encode_pair(tokenizer, context, c, prefix=[7])[1] for c in continuations]
+        assert (context_ids, tails[0]) == encode_pair(tokenizer, context, continuations[0], prefix=[7])
+        stripped = context.rstrip()
+        alone = tokenizer.encode(stripped, add_special_tokens=False)
+        joint = [tokenizer.encode(context + c, add_special_tokens=False)[len(alone) :] for c in continuations]
+        assert tails == joint and context_ids == [7] + alone
 
 
 def _reference_rows(model, tokenizer, items, prompts, delimiter, share_prefix):
