@@ -4,7 +4,10 @@ Both run, in one process, on the same N real Spider dev questions (drawn with se
 3-shot prompt (system turn, three fixed train examples, the question with its
 schema), built by the workflow's own formatter with the config defaults. The
 naive loop is what the seed notebooks did; it runs on the first
-``--reference-n`` prompts only and its throughput is extrapolated to N.
+``--reference-n`` prompts only and its throughput is extrapolated to N. Beside them, the stock
+batched path on all N prompts (``--anchors``): ``model.generate`` on left-padded batches of
+``--batch-size``, stopping at ``;``, with transformers' dynamic and static caches; each prints
+our q/s as a ratio to it (``ours_ratio``).
 
 Runs standalone wherever torch, transformers and peft are installed (CPU or CUDA):
 
@@ -97,6 +100,60 @@ def naive_generate(model, tokenizer, rows: list[dict], max_new_tokens: int) -> l
     return outputs
 
 
+def hf_batched_generate(
+    model, tokenizer, rows: list[dict], max_new_tokens: int, batch_size: int, cache_implementation: str | None
+) -> list[list[int]]:
+    """The stock batched path: ``model.generate`` on left-padded batches, greedy, stopping at ``;``.
+
+    ``cache_implementation`` None is transformers' dynamic cache; ``"static"`` preallocates it
+    (transformers compiles the forward pass for it on CUDA). New token ids per row, cut at the
+    first pad; rows in input order.
+    """
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    outputs: list[list[int]] = []
+    try:
+        for start in range(0, len(rows), batch_size):
+            texts = [
+                tokenizer.apply_chat_template(row["messages"], add_generation_prompt=True, tokenize=False)
+                for row in rows[start : start + batch_size]
+            ]
+            batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            out = model.generate(
+                **batch,
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                stop_strings=[";"],
+                tokenizer=tokenizer,
+                cache_implementation=cache_implementation,
+            )
+            for ids in out[:, batch["input_ids"].shape[1] :].tolist():
+                outputs.append(ids[: ids.index(tokenizer.pad_token_id)] if tokenizer.pad_token_id in ids else ids)
+    finally:
+        tokenizer.padding_side = side
+    return outputs
+
+
+def time_anchor(model, tokenizer, rows, args, cache_implementation: str | None) -> dict:
+    """:func:`hf_batched_generate` on every row; its figures."""
+    device = model.device
+    reset_peak(device)
+    synchronize(device)
+    started = time.perf_counter()
+    outputs = hf_batched_generate(model, tokenizer, rows, args.max_new_tokens, args.batch_size, cache_implementation)
+    synchronize(device)
+    seconds = time.perf_counter() - started
+    return {
+        "prompts": len(rows),
+        "cache": cache_implementation or "dynamic",
+        "seconds": round(seconds, 2),
+        "q_per_s": round(len(rows) / seconds, 3),
+        "new_tokens_per_s": round(sum(len(ids) for ids in outputs) / seconds, 1),
+        "peak_memory": peak_memory(device),
+    }
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -151,6 +208,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--style", choices=["few_shot", "zero_shot"], default="few_shot")
+    parser.add_argument(
+        "--anchors",
+        default="dynamic,static",
+        help="stock HF batched generate beside ours, by cache: dynamic, static (comma-separated; '' = none)",
+    )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json-out", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
@@ -206,6 +268,13 @@ def main(argv: list[str] | None = None) -> dict:
             json.dumps(report[name]),
         )
     results = outputs["ours"]
+    for cache in [name for name in args.anchors.split(",") if name]:
+        if cache not in ("dynamic", "static"):
+            parser.error(f"--anchors: unknown cache {cache!r} (dynamic, static)")
+        anchor = time_anchor(model, tokenizer, rows, args, None if cache == "dynamic" else "static")
+        anchor["ours_ratio"] = round(report["ours"]["q_per_s"] / anchor["q_per_s"], 2)
+        report[f"hf_{cache}"] = anchor
+        print(f"HF generate, batched, {cache} cache:", json.dumps(anchor))
     report["mean_prompt_tokens"] = round(sum(row["prompt_tokens"] for row in results) / len(rows), 1)
     report["speedup_vs_naive"] = round(report["ours"]["q_per_s"] / naive_rate, 1)
     if "ours_eager" in outputs:

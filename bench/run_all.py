@@ -3,7 +3,8 @@
 Runs, each in its own process (its peak memory is its own, and one that fails does not
 stop the others):
 
-* bench_generation.py  generate_sql vs the naive one-prompt loop, same prompts, same run;
+* bench_generation.py  generate_sql vs the naive one-prompt loop and stock batched HF
+                       ``generate`` (dynamic and static cache), same prompts, same run;
 * bench_training.py    real (non-padding) training tokens/s and peak memory per configuration;
 * bench_mmlu.py        seconds per model for the 150-question 4-shot suite;
 * bench_scoring.py     execution-accuracy scoring of all Spider dev, gold and mutated.
@@ -105,6 +106,19 @@ def rows_for_generation(report: dict[str, Any] | None) -> list[dict[str, Any]]:
             "detail": f"token-identical to naive (cut at our stop): {ours['token_identical_to_naive']}",
         },
     ]
+    for cache in ("dynamic", "static"):
+        anchor = report.get(f"hf_{cache}")
+        if anchor:
+            rows.append(
+                {
+                    "benchmark": "generation",
+                    "figure": f"stock HF generate q/s, batched, {cache} cache",
+                    "value": anchor["q_per_s"],
+                    "target": None,
+                    "detail": f"same {anchor['prompts']} prompts and batch, stops at ';'; "
+                    f"generate_sql is **{anchor['ours_ratio']}x**; peak {anchor['peak_memory']}",
+                }
+            )
     if "ours_eager" in report:
         eager = report["ours_eager"]
         rows.append(

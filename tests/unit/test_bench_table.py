@@ -43,3 +43,14 @@ def test_gpu_targets_read_not_applicable_on_a_cpu_and_failures_show_no_figure():
     assert GENERATION_QPS.met(149.9, on_gpu=True) == "NO"
     failed = markdown_table(rows_for_generation(None) + rows_for_mmlu(None), on_gpu=True)
     assert failed.count("| no figure |") == 2
+
+
+def test_stock_anchors_print_our_ratio_to_them():
+    raw = json.loads(json.dumps(RAW["generation"]))
+    ours = raw["ours"]["q_per_s"]
+    raw["hf_dynamic"] = {"prompts": 1034, "cache": "dynamic", "q_per_s": 13.0, "peak_memory": "9 GiB"}
+    raw["hf_dynamic"]["ours_ratio"] = round(ours / 13.0, 2)
+    table = markdown_table(rows_for_generation(raw), on_gpu=True)
+    line = next(line for line in table.splitlines() if "dynamic cache" in line)
+    assert "| 13.0 |" in line and f"**{round(ours / 13.0, 2)}x**" in line
+    assert "static cache" not in table  # an anchor that did not run has no row

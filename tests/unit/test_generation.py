@@ -13,7 +13,7 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from bench.bench_generation import naive_generate, spider_prompt_rows
+from bench.bench_generation import hf_batched_generate, naive_generate, spider_prompt_rows
 from lora_tradeoff import generation
 from lora_tradeoff.files import read_jsonl, write_jsonl
 from lora_tradeoff.generation import (
@@ -53,6 +53,20 @@ def assert_same_tokens_as_one_at_a_time(model, tokenizer, prompt_rows, results, 
         assert result["output_token_ids"] == expected[: result["new_tokens"]], row["id"]
         if result["stop_reason"] != "statement_end":  # generate() stops at eos or the budget, like us
             assert result["output_token_ids"] == expected, row["id"]
+
+
+def test_the_stock_batched_anchor_generates_what_we_generate(base, rows):
+    """bench_generation's stock path (left-padded batches, stop at ';') is a fair anchor: same tokens."""
+    model, tokenizer = base
+    prompt_rows = rows["zero_shot"][:3]
+    ours = generate_sql(model, tokenizer, prompt_rows, max_new_tokens=MAX_NEW, batch_size=3)
+    side = tokenizer.padding_side
+    stock = hf_batched_generate(model, tokenizer, prompt_rows, MAX_NEW, batch_size=3, cache_implementation=None)
+    assert tokenizer.padding_side == side  # restored for the rules that share the tokenizer
+    assert len(stock) == len(ours) == 3
+    for result, ids in zip(ours, stock, strict=True):
+        shared = min(len(ids), result["new_tokens"])
+        assert shared > 0 and ids[:shared] == result["output_token_ids"][:shared], result["id"]
 
 
 def test_prompt_ids_are_exactly_the_formatters_chat_template(base, rows):
