@@ -135,15 +135,19 @@ def _mmlu_tables(root: Path) -> None:
 
 def _runs(root: Path) -> None:
     specs = {
-        "r16_qv": RunSpec(name="r16_qv", r=16, alpha=32, target_modules=("q_proj", "v_proj"), max_steps=20),
-        "r64_all": RunSpec(
-            name="r64_all",
-            r=64,
-            alpha=128,
-            target_modules="all-linear",
-            learning_rate=1e-4,
-            layers_to_transform=(0, 1, 2),
-            max_steps=20,
+        "r16_qv": RunSpec.from_config(
+            "r16_qv", {"r": 16, "alpha": 32, "target_modules": ["q_proj", "v_proj"], "max_steps": 20}
+        ),
+        "r64_all": RunSpec.from_config(
+            "r64_all",
+            {
+                "r": 64,
+                "alpha": 128,
+                "target_modules": "all-linear",
+                "learning_rate": 1e-4,
+                "layers_to_transform": [0, 1, 2],
+                "max_steps": 20,
+            },
         ),
     }
     for i, (run, spec) in enumerate(specs.items()):
