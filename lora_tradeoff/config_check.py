@@ -19,6 +19,7 @@ gives its one schema line and no traceback.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,17 @@ def _fill_defaults(
     yield from jsonschema.Draft202012Validator.VALIDATORS["properties"](validator, properties, instance, schema)
 
 
-_DefaultFillingValidator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"properties": _fill_defaults})
+def _is_integer(checker: Any, instance: Any) -> bool:
+    """An int, not a bool and not a float such as 16.0 (which JSON Schema would count as an
+    integer, but torch and peft refuse as a size: ``r: 16.0`` would pass and fail in train_lora)."""
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+_DefaultFillingValidator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    {"properties": _fill_defaults},
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
+)
 
 
 def with_defaults(instance: Any, schema: dict[str, Any]) -> tuple[Any, list[jsonschema.ValidationError]]:
@@ -109,18 +120,46 @@ def _condition(error: jsonschema.ValidationError, schema: dict[str, Any]) -> str
     return ", ".join(f"{key} {test['const']}" for key, test in tests.items() if "const" in test)
 
 
+def _type_hint(error: jsonschema.ValidationError) -> str:
+    """How to write a value of the wrong type that looks like the expected one ('' if none).
+
+    Text that reads as a number: Snakemake's ``--config key={...}`` keeps every value inside
+    the braces as text, and YAML 1.1 (PyYAML) reads ``5e-4`` (no dot) as text. A float with
+    no fraction where an integer is expected: ``16.0``.
+    """
+    expected = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+    value = error.instance
+    if isinstance(value, float) and value.is_integer() and "integer" in expected:
+        return f"; write {int(value)}"
+    if not isinstance(value, str) or not {"integer", "number"} & set(expected):
+        return ""
+    try:
+        number = float(value)
+    except ValueError:
+        return ""
+    if "integer" not in expected or number.is_integer():
+        if re.fullmatch(r"[+-]?[0-9]+[eE][+-]?[0-9]+", value.strip()):
+            return f"; YAML reads {value} as text: write it with a dot, {value.lower().replace('e', '.0e', 1)}"
+        return (
+            "; it is text: write the number unquoted in a YAML file given with --configfile "
+            "(--config keeps values inside {...} as text)"
+        )
+    return ""
+
+
 def describe(error: jsonschema.ValidationError, schema: dict[str, Any], root: str = "config") -> str:
     """One line for a violation of ``schema``: the key (under ``root``), the value and what is allowed."""
     where = key_path(error.absolute_path, root)
     if error.validator == "additionalProperties":
         allowed = sorted(_schema_at(schema, list(error.absolute_path)).get("properties", {}))
-        unknown = sorted(set(error.instance) - set(allowed))
+        # YAML reads some keys as numbers or booleans (`1:`, `on:`, `yes:`): name them as written.
+        unknown = sorted(key if isinstance(key, str) else repr(key) for key in error.instance if key not in allowed)
         return f"{where}: unknown key(s) {', '.join(unknown)}; allowed keys: {', '.join(allowed)}"
     if error.validator == "enum":
         return f"{where}: {error.instance!r} is not allowed; use one of {error.validator_value}"
     if error.validator == "type":
         value = "null" if error.instance is None else repr(error.instance)
-        return f"{where}: {value} has the wrong type; expected {error.validator_value}"
+        return f"{where}: {value} has the wrong type; expected {error.validator_value}{_type_hint(error)}"
     if error.validator == "required":
         condition = _condition(error, schema)
         return f"{where}: {error.message}" + (f" ({condition})" if condition else "")
@@ -190,4 +229,28 @@ def config_problems(config: dict[str, Any], schema_path: Path, base_dir: Path = 
         problems.append(f"config.training.runs: run names must be unique; repeated: {', '.join(duplicates)}")
     for name in sorted(set(names) & set(RESERVED_RUN_NAMES)):
         problems.append(f"config.training.runs: {name} {RESERVED_RUN_NAMES[name]}; rename the run")
+    for index, run in enumerate(config["training"]["runs"]):
+        problems += [f"config.training.runs[{index}].{key}: {message}" for key, message in run_problems(run)]
     return problems
+
+
+# RunSpec.from_config raises this too (lora_tradeoff.training).
+PACKING_WITH_GROUP_BY_LENGTH = "is for padded batches; packing already removes all padding: set one of them"
+
+
+def run_problems(run: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key, message) for each combination of one run's keys that the schema cannot express.
+
+    ``run`` is a run entry that passed the schema, with its defaults filled. ``packing`` with
+    ``group_by_length``; ``eval_steps`` beyond a set ``max_steps`` (train_lora refuses them when
+    it starts, also for a run bounded by ``num_epochs``; this names them before any job runs).
+    """
+    found = []
+    if run.get("packing") and run.get("group_by_length"):
+        found.append(("group_by_length", PACKING_WITH_GROUP_BY_LENGTH))
+    max_steps, steps = run.get("max_steps"), run.get("eval_steps") or []
+    beyond = sorted(step for step in steps if max_steps is not None and step > max_steps)
+    if beyond:
+        message = f"step(s) {beyond} lie beyond max_steps {max_steps}; list steps up to {max_steps} or raise max_steps"
+        found.append(("eval_steps", message))
+    return found

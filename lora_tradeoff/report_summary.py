@@ -190,9 +190,19 @@ def build_summary(
     :mod:`lora_tradeoff.replicates`) gives ``replicates[run]``: :func:`replicate_entry`.
     ``checkpoints`` (``{model: {"run", "step"}}``, see :mod:`lora_tradeoff.curve`) names the
     models that are a run's adapter at a step; ``curve[run]`` is :func:`lora_tradeoff.curve.curve_rows`.
+    Raises ValueError when the baseline has no Spider or MMLU results, or no Spider question scored.
     """
     if baseline not in inputs.spider_scored or baseline not in inputs.mmlu_scored:
         raise ValueError(f"the baseline {baseline!r} needs Spider and MMLU results")
+    base_spider = inputs.spider_summary[baseline]
+    if not base_spider["n_scored"]:
+        # A question is skipped when its database is missing, and that is the same for every model.
+        raise ValueError(
+            f"Spider: none of the {base_spider['n']} dev questions of {baseline!r} was scored "
+            f"({base_spider['skipped']} skipped: their databases are missing, see results/data/spider/databases.json), "
+            "so there is no execution accuracy to compare; give spider the databases, or draw other questions "
+            "(spider.dev_limit, spider.dev_seed)"
+        )
     prompt_styles = dict(prompt_styles or {})
     spider = {m: _spider_entry(m, inputs, baseline, n_resamples, seed) for m in inputs.models}
     mmlu: dict[str, Any] = {}

@@ -61,7 +61,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lora_tradeoff.config_check import describe, load_schema, run_schema, with_defaults
+from lora_tradeoff.config_check import PACKING_WITH_GROUP_BY_LENGTH, describe, load_schema, run_schema, with_defaults
 from lora_tradeoff.files import read_jsonl, write_json
 from lora_tradeoff.logs import Progress
 
@@ -148,10 +148,7 @@ class RunSpec:
                 values[key] = tuple(values[key])
         spec = cls(**values)
         if spec.packing and spec.group_by_length:
-            raise TrainingConfigError(
-                f"{config_key(name, 'group_by_length')}: is for padded batches; packing already removes all "
-                "padding: set one of them"
-            )
+            raise TrainingConfigError(f"{config_key(name, 'group_by_length')}: {PACKING_WITH_GROUP_BY_LENGTH}")
         return spec
 
     def to_dict(self) -> dict[str, Any]:

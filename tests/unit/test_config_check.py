@@ -175,3 +175,52 @@ def test_with_defaults_fills_a_copy_and_reports_violations():
         "config.spider: 'bundled' has the wrong type; expected object",
         "config.training.runs[0].r: 0 is less than the minimum of 1 (LoRA rank)",
     ]
+
+
+def test_keys_yaml_reads_as_numbers_or_booleans_give_one_line(config):
+    # `on:` and `1:` are a boolean and an int key in YAML 1.1; they crashed the message's join.
+    config.update(yaml.safe_load("on: 1"))
+    config["training"]["runs"][0].update(yaml.safe_load("1: x"))
+    assert problems(config) == [
+        "config.training.runs[0]: unknown key(s) 1; allowed keys: "
+        + ", ".join(sorted(run_schema(load_schema(SCHEMA))["properties"])),
+        "config: unknown key(s) True; allowed keys: generation, mmlu, model, prompt, scoring, spider, training, "
+        "wheel_dir",
+    ]
+
+
+def test_integer_written_as_float_is_refused_with_the_fix(config):
+    # JSON Schema counts 16.0 as an integer, but peft's LoRA layers refuse a float rank.
+    config["training"]["runs"][0].update(yaml.safe_load("r: 16.0\nmax_steps: 12.0"))
+    assert problems(config) == [
+        "config.training.runs[0].max_steps: 12.0 has the wrong type; expected ['integer', 'null']; write 12",
+        "config.training.runs[0].r: 16.0 has the wrong type; expected integer; write 16",
+    ]
+
+
+def test_numbers_read_as_text_say_how_to_write_them(config):
+    # PyYAML reads 5e-4 (no dot) as text; Snakemake's --config spider={dev_limit: 5} gives '5'.
+    config["training"]["runs"][0].update(yaml.safe_load("learning_rate: 5e-4"))
+    config["spider"]["dev_limit"] = "5"
+    config["mmlu"]["per_category"] = "10.5"
+    assert problems(config) == [
+        "config.mmlu.per_category: '10.5' has the wrong type; expected integer",
+        "config.spider.dev_limit: '5' has the wrong type; expected ['integer', 'null']; it is text: write the number "
+        "unquoted in a YAML file given with --configfile (--config keeps values inside {...} as text)",
+        "config.training.runs[0].learning_rate: '5e-4' has the wrong type; expected number; YAML reads 5e-4 as text: "
+        "write it with a dot, 5.0e-4",
+    ]
+
+
+def test_run_key_combinations_fail_before_any_job(config):
+    config["training"]["runs"][0].update(packing=True, group_by_length=True, eval_steps=[6, 12, 13, 50])
+    config["training"]["runs"][1].update(eval_steps=[12])  # max_steps 12: the last step is allowed
+    assert problems(config) == [
+        "config.training.runs[0].group_by_length: is for padded batches; packing already removes all padding: "
+        "set one of them",
+        "config.training.runs[0].eval_steps: step(s) [13, 50] lie beyond max_steps 12; list steps up to 12 or "
+        "raise max_steps",
+    ]
+    del config["training"]["runs"][0]["max_steps"]  # bounded by num_epochs: train_lora checks when it starts
+    config["training"]["runs"][0]["packing"] = False
+    assert problems(config) == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from pathlib import Path
 
 import matplotlib
@@ -592,3 +593,20 @@ def test_checkpoints_make_a_curve_recomputed_from_the_item_rows(built: dict, tmp
         write_report(
             built["inputs"], tmp_path / "bad", n_resamples=200, checkpoints={"x_step1": {"run": "x", "step": 1}}
         )
+
+
+def test_a_spider_run_with_no_question_scored_is_refused_with_the_reason(built: dict, tmp_path: Path) -> None:
+    # Every dev question skipped (their databases missing, e.g. a small dev_limit that draws only
+    # wta_1's questions, absent from some Spider copies): no EX to compare, a message, no traceback.
+    root = tmp_path / "results"
+    shutil.copytree(built["root"], root)
+    for model in MODELS:
+        scored = pd.read_csv(root / model / "spider_scored.csv")
+        scored = scored.assign(status="skipped", reason_category="skipped", score=0.0, reason="database missing")
+        scored.to_csv(root / model / "spider_scored.csv", index=False)
+        summary = {"model": model, **summarize_scores(scored)}
+        (root / model / "spider_summary.json").write_text(json.dumps(summary))
+    inputs = load_inputs(**standard_paths(root, MODELS, MMLU_MODELS, RUNS))
+    with pytest.raises(ValueError, match=r"^Spider: none of the 7 dev questions of 'base' was scored \(7 skipped"):
+        write_report(inputs, tmp_path / "report", n_resamples=200)
+    assert not (tmp_path / "report").exists()

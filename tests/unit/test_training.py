@@ -106,6 +106,8 @@ def test_run_spec_reads_config_and_names_bad_keys():
         RunSpec.from_config("a", {"quantization": "int8"})
     with pytest.raises(TrainingConfigError, match=r"training\.runs\[a\]\.target_modules"):
         RunSpec.from_config("a", {"target_modules": "all"})
+    with pytest.raises(TrainingConfigError, match=r"runs\[a\]\.r: 16\.0 has the wrong type; expected integer"):
+        RunSpec.from_config("a", {"r": 16.0})  # a float rank would fail inside peft
 
 
 def test_run_spec_takes_its_fields_and_defaults_from_the_schema():
