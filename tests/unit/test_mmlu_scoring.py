@@ -9,6 +9,7 @@ import pytest
 
 from lora_tradeoff.mmlu import (
     LETTERS,
+    _length_sorted_chunks,
     encode_pair,
     encode_pairs,
     format_prompt,
@@ -55,7 +56,9 @@ def test_scoring_reports_progress_per_batch(model_and_tokenizer, items_and_promp
     model, tokenizer = model_and_tokenizer
     items, prompts = items_and_prompts
     lines: list[str] = []
-    score_mmlu(model, tokenizer, items[:4], prompts[:4], batch_size=2, share_prefix=False, progress=lines.append)
+    # One prompt four times: equal lengths, so batches are full (prompts of unequal length
+    # split a batch where padding would exceed mmlu.PAD_TOLERANCE).
+    score_mmlu(model, tokenizer, items[:4], prompts[:1] * 4, batch_size=2, share_prefix=False, progress=lines.append)
     assert [line.split(",")[0] for line in lines] == ["scored 2/4 questions", "scored 4/4 questions"]
     assert all(re.search(r"[\d.]+ questions/s, ETA \d+:\d\d:\d\d$", line) for line in lines), lines
 
@@ -176,3 +179,31 @@ def test_scores_agree_with_the_plain_pytorch_reference(model_and_tokenizer, item
     rows = compare(model, tokenizer, *items_and_prompts, batch_size=4, delimiter=" ", share_prefix=True)
     assert [row["ours"] for row in rows] == [row["reference"] for row in rows]
     assert max(row["max_prob_diff"] for row in rows) < 1e-4
+
+
+# Token lengths of the 30 demo-suite prompts (SmolLM2 tokenizer, 4-shot): a few long
+# history/law prompts and many short ones.
+DEMO_SUITE_LENGTHS = [
+    262, 273, 282, 309, 317, 318, 320, 333, 343, 346, 365, 370, 376, 396, 423,
+    439, 454, 465, 469, 483, 486, 505, 514, 535, 565, 587, 878, 1196, 1479, 1892,
+]  # fmt: skip
+
+
+def _padded_tokens(chunks: list[list[int]], lengths: list[int]) -> int:
+    return sum(len(chunk) * max(lengths[i] for i in chunk) for chunk in chunks)
+
+
+def test_batches_pad_little_where_prompt_lengths_vary():
+    lengths = DEMO_SUITE_LENGTHS
+    chunks = _length_sorted_chunks(range(len(lengths)), lengths, batch_size=8)
+    assert sorted(i for chunk in chunks for i in chunk) == list(range(len(lengths)))
+    for chunk in chunks:
+        assert 1 <= len(chunk) <= 8
+        assert [lengths[i] for i in chunk] == sorted((lengths[i] for i in chunk), reverse=True)
+        assert min(lengths[i] for i in chunk) >= 0.9 * lengths[chunk[0]]
+    assert [lengths[i] for i in chunks[0]] == [1892]  # the longest prompt pads no one
+    # Fixed batches of 8 padded the suite to 24,252 tokens for 15,980 real ones.
+    fixed = _length_sorted_chunks(range(len(lengths)), lengths, batch_size=8, tolerance=1.0)
+    assert [len(chunk) for chunk in fixed] == [8, 8, 8, 6]
+    assert _padded_tokens(fixed, lengths) == 24252
+    assert sum(lengths) == 15980 < _padded_tokens(chunks, lengths) <= 1.1 * sum(lengths)
