@@ -1,0 +1,13 @@
+"""One inference interface for SQL generation and MMLU scoring, with two backends behind it.
+
+* `base.LM`: the interface, after lm-evaluation-harness's ``lm_eval.api.model.LM``:
+  greedy ``generate_until`` with a stop rule, and continuation ``loglikelihood``.
+* `engine.BatchedEngine`: ours (length batching, shared-prefix keys/values,
+  cascade attention, CUDA-graph decoding); the workflow runs it.
+* `hf.HFReference`: plain ``model.generate`` and one forward per request, the
+  reference the engine is tested and benchmarked against.
+"""
+
+from lora_tradeoff.inference.base import LM, Generation, LoglikelihoodRequest, StopRule
+
+__all__ = ["LM", "Generation", "LoglikelihoodRequest", "StopRule"]
