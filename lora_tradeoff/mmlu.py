@@ -19,9 +19,10 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from lora_tradeoff.inference.base import LoglikelihoodRequest
+from lora_tradeoff.inference.batching import length_batches
 from lora_tradeoff.logs import Progress
 
 LETTERS = ("A", "B", "C", "D")
@@ -103,10 +104,6 @@ SUITES = ("per_category", "full")
 # between solved examples.
 TARGET_DELIMITER = " "
 FEWSHOT_DELIMITER = "\n\n"
-
-# Batches hold prompts whose lengths differ by at most this fraction of the longest
-# (see _length_sorted_chunks), so padding costs at most that share of a forward.
-PAD_TOLERANCE = 0.1
 
 # A letter standing alone ("B", " B.", "(B)"), not the A of "Answer".
 _STANDALONE_LETTER = re.compile(r"\b([ABCD])\b")
@@ -349,158 +346,17 @@ def encode_pairs(
     return context_ids, tails
 
 
-@dataclass(frozen=True)
-class _Row:
-    """One sequence to run: the context and all but the last continuation token of some letters.
-
-    ``targets`` are ``(letter index, position, token id)``: the token's log-probability is
-    read from the output at ``position`` (the token before it). Letters that are one token
-    each after the same context share one row (the common case: one row per question).
-    """
-
-    prompt: int
-    ids: tuple[int, ...]
-    targets: tuple[tuple[int, int, int], ...]
-
-    @property
-    def first_target(self) -> int:
-        return min(position for _, position, _ in self.targets)
-
-
-def _rows_for_prompt(tokenizer: Any, index: int, prompt: str, delimiter: str, prefix: Sequence[int]) -> list[_Row]:
-    targets: dict[tuple[int, ...], list[tuple[int, int, int]]] = {}
-    context_ids, continuations = encode_pairs(tokenizer, prompt, [delimiter + letter for letter in LETTERS], prefix)
-    for letter_index, continuation_ids in enumerate(continuations):
-        ids = tuple(context_ids + continuation_ids[:-1])
-        start = len(context_ids) - 1
-        targets.setdefault(ids, []).extend(
-            (letter_index, start + offset, token) for offset, token in enumerate(continuation_ids)
-        )
-    return [_Row(index, ids, tuple(row_targets)) for ids, row_targets in targets.items()]
-
-
-def _length_sorted_chunks(
-    indices: Sequence[int], lengths: Sequence[int] | dict[int, int], batch_size: int, tolerance: float = PAD_TOLERANCE
-) -> list[list[int]]:
-    """``indices`` in batches of at most ``batch_size``, longest first, each padded by at most ``tolerance``.
-
-    A batch is padded to its first (longest) sequence, so a batch ends early where the next
-    sequence is shorter than ``(1 - tolerance)`` times that one: then padding is at most that
-    share of the batch's tokens. MMLU prompt lengths vary widely (262 to 1892 tokens on the
-    demo suite), and fixed batches of 8 spent a third of their tokens, and most of their
-    attention, on padding.
-    """
-    order = sorted(indices, key=lambda index: -lengths[index])
-    chunks: list[list[int]] = []
-    for index in order:
-        if chunks and len(chunks[-1]) < batch_size and lengths[index] >= (1 - tolerance) * lengths[chunks[-1][0]]:
-            chunks[-1].append(index)
-        else:
-            chunks.append([index])
-    return chunks
-
-
-def _common_prefix_length(sequences: Sequence[Sequence[int]], limit: int) -> int:
-    """Number of leading tokens all sequences share, at most ``limit``: every sequence must
-    keep the positions whose outputs are read (its first target and after) out of the prefix."""
-    length = 0
-    while length < limit and all(ids[length] == sequences[0][length] for ids in sequences):
-        length += 1
-    return length
-
-
-def _plan_batches(
-    rows: Sequence[_Row], group_keys: Sequence[str], batch_size: int, share_prefix: bool
-) -> list[tuple[int, list[list[int]]]]:
-    """Split rows into ``(shared prefix length, batches of row indices)`` groups.
-
-    Without prefix sharing there is one group with no prefix. With it, rows of the same
-    key (the subject: all its prompts start with the same description and few-shot
-    examples) form a group whose common token prefix is computed once; rows alone under
-    their key have nothing to share and are batched together as one group without prefix.
-    """
-    lengths = [len(row.ids) for row in rows]
-    groups: dict[str, list[int]] = {}
-    for index, row in enumerate(rows):
-        groups.setdefault(group_keys[row.prompt] if share_prefix else "", []).append(index)
-    plan = []
-    unshared: list[int] = []
-    for indices in groups.values():
-        prefix = 0
-        if share_prefix and len(indices) > 1:
-            limit = min(rows[i].first_target for i in indices)
-            prefix = _common_prefix_length([rows[i].ids for i in indices], limit)
-        if prefix:
-            # Every row of the group is padded to the longest suffix after the prefix.
-            suffixes = {i: lengths[i] - prefix for i in indices}
-            plan.append((prefix, _length_sorted_chunks(indices, suffixes, batch_size)))
-        else:
-            unshared += indices
-    if unshared:
-        plan.append((0, _length_sorted_chunks(unshared, lengths, batch_size)))
-    return plan
-
-
-def _target_logprobs(
-    model: Any, batch: Sequence[_Row], pad_id: int, prefix_cache: Any = None, prefix_length: int = 0
-) -> list[list[float]]:
-    """Log-probability of each target token of each row in ``batch`` (one forward pass).
-
-    The rows' ids continue a ``prefix_length``-token prefix whose key/value cache is
-    ``prefix_cache`` (batch size 1; copied, not modified), or are whole sequences when
-    there is no prefix.
-
-    Sequences are right-padded: every real token keeps its position id and attends only to
-    real tokens before it, so padding cannot change its output (left padding would need
-    explicit position ids). Only the positions whose outputs are read go through the LM
-    head (``logits_to_keep``), which avoids a batch x length x vocabulary logits tensor; the
-    log-softmax runs over the whole vocabulary, in float32.
-    """
-    import copy
-
-    import torch
-
-    suffixes = [row.ids[prefix_length:] for row in batch]
-    width = max(len(ids) for ids in suffixes)
-    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(batch), prefix_length + width), dtype=torch.long)
-    attention_mask[:, :prefix_length] = 1
-    for row, ids in enumerate(suffixes):
-        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        attention_mask[row, prefix_length : prefix_length + len(ids)] = 1
-    past = None
-    if prefix_cache is not None:
-        past = copy.deepcopy(prefix_cache)
-        past.batch_repeat_interleave(len(batch))
-    target_rows = [row for row, item in enumerate(batch) for _ in item.targets]
-    positions = torch.tensor([position - prefix_length for item in batch for _, position, _ in item.targets])
-    tokens = torch.tensor([token for item in batch for _, _, token in item.targets])
-    kept, slot = torch.unique(positions, return_inverse=True)
-    device = model.device
-    logits = model(
-        input_ids=input_ids.to(device),
-        attention_mask=attention_mask.to(device),
-        past_key_values=past,
-        use_cache=past is not None,
-        logits_to_keep=kept.to(device),
-    ).logits
-    # One log-softmax per distinct (row, position); the letters read off it share it.
-    pairs, pair_of_target = torch.unique(torch.tensor(target_rows) * len(kept) + slot, return_inverse=True)
-    logprobs = torch.log_softmax(logits[pairs // len(kept), pairs % len(kept)].float(), dim=-1).cpu()
-    values = logprobs[pair_of_target, tokens].tolist()
-    result: list[list[float]] = []
-    for item in batch:
-        result.append(values[: len(item.targets)])
-        values = values[len(item.targets) :]
-    return result
-
-
-def _prefix_cache(model: Any, prefix: Sequence[int]) -> Any:
-    """Key/value cache of one forward pass over ``prefix``."""
-    import torch
-
-    input_ids = torch.tensor([list(prefix)], device=model.device)
-    return model(input_ids=input_ids, use_cache=True, logits_to_keep=1).past_key_values
+def loglikelihood_requests(
+    tokenizer: Any, prompts: Sequence[str], delimiter: str, groups: Sequence[str]
+) -> list[LoglikelihoodRequest]:
+    """Four requests per prompt, one per letter (``delimiter + letter`` after the prompt, see
+    :func:`encode_pairs`), question-major; ``groups[i]`` is prompt i's prefix-sharing hint."""
+    prefix = bos_prefix(tokenizer)
+    requests = []
+    for prompt, group in zip(prompts, groups, strict=True):
+        context_ids, continuations = encode_pairs(tokenizer, prompt, [delimiter + letter for letter in LETTERS], prefix)
+        requests += [LoglikelihoodRequest(tuple(context_ids), tuple(ids), group) for ids in continuations]
+    return requests
 
 
 def _loglik_predictions(
@@ -515,29 +371,25 @@ def _loglik_predictions(
 ) -> list[dict]:
     import torch
 
-    prefix = bos_prefix(tokenizer)
-    rows = [
-        row
-        for index, prompt in enumerate(prompts)
-        for row in _rows_for_prompt(tokenizer, index, prompt, delimiter, prefix)
-    ]
+    from lora_tradeoff.inference.engine import BatchedEngine
+
+    groups = group_keys if share_prefix else [""] * len(prompts)
+    requests = loglikelihood_requests(tokenizer, prompts, delimiter, groups)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    logliks = [[0.0] * len(LETTERS) for _ in prompts]
-    last_row = {row.prompt: index for index, row in enumerate(rows)}
-    with torch.inference_mode():
-        for prefix_length, chunks in _plan_batches(rows, group_keys, batch_size, share_prefix):
-            cache = _prefix_cache(model, rows[chunks[0][0]].ids[:prefix_length]) if prefix_length else None
-            for chunk in chunks:
-                batch = [rows[i] for i in chunk]
-                for row, values in zip(
-                    batch, _target_logprobs(model, batch, pad_id, cache, prefix_length), strict=True
-                ):
-                    for (letter_index, _, _), value in zip(row.targets, values, strict=True):
-                        logliks[row.prompt][letter_index] += value
-                # A question is done once its last row is scored (most questions have one row).
-                tracker.advance(sum(1 for i in chunk if last_row[rows[i].prompt] == i))
+    remaining = [len(LETTERS)] * len(prompts)
+
+    def advance(request_indices: Sequence[int]) -> None:
+        # A question is done once all its letters are scored (most questions are one row of four).
+        done = 0
+        for index in request_indices:
+            remaining[index // len(LETTERS)] -= 1
+            done += remaining[index // len(LETTERS)] == 0
+        tracker.advance(done)
+
+    flat = BatchedEngine(model, pad_id).loglikelihood(requests, batch_size, on_batch=advance)
     results = []
-    for letter_logliks in logliks:
+    for start in range(0, len(flat), len(LETTERS)):
+        letter_logliks = flat[start : start + len(LETTERS)]
         # The four log-likelihoods renormalized over the four choices.
         row_probs = torch.softmax(torch.tensor(letter_logliks, dtype=torch.float64), dim=-1).tolist()
         # max() keeps the first of tied letters, as the harness's argmax.
@@ -569,7 +421,7 @@ def _generate_predictions(
     results: list[dict] = [{}] * len(prompts)
     with torch.inference_mode():
         lengths = [len(ids) for ids in encoded]
-        for chunk in _length_sorted_chunks(range(len(encoded)), lengths, batch_size):
+        for chunk in length_batches(lengths, batch_size):
             # Left padding, so every prompt's continuation starts at the same
             # column; generate() derives position ids from the attention mask.
             width = max(len(encoded[i]) for i in chunk)

@@ -14,19 +14,17 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from bench.bench_generation import hf_batched_generate, naive_generate, spider_prompt_rows
-from lora_tradeoff import generation
 from lora_tradeoff.files import read_jsonl, write_jsonl
 from lora_tradeoff.generation import (
     MissingChatTemplateError,
     PromptTooLongError,
     encode_prompts,
     generate_sql,
-    length_sorted_batches,
-    shared_prefix_length,
-    similar_length_groups,
     statement_end,
     stop_point,
 )
+from lora_tradeoff.inference import engine
+from lora_tradeoff.inference.batching import length_sorted_batches, shared_prefix_length, similar_length_groups
 from lora_tradeoff.modeling import AdapterMismatchError, load_model_and_tokenizer
 
 MAX_NEW = 24
@@ -105,7 +103,7 @@ def test_few_shot_prompts_share_their_examples_prefix(base, rows, monkeypatch):
         if result["stop_reason"] == "statement_end":
             assert result["raw_output"].rstrip().endswith((";", "```"))
     # On CUDA stops are looked for every few steps only; the output must not change.
-    monkeypatch.setattr(generation, "_steps_per_stop_check", lambda device: 5)
+    monkeypatch.setattr(engine, "_steps_per_stop_check", lambda device: 5)
     lagging = generate_sql(model, tokenizer, prompt_rows, MAX_NEW, batch_size=8)
     assert [dict(r, seconds=0) for r in lagging] == [dict(r, seconds=0) for r in results]
 
@@ -243,7 +241,7 @@ def test_predictions_round_trip(tmp_path):
 )
 def test_cascade_attention_equals_attention_over_prefix_and_own_keys(device):
     """Shared-prefix attention merged with per-row attention through log-sum-exps = one attention over both."""
-    from lora_tradeoff.generation import _additive_bias, attention_with_lse, merge_attention
+    from lora_tradeoff.inference.engine import _additive_bias, attention_with_lse, merge_attention
 
     generator = torch.Generator().manual_seed(0)
     dtype = torch.float32 if device == "cpu" else torch.bfloat16

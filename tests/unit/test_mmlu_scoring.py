@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from lora_tradeoff.inference.batching import length_batches
 from lora_tradeoff.mmlu import (
     LETTERS,
-    _length_sorted_chunks,
     encode_pair,
     encode_pairs,
     format_prompt,
@@ -57,7 +57,7 @@ def test_scoring_reports_progress_per_batch(model_and_tokenizer, items_and_promp
     items, prompts = items_and_prompts
     lines: list[str] = []
     # One prompt four times: equal lengths, so batches are full (prompts of unequal length
-    # split a batch where padding would exceed mmlu.PAD_TOLERANCE).
+    # split a batch where padding would exceed batching.PAD_TOLERANCE).
     score_mmlu(model, tokenizer, items[:4], prompts[:1] * 4, batch_size=2, share_prefix=False, progress=lines.append)
     assert [line.split(",")[0] for line in lines] == ["scored 2/4 questions", "scored 4/4 questions"]
     assert all(re.search(r"[\d.]+ questions/s, ETA \d+:\d\d:\d\d$", line) for line in lines), lines
@@ -195,7 +195,7 @@ def _padded_tokens(chunks: list[list[int]], lengths: list[int]) -> int:
 
 def test_batches_pad_little_where_prompt_lengths_vary():
     lengths = DEMO_SUITE_LENGTHS
-    chunks = _length_sorted_chunks(range(len(lengths)), lengths, batch_size=8)
+    chunks = length_batches(lengths, batch_size=8)
     assert sorted(i for chunk in chunks for i in chunk) == list(range(len(lengths)))
     for chunk in chunks:
         assert 1 <= len(chunk) <= 8
@@ -203,7 +203,7 @@ def test_batches_pad_little_where_prompt_lengths_vary():
         assert min(lengths[i] for i in chunk) >= 0.9 * lengths[chunk[0]]
     assert [lengths[i] for i in chunks[0]] == [1892]  # the longest prompt pads no one
     # Fixed batches of 8 padded the suite to 24,252 tokens for 15,980 real ones.
-    fixed = _length_sorted_chunks(range(len(lengths)), lengths, batch_size=8, tolerance=1.0)
+    fixed = length_batches(lengths, batch_size=8, tolerance=1.0)
     assert [len(chunk) for chunk in fixed] == [8, 8, 8, 6]
     assert _padded_tokens(fixed, lengths) == 24252
     assert sum(lengths) == 15980 < _padded_tokens(chunks, lengths) <= 1.1 * sum(lengths)

@@ -208,7 +208,7 @@ def test_mistral_template_refuses_a_system_turn_and_takes_the_fold(tokenizers, s
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_generation_stops_at_eos_and_at_the_statement_end(tokenizers, family):
-    from lora_tradeoff.generation import _StopScanner
+    from lora_tradeoff.generation import SqlStop
 
     tokenizer = tokenizers[family]
 
@@ -218,7 +218,7 @@ def test_generation_stops_at_eos_and_at_the_statement_end(tokenizers, family):
     class Model:
         generation_config = Config()
 
-    scanner = _StopScanner(Model(), tokenizer, max_new_tokens=64)
+    scanner = SqlStop(Model(), tokenizer, max_new_tokens=64)
     assert scanner.eos_ids == {tokenizer.eos_token_id}
     # What a model writes after the prompt: SentencePiece spells the space as the dummy "▁" of
     # "▁SE", which decoding drops at the start; byte-level BPE keeps it in " SELECT".
