@@ -743,5 +743,8 @@ class BatchedEngine:
                         for (request_index, _, _), value in zip(row.targets, values, strict=True):
                             logliks[request_index] += value
                     if on_batch is not None:
-                        on_batch([request_index for row in batch for request_index, _, _ in row.targets])
+                        # A request's tokens are all targets of one row: it is done with its row.
+                        on_batch(
+                            list(dict.fromkeys(request_index for row in batch for request_index, _, _ in row.targets))
+                        )
         return logliks

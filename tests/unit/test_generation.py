@@ -18,6 +18,7 @@ from lora_tradeoff.files import read_jsonl, write_jsonl
 from lora_tradeoff.generation import (
     MissingChatTemplateError,
     PromptTooLongError,
+    SqlStop,
     encode_prompts,
     generate_sql,
     statement_end,
@@ -25,6 +26,8 @@ from lora_tradeoff.generation import (
 )
 from lora_tradeoff.inference import engine
 from lora_tradeoff.inference.batching import length_sorted_batches, shared_prefix_length, similar_length_groups
+from lora_tradeoff.inference.engine import BatchedEngine
+from lora_tradeoff.inference.hf import HFReference
 from lora_tradeoff.modeling import AdapterMismatchError, load_model_and_tokenizer
 
 MAX_NEW = 24
@@ -45,12 +48,35 @@ def rows(spider_dir, base):
 
 
 def assert_same_tokens_as_one_at_a_time(model, tokenizer, prompt_rows, results, max_new_tokens):
-    reference = naive_generate(model, tokenizer, prompt_rows, max_new_tokens)
+    """The reference backend, one prompt at a time, cut by the same stop rule: the same tokens, text and reason."""
+    reference = HFReference(model, tokenizer.pad_token_id).generate_until(
+        encode_prompts(tokenizer, prompt_rows), SqlStop(model, tokenizer, max_new_tokens), batch_size=1
+    )
     for row, result, expected in zip(prompt_rows, results, reference, strict=True):
         assert result["id"] == row["id"]
-        assert result["output_token_ids"] == expected[: result["new_tokens"]], row["id"]
-        if result["stop_reason"] != "statement_end":  # generate() stops at eos or the budget, like us
-            assert result["output_token_ids"] == expected, row["id"]
+        assert result["output_token_ids"] == expected.token_ids, row["id"]
+        assert (result["raw_output"], result["stop_reason"]) == (expected.text, expected.stop_reason), row["id"]
+
+
+def test_engine_and_reference_backend_generate_the_same_tokens(base, rows):
+    """Both backends behind the one interface, on a batch with a shared prefix and padding."""
+    model, tokenizer = base
+    prompt_ids = encode_prompts(tokenizer, rows["zero_shot"][:3])
+    stop = SqlStop(model, tokenizer, 12)
+    ours = BatchedEngine(model, tokenizer.pad_token_id).generate_until(prompt_ids, stop, batch_size=3)
+    reference = HFReference(model, tokenizer.pad_token_id).generate_until(prompt_ids, stop, batch_size=1)
+    assert [g.token_ids for g in ours] == [g.token_ids for g in reference]
+    assert all(g.token_ids for g in ours) and [g.text for g in ours] == [g.text for g in reference]
+
+
+def test_naive_generate_of_the_benchmark_agrees_with_the_reference_backend(base, rows):
+    model, tokenizer = base
+    prompt_rows = rows["zero_shot"][:1]
+    naive = naive_generate(model, tokenizer, prompt_rows, 8)
+    (reference,) = HFReference(model, tokenizer.pad_token_id).generate_until(
+        encode_prompts(tokenizer, prompt_rows), SqlStop(model, tokenizer, 8), batch_size=1
+    )
+    assert reference.token_ids == naive[0][: len(reference.token_ids)]
 
 
 def test_the_stock_batched_anchor_generates_what_we_generate(base, rows):

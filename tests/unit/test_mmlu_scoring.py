@@ -8,12 +8,15 @@ from pathlib import Path
 import pytest
 
 from lora_tradeoff.inference.batching import length_batches
+from lora_tradeoff.inference.engine import BatchedEngine
+from lora_tradeoff.inference.hf import HFReference
 from lora_tradeoff.mmlu import (
     LETTERS,
     encode_pair,
     encode_pairs,
     format_prompt,
     group_by_subject,
+    loglikelihood_requests,
     parse_letter,
     score_mmlu,
 )
@@ -142,6 +145,20 @@ def test_several_continuations_encode_as_each_alone(model_and_tokenizer, items_a
         alone = tokenizer.encode(stripped, add_special_tokens=False)
         joint = [tokenizer.encode(context + c, add_special_tokens=False)[len(alone) :] for c in continuations]
         assert tails == joint and context_ids == [7] + alone
+
+
+@pytest.mark.parametrize("delimiter", [" ", " Option "])
+def test_engine_and_reference_backend_agree_on_log_likelihoods(model_and_tokenizer, items_and_prompts, delimiter):
+    """Both backends behind the one interface; subjects as groups, so the engine shares their prefixes."""
+    model, tokenizer = model_and_tokenizer
+    items, prompts = items_and_prompts
+    requests = loglikelihood_requests(tokenizer, prompts[:6], delimiter, [item["subject"] for item in items[:6]])
+    done: list[int] = []
+    ours = BatchedEngine(model, tokenizer.eos_token_id).loglikelihood(requests, batch_size=3, on_batch=done.extend)
+    reference = HFReference(model, tokenizer.eos_token_id).loglikelihood(requests, batch_size=1)
+    assert sorted(done) == list(range(len(requests))) == list(range(24))
+    assert all(value < 0 for value in ours)
+    assert ours == pytest.approx(reference, abs=1e-4)
 
 
 def _reference_rows(model, tokenizer, items, prompts, delimiter, share_prefix):
