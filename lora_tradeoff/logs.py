@@ -93,3 +93,13 @@ class Progress:
         if self.report is not None:
             self.report(line)
         return line
+
+
+def peak_gpu_memory() -> str:
+    """``"; peak GPU memory X.XX GiB"`` (``torch.cuda.max_memory_allocated``, this process), or ``""``
+    where CUDA is not in use: the tail of a GPU rule's last log line."""
+    import torch
+
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return ""
+    return f"; peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"

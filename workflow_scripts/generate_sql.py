@@ -5,7 +5,7 @@ import torch
 from lora_tradeoff.files import read_jsonl, write_jsonl
 from lora_tradeoff.generation import generate_sql
 from lora_tradeoff.gpus import claim_gpu
-from lora_tradeoff.logs import rule_logger
+from lora_tradeoff.logs import peak_gpu_memory, rule_logger
 from lora_tradeoff.modeling import load_from_manifest
 
 log = rule_logger(snakemake.log[0], f"generate_sql[{snakemake.wildcards.model}]")
@@ -32,5 +32,5 @@ log.info(
     seconds,
     len(rows) / seconds if seconds else float("nan"),
     sum(row["new_tokens"] for row in rows) / seconds if seconds else float("nan"),
-    f"; peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB" if torch.cuda.is_available() else "",
+    peak_gpu_memory(),
 )

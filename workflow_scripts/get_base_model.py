@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from lora_tradeoff.gpus import claim_gpu
-from lora_tradeoff.logs import rule_logger
+from lora_tradeoff.logs import peak_gpu_memory, rule_logger
 from lora_tradeoff.model_source import prepare_base_model
 
 log = rule_logger(snakemake.log[0], "get_base_model")
@@ -19,4 +19,4 @@ record = prepare_base_model(
 summary = {key: value for key, value in record.items() if key != "parts"}
 if "parts" in record:
     summary["parts"] = f"{len(record['parts'])} wheels"
-log.info("model ready: %s", summary)
+log.info("model ready: %s%s", summary, peak_gpu_memory())

@@ -5,7 +5,7 @@ import torch
 
 from lora_tradeoff.files import read_jsonl
 from lora_tradeoff.gpus import claim_gpu
-from lora_tradeoff.logs import rule_logger
+from lora_tradeoff.logs import peak_gpu_memory, rule_logger
 from lora_tradeoff.mmlu import format_prompt, group_by_subject, score_mmlu, target_delimiter
 from lora_tradeoff.mmlu_data import read_suite_csv
 from lora_tradeoff.modeling import load_from_manifest
@@ -33,4 +33,8 @@ rows = score_mmlu(
 )
 scored = pd.DataFrame(rows)
 scored.to_csv(snakemake.output[0], index=False)
-log.info("accuracy by category: %s", scored.groupby("category")["correct"].mean().round(3).to_dict())
+log.info(
+    "accuracy by category: %s%s",
+    scored.groupby("category")["correct"].mean().round(3).to_dict(),
+    peak_gpu_memory(),
+)

@@ -58,3 +58,16 @@ def test_rule_logger_writes_the_log_file_and_the_terminal_without_progress_bars(
     text = log_path.read_text()
     assert "INFO score_mmlu[base]: scored 2/4 questions" in text and "library warning" in text
     assert text.count("scored 2/4") == 1 and "\r" not in text
+
+
+def test_peak_gpu_memory_reads_torch_and_is_empty_without_cuda(monkeypatch):
+    import torch
+
+    from lora_tradeoff.logs import peak_gpu_memory
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert peak_gpu_memory() == ""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda: 3 * 2**30 + 2**29)
+    assert peak_gpu_memory() == "; peak GPU memory 3.50 GiB"
