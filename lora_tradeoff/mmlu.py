@@ -416,21 +416,16 @@ def _generate_predictions(
 ) -> list[dict]:
     import torch
 
+    from lora_tradeoff.inference.hf import left_padded
+
     encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     results: list[dict] = [{}] * len(prompts)
     with torch.inference_mode():
         lengths = [len(ids) for ids in encoded]
         for chunk in length_batches(lengths, batch_size):
-            # Left padding, so every prompt's continuation starts at the same
-            # column; generate() derives position ids from the attention mask.
-            width = max(len(encoded[i]) for i in chunk)
-            input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-            attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, index in enumerate(chunk):
-                ids = encoded[index]
-                input_ids[row, width - len(ids) :] = torch.tensor(ids)
-                attention_mask[row, width - len(ids) :] = 1
+            input_ids, attention_mask = left_padded([encoded[i] for i in chunk], pad_id)
+            width = input_ids.shape[1]
             output = model.generate(
                 input_ids=input_ids.to(model.device),
                 attention_mask=attention_mask.to(model.device),

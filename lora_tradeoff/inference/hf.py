@@ -17,6 +17,19 @@ import torch
 from lora_tradeoff.inference.base import BatchDone, Generation, LoglikelihoodRequest, StopRule
 
 
+def left_padded(batch: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)``, both ``[len(batch), longest]`` int64 on the CPU: each row's ids
+    at the right end, ``pad_id`` (mask 0) before them, so every continuation starts at the same
+    column; ``generate`` derives position ids from the mask."""
+    width = max(len(ids) for ids in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, ids in enumerate(batch):
+        input_ids[row, width - len(ids) :] = torch.tensor(list(ids), dtype=torch.long)
+        attention_mask[row, width - len(ids) :] = 1
+    return input_ids, attention_mask
+
+
 class HFReference:
     """`lora_tradeoff.inference.base.LM` through ``model.generate`` and plain forwards.
 
@@ -40,13 +53,9 @@ class HFReference:
         results: list[Generation] = []
         for start in range(0, len(prompts), batch_size):
             started = time.perf_counter()
-            batch = [list(ids) for ids in prompts[start : start + batch_size]]
-            width = max(len(ids) for ids in batch)
-            input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-            attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, ids in enumerate(batch):
-                input_ids[row, width - len(ids) :] = torch.tensor(ids)
-                attention_mask[row, width - len(ids) :] = 1
+            batch = prompts[start : start + batch_size]
+            input_ids, attention_mask = left_padded(batch, self.pad_id)
+            width = input_ids.shape[1]
             with torch.inference_mode():
                 output = self.model.generate(
                     input_ids=input_ids.to(device),
