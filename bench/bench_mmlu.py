@@ -19,9 +19,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lora_tradeoff.files import write_json  # noqa: E402
+from lora_tradeoff.inference.batching import PAD_TOLERANCE  # noqa: E402
+from lora_tradeoff.inference.engine import _plan_batches, _rows_for_requests  # noqa: E402
 from lora_tradeoff.mmlu import (  # noqa: E402
     format_prompt,
     group_by_subject,
+    loglikelihood_requests,
     score_mmlu,
     select_suite,
     target_delimiter,
@@ -43,6 +46,7 @@ def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--use-chat-template", action="store_true")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--share-prefix", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--pad-tolerance", type=float, default=PAD_TOLERANCE, help="see BatchedEngine")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
 
@@ -68,6 +72,20 @@ def _synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _profile(run: object, device: str, path: Path) -> None:
+    """One more run under torch.profiler; its operators by total time, CPU and (CUDA) GPU."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    with profile(activities=activities) as prof:
+        run()
+        _synchronize(device)
+    sort = "cuda_time_total" if device.startswith("cuda") else "cpu_time_total"
+    tables = [prof.key_averages().table(sort_by=key, row_limit=40) for key in dict.fromkeys((sort, "cpu_time_total"))]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n\n".join(tables))
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_suite_arguments(parser)
@@ -75,6 +93,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=1, help="timed runs; the fastest is reported")
     parser.add_argument("--warmup", action="store_true", help="score 4 questions untimed first (CUDA kernels)")
     parser.add_argument("--json-out", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--profile-out", type=Path, help="also profile one run (torch.profiler) and write its top operators here"
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -94,6 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
             mode=args.mode,
             delimiter=target_delimiter(args.use_chat_template),
             share_prefix=args.share_prefix,
+            pad_tolerance=args.pad_tolerance,
         )
 
     if args.warmup:
@@ -108,6 +130,14 @@ def main(argv: list[str] | None = None) -> dict:
         _synchronize(device)
         timings.append(time.perf_counter() - start)
     seconds = min(timings)
+    # Where the time goes: tokenization (CPU) apart, and the number of forwards the plan makes.
+    delimiter = target_delimiter(args.use_chat_template)
+    groups = [item["subject"] if args.share_prefix else "" for item in items]
+    start = time.perf_counter()
+    requests = loglikelihood_requests(tokenizer, prompts, delimiter, groups)
+    tokenize_seconds = time.perf_counter() - start
+    plan = _plan_batches(_rows_for_requests(requests), args.batch_size, args.pad_tolerance)
+    forwards = sum(len(chunks) + (prefix > 0) for prefix, chunks in plan)
     if device.startswith("cuda"):
         peak_mib = torch.cuda.max_memory_allocated() / 2**20
     else:
@@ -125,9 +155,15 @@ def main(argv: list[str] | None = None) -> dict:
         "seconds": round(seconds, 2),
         "all_seconds": [round(t, 2) for t in timings],
         "questions_per_second": round(len(items) / seconds, 2),
+        "pad_tolerance": args.pad_tolerance,
+        "tokenize_seconds": round(tokenize_seconds, 2),
+        "forwards": forwards,
         "peak_memory_mib": round(peak_mib),
         "accuracy": round(sum(row["correct"] for row in rows) / len(rows), 4),
     }
+    if args.profile_out:
+        report["profile"] = str(args.profile_out)
+        _profile(run, device, args.profile_out)
     print(json.dumps(report))
     if args.json_out:
         write_json(args.json_out, report)

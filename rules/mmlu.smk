@@ -50,6 +50,7 @@ rule score_mmlu:
         share_prefix=config["mmlu"]["share_prefix"],
         quantization=get_model_quantization,
         batch_size=config["mmlu"]["batch_size"],
+        pad_tolerance=config["mmlu"]["pad_tolerance"],
     script:
         "../workflow_scripts/score_mmlu.py"
 

@@ -29,6 +29,7 @@ rows = score_mmlu(
     mode=snakemake.params.mode,
     delimiter=target_delimiter(use_chat),
     share_prefix=snakemake.params.share_prefix,
+    pad_tolerance=snakemake.params.pad_tolerance,
     progress=log.info,
 )
 scored = pd.DataFrame(rows)

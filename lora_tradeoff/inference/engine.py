@@ -58,6 +58,7 @@ from transformers.masking_utils import sdpa_mask
 
 from lora_tradeoff.inference.base import BatchDone, Generation, LoglikelihoodRequest, StopRule
 from lora_tradeoff.inference.batching import (
+    PAD_TOLERANCE,
     common_prefix_length,
     length_batches,
     length_sorted_batches,
@@ -584,8 +585,12 @@ def _rows_for_requests(requests: Sequence[LoglikelihoodRequest]) -> list[_Row]:
     return [_Row(groups[key], key[1], tuple(row_targets)) for key, row_targets in targets.items()]
 
 
-def _plan_batches(rows: Sequence[_Row], batch_size: int) -> list[tuple[int, list[list[int]]]]:
+def _plan_batches(
+    rows: Sequence[_Row], batch_size: int, pad_tolerance: float = PAD_TOLERANCE
+) -> list[tuple[int, list[list[int]]]]:
     """Split rows into ``(shared prefix length, batches of row indices)`` groups.
+
+    Within a group, rows are batched by `length_batches` with ``pad_tolerance``.
 
     Rows of the same non-empty ``group`` (the MMLU subject: all its prompts start with the
     same description and few-shot examples) form a group whose common token prefix is
@@ -606,11 +611,11 @@ def _plan_batches(rows: Sequence[_Row], batch_size: int) -> list[tuple[int, list
         if prefix:
             # Every row of the group is padded to the longest suffix after the prefix.
             suffixes = {i: lengths[i] - prefix for i in indices}
-            plan.append((prefix, length_batches(suffixes, batch_size, indices=indices)))
+            plan.append((prefix, length_batches(suffixes, batch_size, pad_tolerance, indices=indices)))
         else:
             unshared += indices
     if unshared:
-        plan.append((0, length_batches(lengths, batch_size, indices=unshared)))
+        plan.append((0, length_batches(lengths, batch_size, pad_tolerance, indices=unshared)))
     return plan
 
 
@@ -680,13 +685,19 @@ class BatchedEngine:
     ``model``: any causal LM of transformers (with or without a merged or unmerged
     adapter), in eval mode. ``pad_id``: the id written into padding slots (they are
     masked, so its value never changes a result). ``cuda_graphs`` (CUDA only)
-    replays each batch's decode step as a CUDA graph.
+    replays each batch's decode step as a CUDA graph. ``pad_tolerance``: how much padding
+    a log-likelihood batch may hold (see `length_batches`): little on a CPU, where every
+    padded token costs its compute; more on a GPU, where a forward of a few thousand tokens
+    costs about its fixed launch overhead and fewer, fuller batches win.
     """
 
-    def __init__(self, model: Any, pad_id: int, cuda_graphs: bool = True) -> None:
+    def __init__(self, model: Any, pad_id: int, cuda_graphs: bool = True, pad_tolerance: float = PAD_TOLERANCE) -> None:
+        if not 0.0 <= pad_tolerance <= 1.0:
+            raise ValueError(f"pad_tolerance must be within [0, 1], got {pad_tolerance}")
         self.model = model
         self.pad_id = pad_id
         self.cuda_graphs = cuda_graphs
+        self.pad_tolerance = pad_tolerance
 
     def generate_until(
         self,
@@ -733,7 +744,7 @@ class BatchedEngine:
         rows = _rows_for_requests(requests)
         logliks = [0.0] * len(requests)
         with torch.inference_mode():
-            for prefix_length, chunks in _plan_batches(rows, batch_size):
+            for prefix_length, chunks in _plan_batches(rows, batch_size, self.pad_tolerance):
                 cache = _prefix_cache(model, rows[chunks[0][0]].ids[:prefix_length]) if prefix_length else None
                 for chunk in chunks:
                     batch = [rows[i] for i in chunk]

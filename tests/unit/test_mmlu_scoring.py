@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from lora_tradeoff import mmlu
 from lora_tradeoff.inference.batching import length_batches
-from lora_tradeoff.inference.engine import BatchedEngine
+from lora_tradeoff.inference.engine import BatchedEngine, _plan_batches, _rows_for_requests
 from lora_tradeoff.inference.hf import HFReference
 from lora_tradeoff.mmlu import (
     LETTERS,
+    encode_contexts,
     encode_pair,
     encode_pairs,
     format_prompt,
@@ -98,6 +100,43 @@ def test_shared_prefix_cache_gives_the_plain_scores(model_and_tokenizer, items_a
     model, tokenizer = model_and_tokenizer
     shared = score_mmlu(model, tokenizer, *items_and_prompts, batch_size=2, share_prefix=True)
     _assert_same_scores(batched, shared)
+
+
+@pytest.mark.parametrize("share_prefix", [False, True])
+def test_a_padding_tolerance_changes_the_batches_not_the_scores(
+    model_and_tokenizer, items_and_prompts, batched, share_prefix
+):
+    model, tokenizer = model_and_tokenizer
+    items, prompts = items_and_prompts
+    groups = [item["subject"] if share_prefix else "" for item in items]
+    rows = _rows_for_requests(loglikelihood_requests(tokenizer, prompts, " ", groups))
+    strict, loose = (_plan_batches(rows, 5, tolerance) for tolerance in (0.0, 1.0))
+    # Every distinct length is a batch of its own without tolerance; with full tolerance
+    # only the batch size splits.
+    assert sum(len(chunks) for _, chunks in strict) > sum(len(chunks) for _, chunks in loose)
+    for tolerance in (0.0, 1.0):
+        scored = score_mmlu(
+            model, tokenizer, items, prompts, batch_size=5, share_prefix=share_prefix, pad_tolerance=tolerance
+        )
+        _assert_same_scores(batched, scored)
+    with pytest.raises(ValueError, match="pad_tolerance"):
+        BatchedEngine(model, 0, pad_tolerance=1.5)
+
+
+def test_prompts_tokenized_in_batches_get_the_ids_of_one_call_each(model_and_tokenizer, items_and_prompts, monkeypatch):
+    _, tokenizer = model_and_tokenizer
+    _, prompts = items_and_prompts
+    continuations = [" A", " B", " C", " D"]
+    one_by_one = [encode_pairs(tokenizer, prompt, continuations, prefix=[7]) for prompt in prompts]
+    # Chunks of 7 texts cut through the five texts of a question.
+    monkeypatch.setattr(mmlu, "ENCODE_CHUNK", 7)
+    assert encode_contexts(tokenizer, prompts, continuations, prefix=[7]) == one_by_one
+    requests = loglikelihood_requests(tokenizer, prompts, " ", ["g"] * len(prompts))
+    assert [(r.context, r.continuation) for r in requests] == [
+        (tuple(context[1:]), tuple(tail)) for context, tails in one_by_one for tail in tails
+    ]  # SmolLM2 puts no BOS before a text: the requests have no prefix
+    with pytest.raises(ValueError, match="empty"):
+        encode_contexts(tokenizer, [prompts[0], " \n"], continuations)
 
 
 def test_generate_mode_parses_letters(model_and_tokenizer, items_and_prompts):
