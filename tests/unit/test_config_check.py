@@ -27,6 +27,19 @@ def test_shipped_config_is_valid(config):
     assert problems(config) == []
 
 
+@pytest.mark.parametrize("overlays", [["qwen2.5-coder-1.5b.yaml"], ["qwen2.5-coder-1.5b.yaml", "mmlu-full.yaml"]])
+def test_shipped_overlays_give_valid_configs(config, overlays):
+    """The README's commands stack these files on config.yaml, as Snakemake merges --configfile."""
+    from snakemake.utils import update_config
+
+    for name in overlays:
+        update_config(config, yaml.safe_load((REPO / "config" / name).read_text()))
+    assert problems(config) == []
+    if "mmlu-full.yaml" in overlays:
+        filled, errors = with_defaults(config, load_schema(SCHEMA))
+        assert errors == [] and filled["mmlu"]["suite"] == "full" and filled["mmlu"]["pad_tolerance"] == 0.5
+
+
 def test_misspelt_run_key_names_path_and_allowed_keys(config):
     config["training"]["runs"][1]["lerning_rate"] = 1e-4
     (message,) = problems(config)
