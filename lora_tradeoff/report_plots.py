@@ -6,6 +6,7 @@ figures; the baseline is grey.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -180,9 +181,10 @@ def plot_mmlu_accuracy(summary: Mapping[str, Any], out_dir: Path) -> None:
     _save(fig, out_dir, "mmlu_accuracy")
 
 
-def _replicate_mean(ax: Any, name: str, entry: Mapping[str, Any]) -> Any:
+def _replicate_mean(ax: Any, name: str, entry: Mapping[str, Any], named: bool = True) -> Any:
     """A run's seed replicates: the mean of their changes (open diamond) with the 95% interval across seeds
-    (dotted whiskers, none for one seed); the replicates themselves are drawn as runs."""
+    (dotted whiskers, none for one seed); the replicates themselves are drawn as runs. ``named``: write
+    the name beside the diamond (the legend names it in any case)."""
     mmlu, ex = entry["delta_mmlu_overall_points"], entry["delta_spider_ex_points"]
     x, y = mmlu["mean"], ex["mean"]
     if mmlu["ci_low"] is not None:
@@ -198,7 +200,8 @@ def _replicate_mean(ax: Any, name: str, entry: Mapping[str, Any]) -> Any:
         )
         for line in bars[2]:
             line.set_linestyle(":")
-    ax.annotate(f"{name} (mean)", (x, y), xytext=(7, -13), textcoords="offset points", fontsize=8)
+    if named:
+        ax.annotate(f"{name} (mean)", (x, y), xytext=(7, -13), textcoords="offset points", fontsize=8)
     return ax.scatter(
         [x],
         [y],
@@ -251,6 +254,17 @@ def plot_tradeoff(summary: Mapping[str, Any], out_dir: Path) -> None:
     if zero_shot is not None:
         points[BASE_ZERO_SHOT] = (0.0, zero_shot["delta_ex_points"])
     groups = _same_point_groups(points, tolerance=0.01 * limit)
+    replicate_means = {
+        name: (entry["delta_mmlu_overall_points"]["mean"], entry["delta_spider_ex_points"]["mean"])
+        for name, entry in (summary.get("replicates") or {}).items()
+    }
+    marks = [*points.values(), *replicate_means.values()]
+
+    def crowded(x: float, y: float) -> bool:
+        """Another marker within 8% of the axis range: names written beside such markers run into each
+        other (three seeds within half a point), so only the legend names them."""
+        near = [math.hypot(x - mx, y - my) < 0.08 * limit for mx, my in marks]
+        return sum(near) > 1
 
     def slot(name: str) -> int:
         return groups[name].index(name)
@@ -293,10 +307,10 @@ def plot_tradeoff(summary: Mapping[str, Any], out_dir: Path) -> None:
         )
         if len(groups[run]) > 1:
             label_shared_point(run, x, y)
-        else:  # alternate above and below, so runs with similar results do not write over each other
+        elif not crowded(x, y):  # alternate above and below, so runs with similar results do not write over each other
             ax.annotate(run, (x, y), xytext=(7, 7 if i % 2 == 0 else -13), textcoords="offset points", fontsize=8)
     for name, entry in (summary.get("replicates") or {}).items():
-        handles.append(_replicate_mean(ax, name, entry))
+        handles.append(_replicate_mean(ax, name, entry, named=not crowded(*replicate_means[name])))
     if zero_shot is not None:
         entry = zero_shot
         y = entry["delta_ex_points"]

@@ -309,8 +309,9 @@ def _noise_scale(category_ns: Sequence[int], n_overall: int | None) -> str:
         f"about ±1.96·√(d/{n}): "
         f"±{bootstrap_half_width_points(n, 0.1):.1f} points at d = 10%, "
         f"±{bootstrap_half_width_points(n, 0.2):.1f} points at d = 20%; the overall row (n = {n_overall:,}) is "
-        f"{narrower} narrower (±{bootstrap_half_width_points(n_overall, 0.2):.1f} at d = 20%). Changes of a few "
-        "points per category are therefore not distinguishable from noise at this size. "
+        f"{narrower} narrower (±{bootstrap_half_width_points(n_overall, 0.2):.1f} at d = 20%). Changes per "
+        f"category smaller than about {bootstrap_half_width_points(n, 0.2):.1f} points are therefore not "
+        "distinguishable from noise at this size. "
     )
 
 

@@ -364,12 +364,14 @@ def test_the_interval_note_speaks_of_the_suite_measured(built: dict) -> None:
     assert "In the 150-question suite, at n = 50 per category one question is 2 points" in text
     assert "±1.96·√(d/50): ±8.8 points at d = 10%, ±12.4 points at d = 20%" in text
     assert "the overall row (n = 150) is √3 narrower (±7.2 at d = 20%)" in text
+    assert "Changes per category smaller than about 12.4 points are therefore not distinguishable" in text
     # The full split: categories of different sizes; the smallest sets the scale.
     sizes = {"stem": 3018, "humanities": 4705, "social_sciences": 3077, "other": 3242}
     summary["mmlu_n_per_category"] = {**sizes, "overall": sum(sizes.values())}
     text = render_summary(summary)
     assert "In the 14,042-question suite, at n = 3,018 (the smallest category) one question is 0.0331 points" in text
     assert "the overall row (n = 14,042) is 2.2 times narrower" in text
+    assert "smaller than about 1.6 points are therefore not distinguishable" in text
     assert "150-question" not in text
 
 
@@ -535,6 +537,26 @@ def test_notes_of_two_shared_points_stack_without_overlap(built: dict, monkeypat
             assert not box.overlaps(other), (box, other)
     # Above the plot: no note covers a point, whisker or the quadrant labels.
     assert all(box.y0 >= ax.get_window_extent().y1 for box in boxes[:-1])
+
+
+def test_runs_close_together_are_named_by_the_legend_only(built: dict, monkeypatch) -> None:
+    from lora_tradeoff.report_plots import plot_tradeoff
+
+    # Two runs half a point apart (three seeds of one run look like this on the full MMLU split):
+    # names written beside them ran into each other; far apart, each keeps its name.
+    summary = _thin_results(built["summary"])
+    for offset, point in enumerate(summary["tradeoff"].values()):
+        point.update(delta_mmlu_overall_points=0.2 + 0.3 * offset, delta_spider_ex_points=6.0 + 0.4 * offset)
+        point.update(mmlu_ci_low_points=-0.5, mmlu_ci_high_points=1.5, spider_ci_low_points=3.0)
+        point.update(spider_ci_high_points=9.0)
+    texts = [text.get_text() for text in _figure_of(plot_tradeoff, monkeypatch, summary, Path()).axes[0].texts]
+    assert not any(text in RUNS for text in texts), texts
+    legend = _texts(_figure_of(plot_tradeoff, monkeypatch, summary, Path()))
+    assert all(run in legend for run in RUNS)
+    summary["tradeoff"][RUNS[1]].update(delta_mmlu_overall_points=-4.0, delta_spider_ex_points=-6.0)
+    summary["tradeoff"][RUNS[1]].update(mmlu_ci_low_points=-5.0, spider_ci_low_points=-8.0)
+    texts = [text.get_text() for text in _figure_of(plot_tradeoff, monkeypatch, summary, Path()).axes[0].texts]
+    assert all(run in texts for run in RUNS), texts
 
 
 def test_seed_replicates_get_their_mean_and_interval_across_seeds(built: dict, tmp_path: Path) -> None:
