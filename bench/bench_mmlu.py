@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lora_tradeoff.files import write_json  # noqa: E402
-from lora_tradeoff.inference.batching import PAD_TOLERANCE  # noqa: E402
+from lora_tradeoff.inference.batching import PAD_TOLERANCE, check_pad_tolerance  # noqa: E402
 from lora_tradeoff.inference.engine import _plan_batches, _rows_for_requests  # noqa: E402
 from lora_tradeoff.mmlu import (  # noqa: E402
     format_prompt,
@@ -31,6 +31,14 @@ from lora_tradeoff.mmlu import (  # noqa: E402
 )
 from lora_tradeoff.mmlu_data import read_mmlu_csv_dir  # noqa: E402
 from lora_tradeoff.modeling import load_model_and_tokenizer  # noqa: E402
+
+
+def _pad_tolerance(text: str) -> float:
+    """argparse type: a number within [0, 1], checked before the model loads."""
+    try:
+        return check_pad_tolerance(float(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +54,9 @@ def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--use-chat-template", action="store_true")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--share-prefix", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--pad-tolerance", type=float, default=PAD_TOLERANCE, help="see BatchedEngine")
+    parser.add_argument(
+        "--pad-tolerance", type=_pad_tolerance, default=PAD_TOLERANCE, help="within [0, 1]; see BatchedEngine"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
 
@@ -97,6 +107,8 @@ def main(argv: list[str] | None = None) -> dict:
         "--profile-out", type=Path, help="also profile one run (torch.profiler) and write its top operators here"
     )
     args = parser.parse_args(argv)
+    if args.profile_out and args.profile_out.is_dir():
+        parser.error(f"--profile-out {args.profile_out} is a folder; name a file in it, e.g. profile.txt")
 
     import torch
 
@@ -130,14 +142,16 @@ def main(argv: list[str] | None = None) -> dict:
         _synchronize(device)
         timings.append(time.perf_counter() - start)
     seconds = min(timings)
-    # Where the time goes: tokenization (CPU) apart, and the number of forwards the plan makes.
-    delimiter = target_delimiter(args.use_chat_template)
-    groups = [item["subject"] if args.share_prefix else "" for item in items]
-    start = time.perf_counter()
-    requests = loglikelihood_requests(tokenizer, prompts, delimiter, groups)
-    tokenize_seconds = time.perf_counter() - start
-    plan = _plan_batches(_rows_for_requests(requests), args.batch_size, args.pad_tolerance)
-    forwards = sum(len(chunks) + (prefix > 0) for prefix, chunks in plan)
+    tokenize_seconds = forwards = None
+    if args.mode == "loglik":
+        # Where the time goes: tokenization (CPU) apart, and the number of forwards the plan makes.
+        delimiter = target_delimiter(args.use_chat_template)
+        groups = [item["subject"] if args.share_prefix else "" for item in items]
+        start = time.perf_counter()
+        requests = loglikelihood_requests(tokenizer, prompts, delimiter, groups)
+        tokenize_seconds = round(time.perf_counter() - start, 2)
+        plan = _plan_batches(_rows_for_requests(requests), args.batch_size, args.pad_tolerance)
+        forwards = sum(len(chunks) + (prefix > 0) for prefix, chunks in plan)
     if device.startswith("cuda"):
         peak_mib = torch.cuda.max_memory_allocated() / 2**20
     else:
@@ -156,17 +170,18 @@ def main(argv: list[str] | None = None) -> dict:
         "all_seconds": [round(t, 2) for t in timings],
         "questions_per_second": round(len(items) / seconds, 2),
         "pad_tolerance": args.pad_tolerance,
-        "tokenize_seconds": round(tokenize_seconds, 2),
+        "tokenize_seconds": tokenize_seconds,
         "forwards": forwards,
         "peak_memory_mib": round(peak_mib),
         "accuracy": round(sum(row["correct"] for row in rows) / len(rows), 4),
     }
-    if args.profile_out:
-        report["profile"] = str(args.profile_out)
-        _profile(run, device, args.profile_out)
+    # The figures first: a profile that cannot be written must not lose the timed run.
     print(json.dumps(report))
     if args.json_out:
         write_json(args.json_out, report)
+    if args.profile_out:
+        _profile(run, device, args.profile_out)
+        print(f"profile: {args.profile_out}")
     return report
 
 

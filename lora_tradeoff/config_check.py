@@ -19,6 +19,7 @@ gives its one schema line and no traceback.
 from __future__ import annotations
 
 import copy
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -204,6 +205,18 @@ def _path_keys(config: dict[str, Any], rejected: set[str]) -> list[tuple[str, st
     return keys
 
 
+def _non_finite(value: Any, key: str = "config") -> list[tuple[str, float]]:
+    """``(key, value)`` of every NaN or infinite number: YAML's ``.nan``/``.inf`` pass a schema's
+    minimum and maximum (NaN compares false with both) and would fail a job after its model loaded."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [(key, value)]
+    if isinstance(value, dict):
+        return [found for k, v in value.items() for found in _non_finite(v, f"{key}.{k}")]
+    if isinstance(value, list):
+        return [found for i, v in enumerate(value) for found in _non_finite(v, f"{key}[{i}]")]
+    return []
+
+
 def config_problems(config: dict[str, Any], schema_path: Path, base_dir: Path = Path(".")) -> list[str]:
     """Every schema violation and every missing input path, one readable line each.
 
@@ -215,6 +228,7 @@ def config_problems(config: dict[str, Any], schema_path: Path, base_dir: Path = 
     problems = [describe(error, schema) for error in errors]
     if not isinstance(config, dict):
         return problems
+    problems += [f"{key}: {value} is not a finite number; write a number" for key, value in _non_finite(config)]
     rejected = {str(error.absolute_path[0]) for error in errors if error.absolute_path}
     for key, value in _path_keys(config, rejected):
         if not value:

@@ -518,7 +518,7 @@ def score_mmlu(
     Rows: id, subject, category, gold, prediction, prob_A..prob_D, correct,
     parse_failed, completion (generated text; empty in loglik mode).
     Prompts are batched by length, each batch padded by at most ``pad_tolerance`` of its
-    tokens (see `BatchedEngine`; loglik mode); results come back in input order.
+    tokens (see `BatchedEngine`; both modes); results come back in input order.
     ``progress`` receives one line per batch: questions done of all, questions/s, ETA.
     """
     if len(items) != len(prompts):

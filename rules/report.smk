@@ -138,8 +138,5 @@ rule report:
         prompt_styles={model: prompt_style(model) for model in evaluated_models()},
         resamples=config["mmlu"]["bootstrap_resamples"],
         seed=config["mmlu"]["seed"],
-        n_shot=config["mmlu"]["n_shot"],
-        per_category=config["mmlu"]["per_category"],
-        dev_limit=config["spider"]["dev_limit"],
     script:
         "../workflow_scripts/report.py"

@@ -8,11 +8,22 @@ by MMLU's generate mode. Pure Python: no torch.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 
 # Sequences run in one forward differ in length by at most this fraction of the
 # longest, so padding costs at most that share of the forward (see length_batches).
 PAD_TOLERANCE = 0.1
+
+
+def check_pad_tolerance(value: object) -> float:
+    """``value`` as a padding tolerance: a finite number within [0, 1]; ValueError naming it otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"pad_tolerance must be a number within [0, 1] (0.1 on a CPU, 0.5 on a GPU), got {value!r}")
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"pad_tolerance must be within [0, 1] (0.1 on a CPU, 0.5 on a GPU), got {value}")
+    return float(value)
 
 
 def length_batches(
@@ -30,7 +41,11 @@ def length_batches(
     Longest first makes a batch size too large for the device's memory fail at once rather
     than after an hour. MMLU prompt lengths vary widely (262 to 1892 tokens on the demo
     suite), and fixed batches of 8 spent a third of their tokens on padding.
+    Raises ValueError for a ``batch_size`` below 1 or a tolerance outside [0, 1].
     """
+    check_pad_tolerance(tolerance)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer of at least 1, got {batch_size!r}")
     order = sorted(range(len(lengths)) if indices is None else indices, key=lambda index: -lengths[index])
     batches: list[list[int]] = []
     for index in order:

@@ -59,6 +59,7 @@ from transformers.masking_utils import sdpa_mask
 from lora_tradeoff.inference.base import BatchDone, Generation, LoglikelihoodRequest, StopRule
 from lora_tradeoff.inference.batching import (
     PAD_TOLERANCE,
+    check_pad_tolerance,
     common_prefix_length,
     length_batches,
     length_sorted_batches,
@@ -692,12 +693,10 @@ class BatchedEngine:
     """
 
     def __init__(self, model: Any, pad_id: int, cuda_graphs: bool = True, pad_tolerance: float = PAD_TOLERANCE) -> None:
-        if not 0.0 <= pad_tolerance <= 1.0:
-            raise ValueError(f"pad_tolerance must be within [0, 1], got {pad_tolerance}")
         self.model = model
         self.pad_id = pad_id
         self.cuda_graphs = cuda_graphs
-        self.pad_tolerance = pad_tolerance
+        self.pad_tolerance = check_pad_tolerance(pad_tolerance)
 
     def generate_until(
         self,

@@ -27,6 +27,15 @@ def test_shipped_config_is_valid(config):
     assert problems(config) == []
 
 
+def test_nan_and_infinity_are_refused_though_they_pass_minimum_and_maximum(config):
+    config["mmlu"]["pad_tolerance"] = float("nan")
+    config["training"]["runs"][0]["learning_rate"] = float("inf")
+    assert sorted(problems(config)) == [
+        "config.mmlu.pad_tolerance: nan is not a finite number; write a number",
+        "config.training.runs[0].learning_rate: inf is not a finite number; write a number",
+    ]
+
+
 @pytest.mark.parametrize("overlays", [["qwen2.5-coder-1.5b.yaml"], ["qwen2.5-coder-1.5b.yaml", "mmlu-full.yaml"]])
 def test_shipped_overlays_give_valid_configs(config, overlays):
     """The README's commands stack these files on config.yaml, as Snakemake merges --configfile."""

@@ -119,8 +119,13 @@ def test_a_padding_tolerance_changes_the_batches_not_the_scores(
             model, tokenizer, items, prompts, batch_size=5, share_prefix=share_prefix, pad_tolerance=tolerance
         )
         _assert_same_scores(batched, scored)
-    with pytest.raises(ValueError, match="pad_tolerance"):
-        BatchedEngine(model, 0, pad_tolerance=1.5)
+    for bad in (1.5, -0.1, float("nan"), True, "0.5", None):
+        with pytest.raises(ValueError, match="pad_tolerance"):
+            BatchedEngine(model, 0, pad_tolerance=bad)
+        with pytest.raises(ValueError, match="pad_tolerance"):  # generate mode batches with it too
+            score_mmlu(model, tokenizer, items[:1], prompts[:1], batch_size=1, mode="generate", pad_tolerance=bad)
+    with pytest.raises(ValueError, match="batch_size must be an integer of at least 1, got 0"):
+        length_batches([3, 2, 1], 0)
 
 
 def test_prompts_tokenized_in_batches_get_the_ids_of_one_call_each(model_and_tokenizer, items_and_prompts, monkeypatch):
