@@ -344,11 +344,13 @@ def encode_contexts(
     large share of its scoring time on a GPU.
     Raises ValueError when a context is empty or a continuation adds no token of its own.
     """
+    if isinstance(contexts, str):
+        raise TypeError("contexts must be a sequence of prompts, not one string")
     texts: list[str] = []
-    for context in contexts:
+    for index, context in enumerate(contexts):
         stripped = context.rstrip()
         if not stripped:
-            raise ValueError("an MMLU prompt is empty; the log-likelihood needs a context")
+            raise ValueError(f"MMLU prompt {index} is empty; the log-likelihood needs a context")
         trailing = context[len(stripped) :]
         texts += [stripped] + [stripped + trailing + continuation for continuation in continuations]
     ids: list[list[int]] = []
@@ -379,9 +381,9 @@ def loglikelihood_requests(
 ) -> list[LoglikelihoodRequest]:
     """Four requests per prompt, one per letter (``delimiter + letter`` after the prompt, see
     :func:`encode_pairs`), question-major; ``groups[i]`` is prompt i's prefix-sharing hint."""
-    encoded = encode_contexts(tokenizer, prompts, [delimiter + letter for letter in LETTERS], bos_prefix(tokenizer))
     if len(groups) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(groups)} groups")
+    encoded = encode_contexts(tokenizer, prompts, [delimiter + letter for letter in LETTERS], bos_prefix(tokenizer))
     return [
         LoglikelihoodRequest(tuple(context_ids), tuple(ids), group)
         for (context_ids, continuations), group in zip(encoded, groups, strict=True)

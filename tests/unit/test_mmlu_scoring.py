@@ -140,8 +140,12 @@ def test_prompts_tokenized_in_batches_get_the_ids_of_one_call_each(model_and_tok
     assert [(r.context, r.continuation) for r in requests] == [
         (tuple(context[1:]), tuple(tail)) for context, tails in one_by_one for tail in tails
     ]  # SmolLM2 puts no BOS before a text: the requests have no prefix
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ValueError, match="MMLU prompt 1 is empty"):
         encode_contexts(tokenizer, [prompts[0], " \n"], continuations)
+    with pytest.raises(TypeError, match="not one string"):
+        encode_contexts(tokenizer, prompts[0], continuations)
+    with pytest.raises(ValueError, match="2 prompts but 1 groups"):
+        loglikelihood_requests(tokenizer, prompts[:2], " ", ["g"])
 
 
 def test_generate_mode_parses_letters(model_and_tokenizer, items_and_prompts):
