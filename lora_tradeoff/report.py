@@ -48,6 +48,7 @@ def write_report(
     seed: int = 1234,
     replicates: Mapping[str, Sequence[str]] | None = None,
     checkpoints: Mapping[str, Mapping[str, Any]] | None = None,
+    n_shot: int = 4,
 ) -> dict[str, Any]:
     """Write :data:`TABLE_FILES` and every figure of :data:`lora_tradeoff.report_plots.FIGURES` into ``out_dir``.
 
@@ -55,7 +56,7 @@ def write_report(
     Raises ValueError, writing nothing, when a summary number disagrees with its recomputation
     from the per-item files the inputs were read from. Returns the summary.
     """
-    summary = build_summary(inputs, baseline, prompt_styles, n_resamples, seed, replicates, checkpoints)
+    summary = build_summary(inputs, baseline, prompt_styles, n_resamples, seed, replicates, checkpoints, n_shot)
     recomputed = recompute_from_items(inputs.item_paths["spider_scored"], inputs.item_paths["mmlu_scored"])
     problems = headline_mismatches(summary, recomputed)
     if problems:

@@ -63,7 +63,8 @@ def render_intro(summary: Mapping[str, Any]) -> list[str]:
     lines = [
         "# LoRA trade-off report",
         "",
-        f"What LoRA fine-tuning buys (Spider execution accuracy, EX) and costs (MMLU 4-shot accuracy), against "
+        "What LoRA fine-tuning buys (Spider execution accuracy, EX) and costs "
+        f"(MMLU {summary['mmlu_shots']} accuracy), against "
         f"the baseline `{baseline}`. Accuracies in percent of questions; changes (Δ) in percentage points "
         f'("pts") against `{baseline}`, relative changes in percent of `{baseline}`\'s accuracy. Every number '
         "was checked against a recomputation from the per-question rows (spider_scored.csv, mmlu_scored.csv).",
@@ -442,7 +443,7 @@ def render_mmlu(summary: Mapping[str, Any]) -> list[str]:
         rows,
     )
     return [
-        "## MMLU 4-shot accuracy",
+        f"## MMLU {summary['mmlu_shots']} accuracy",
         "",
         *table,
         "",

@@ -177,6 +177,7 @@ def build_summary(
     seed: int = 1234,
     replicates: Mapping[str, Sequence[str]] | None = None,
     checkpoints: Mapping[str, Mapping[str, Any]] | None = None,
+    n_shot: int = 4,
 ) -> dict[str, Any]:
     """All numbers of the report as one JSON-ready dict (see the module doc for units).
 
@@ -190,6 +191,7 @@ def build_summary(
     :mod:`lora_tradeoff.replicates`) gives ``replicates[run]``: :func:`replicate_entry`.
     ``checkpoints`` (``{model: {"run", "step"}}``, see :mod:`lora_tradeoff.curve`) names the
     models that are a run's adapter at a step; ``curve[run]`` is :func:`lora_tradeoff.curve.curve_rows`.
+    ``n_shot``: the MMLU prompts' solved examples (``config.mmlu.n_shot``), named in the prose.
     Raises ValueError when the baseline has no Spider or MMLU results, or no Spider question scored.
     """
     if baseline not in inputs.spider_scored or baseline not in inputs.mmlu_scored:
@@ -256,6 +258,8 @@ def build_summary(
         "mmlu": mmlu,
         "mmlu_categories": categories,
         "mmlu_n_per_category": n_per_category,
+        "mmlu_n_shot": n_shot,
+        "mmlu_shots": "zero-shot" if n_shot == 0 else f"{n_shot}-shot",
         "tradeoff": tradeoff,
         "checkpoints": checkpoints,
         "curve": curve,

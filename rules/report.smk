@@ -138,5 +138,6 @@ rule report:
         prompt_styles={model: prompt_style(model) for model in evaluated_models()},
         resamples=config["mmlu"]["bootstrap_resamples"],
         seed=config["mmlu"]["seed"],
+        n_shot=config["mmlu"]["n_shot"],
     script:
         "../workflow_scripts/report.py"

@@ -26,5 +26,6 @@ summary = write_report(
     seed=params.seed,
     replicates=params.replicates,
     checkpoints=params.checkpoints,
+    n_shot=params.n_shot,
 )
 log.info("trade-off per run (points vs %s): %s", params.baseline, summary["tradeoff"])

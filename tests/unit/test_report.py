@@ -375,6 +375,13 @@ def test_the_interval_note_speaks_of_the_suite_measured(built: dict) -> None:
     assert "150-question" not in text
 
 
+def test_the_prose_names_the_shot_count_the_config_used(built: dict, tmp_path: Path) -> None:
+    assert "costs (MMLU 4-shot accuracy)" in (built["out"] / "summary.md").read_text()
+    summary = write_report(built["inputs"], tmp_path, n_resamples=200, n_shot=0)
+    text = (tmp_path / "summary.md").read_text()
+    assert summary["mmlu_n_shot"] == 0 and "## MMLU zero-shot accuracy" in text and "4-shot" not in text
+
+
 def test_every_change_has_its_smallest_detectable_change(built: dict) -> None:
     summary, root = built["summary"], built["root"]
     text = (built["out"] / "summary.md").read_text()
