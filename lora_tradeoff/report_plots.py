@@ -19,6 +19,7 @@ from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import offset_copy
 
 from lora_tradeoff.report_inputs import BASE_ZERO_SHOT, ReportInputs
+from lora_tradeoff.report_summary import mmlu_shots
 from lora_tradeoff.spider_scoring import HARDNESS_LEVELS
 from lora_tradeoff.stats import OVERALL, wilson_interval
 
@@ -175,7 +176,7 @@ def plot_mmlu_accuracy(summary: Mapping[str, Any], out_dir: Path) -> None:
     chance = ax.axhline(25, color="black", linestyle=":", linewidth=1)
     ax.set_ylabel("accuracy (% of questions correct)")
     ax.set_xlabel("MMLU category (n = questions per model)")
-    ax.set_title(f"MMLU {summary['mmlu_shots']} accuracy per category\n{BAR_NOTE}")
+    ax.set_title(f"MMLU {mmlu_shots(summary)} accuracy per category\n{BAR_NOTE}")
     handles, labels = ax.get_legend_handles_labels()
     _legend_below(ax, [*handles, chance], [*labels, "chance (25%)"], title="model")
     _save(fig, out_dir, "mmlu_accuracy")

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from lora_tradeoff.report_inputs import BASE_ZERO_SHOT
+from lora_tradeoff.report_summary import mmlu_shots
 from lora_tradeoff.spider_scoring import HARDNESS_LEVELS
 from lora_tradeoff.stats import OVERALL, bootstrap_half_width_points
 
@@ -64,7 +65,7 @@ def render_intro(summary: Mapping[str, Any]) -> list[str]:
         "# LoRA trade-off report",
         "",
         "What LoRA fine-tuning buys (Spider execution accuracy, EX) and costs "
-        f"(MMLU {summary['mmlu_shots']} accuracy), against "
+        f"(MMLU {mmlu_shots(summary)} accuracy), against "
         f"the baseline `{baseline}`. Accuracies in percent of questions; changes (Δ) in percentage points "
         f'("pts") against `{baseline}`, relative changes in percent of `{baseline}`\'s accuracy. Every number '
         "was checked against a recomputation from the per-question rows (spider_scored.csv, mmlu_scored.csv).",
@@ -443,7 +444,7 @@ def render_mmlu(summary: Mapping[str, Any]) -> list[str]:
         rows,
     )
     return [
-        f"## MMLU {summary['mmlu_shots']} accuracy",
+        f"## MMLU {mmlu_shots(summary)} accuracy",
         "",
         *table,
         "",

@@ -169,6 +169,12 @@ def training_cost_row(record: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def mmlu_shots(summary: Mapping[str, Any]) -> str:
+    """``"4-shot"``, ``"zero-shot"``: how the report names the MMLU prompts' solved examples."""
+    n_shot = summary["mmlu_n_shot"]
+    return "zero-shot" if n_shot == 0 else f"{n_shot}-shot"
+
+
 def build_summary(
     inputs: ReportInputs,
     baseline: str = BASELINE,
@@ -259,7 +265,6 @@ def build_summary(
         "mmlu_categories": categories,
         "mmlu_n_per_category": n_per_category,
         "mmlu_n_shot": n_shot,
-        "mmlu_shots": "zero-shot" if n_shot == 0 else f"{n_shot}-shot",
         "tradeoff": tradeoff,
         "checkpoints": checkpoints,
         "curve": curve,
