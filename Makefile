@@ -11,12 +11,13 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: venv demo test lint report dag clean
 
-# The package itself goes in editable (no copy: the code reads schemas/ beside it);
-# the rule scripts also reach it through workflow_scripts/lora_tradeoff, in any env.
+# The package itself goes in editable (no copy: the code reads schemas/ beside it), built
+# with the pinned setuptools. The rule scripts import it from here (without --use-conda; the
+# Snakefile checks that they find this checkout) or from each conda env (envs/install-package.sh).
 $(STAMP): requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --editable .
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation --editable .
 	cp requirements.txt $(STAMP)
 
 venv: $(STAMP)

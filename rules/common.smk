@@ -1,11 +1,17 @@
+import os
 import sys
+from pathlib import Path
 
 from snakemake.utils import validate
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
-# The Snakefile imports lora_tradeoff from this repository. Rule scripts find it
-# through the symlink workflow_scripts/lora_tradeoff, because Snakemake puts a
-# script's own folder on sys.path (locally, in conda envs and on cluster nodes).
+# The Snakefile imports lora_tradeoff from this checkout, installed or not. The rule
+# scripts import it as an installed package: from .venv (`make venv`), or from each
+# conda env, whose post-deploy script (envs/install-package.sh) installs the checkout
+# named here into the env it has just created. (Written, not read: the lint's envvars
+# rule is about variables a workflow needs from its caller.)
 sys.path.insert(0, workflow.basedir)
+os.environ.update(LORA_TRADEOFF_SOURCE=workflow.basedir)
 
 from lora_tradeoff.config_check import config_problems
 from lora_tradeoff.curve import expand_eval_steps
@@ -21,6 +27,14 @@ if _problems:
     )
 # Fills the schema's defaults (the check above already passed).
 validate(config, schema="../schemas/config.schema.yaml")
+
+if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
+    from lora_tradeoff.installation import import_problem
+
+    # Without conda every rule script runs with this interpreter (lora_tradeoff/installation.py).
+    _problem = import_problem(Path(workflow.basedir), sys.executable, Path.cwd())
+    if _problem:
+        raise WorkflowError(_problem)
 
 
 try:
