@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> dict:
     seconds = min(timings)
     tokenize_seconds = forwards = None
     if args.mode == "loglik":
-        # Where the time goes: tokenization (CPU) apart, and the number of forwards the plan makes.
+        # Where the time goes: tokenization (CPU) timed apart (in the run it overlaps the forwards, all but the
+        # first subject's), and the number of forwards the plan makes (the same subject by subject).
         delimiter = target_delimiter(args.use_chat_template)
         groups = [item["subject"] if args.share_prefix else "" for item in items]
         start = time.perf_counter()

@@ -272,3 +272,110 @@ def test_batches_pad_little_where_prompt_lengths_vary():
     assert [len(chunk) for chunk in fixed] == [8, 8, 8, 6]
     assert _padded_tokens(fixed, lengths) == 24252
     assert sum(lengths) == 15980 < _padded_tokens(chunks, lengths) <= 1.1 * sum(lengths)
+
+
+# Subjects interleaved, as in the 150-question suite; sociology's questions become a subject of
+# one question ("solo") and one of two whose prompts share no first token ("mixed"): the engine
+# runs both without a prefix, batched together with the rows of other such groups.
+INTERLEAVED = (0, 10, 3, 6, 9, 1, 4, 11, 7, 2, 5, 8)
+
+
+def _interleaved(items: list[dict], prompts: list[str]) -> tuple[list[dict], list[str]]:
+    renamed = {9: "solo", 10: "mixed", 11: "mixed"}
+    items = [{**item, "subject": renamed.get(i, item["subject"])} for i, item in enumerate(items)]
+    prompts = [("Next question.\n" if i == 11 else "") + prompt for i, prompt in enumerate(prompts)]
+    return [items[i] for i in INTERLEAVED], [prompts[i] for i in INTERLEAVED]
+
+
+def _record_forwards(monkeypatch) -> tuple[list, list]:
+    """Spy on the engine: every batch it runs (prefix length, row ids) and every engine call's request count."""
+    from lora_tradeoff.inference import engine
+
+    batches, calls = [], []
+    run_batch, loglikelihood = engine._target_logprobs, BatchedEngine.loglikelihood
+
+    def target_logprobs(model, batch, pad_id, prefix_cache=None, prefix_length=0):
+        batches.append((prefix_length, tuple(row.ids for row in batch)))
+        return run_batch(model, batch, pad_id, prefix_cache, prefix_length)
+
+    def counted(self, requests, *args, **kwargs):
+        calls.append(len(requests))
+        return loglikelihood(self, requests, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "_target_logprobs", target_logprobs)
+    monkeypatch.setattr(BatchedEngine, "loglikelihood", counted)
+    return batches, calls
+
+
+def test_scoring_subject_by_subject_runs_the_batches_of_one_call(model_and_tokenizer, items_and_prompts, monkeypatch):
+    """Tokenized group by group in the background, scored one engine call per subject: the same
+    batches, prefixes and scores, bit for bit, as one engine call over all the requests."""
+    import torch
+
+    model, tokenizer = model_and_tokenizer
+    items, prompts = _interleaved(*items_and_prompts)
+    subjects = [item["subject"] for item in items]
+    batches, calls = _record_forwards(monkeypatch)
+    # Full tolerance: the three rows without a prefix fit one batch of 4, as in one call.
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    one_call = BatchedEngine(model, pad_id, pad_tolerance=1.0).loglikelihood(
+        loglikelihood_requests(tokenizer, prompts, " ", subjects), batch_size=4
+    )
+    expected_batches = sorted(batches)
+    assert [prefix > 0 for prefix, _ in expected_batches].count(False) == 1  # solo and mixed, batched together
+    batches.clear()
+    calls.clear()
+    rows = score_mmlu(model, tokenizer, items, prompts, batch_size=4, share_prefix=True, pad_tolerance=1.0)
+    assert calls == [12, 12, 12, 12]  # management, world_religions, marketing; then solo and mixed together
+    assert sorted(batches) == expected_batches
+    assert [row["id"] for row in rows] == [item["id"] for item in items]
+    for start, row in enumerate(rows):
+        logliks = one_call[4 * start : 4 * start + 4]
+        probs = torch.softmax(torch.tensor(logliks, dtype=torch.float64), dim=-1).tolist()
+        assert [row[f"prob_{letter}"] for letter in LETTERS] == probs
+        assert row["prediction"] == LETTERS[max(range(4), key=lambda k: logliks[k])]
+    # And the independent one-prompt-at-a-time reference agrees.
+    reference = _reference_rows(model, tokenizer, items, prompts, " ", share_prefix=True)
+    assert [row["ours"] for row in reference] == [row["reference"] for row in reference]
+    assert max(row["max_prob_diff"] for row in reference) < 1e-4
+    # Without prefix sharing every group is "": one call, as before.
+    calls.clear()
+    score_mmlu(model, tokenizer, items[:3], prompts[:3], batch_size=4, share_prefix=False)
+    assert calls == [12]
+
+
+def test_an_empty_prompt_of_a_later_subject_is_named_by_its_index_before_any_forward(
+    model_and_tokenizer, items_and_prompts, monkeypatch
+):
+    model, tokenizer = model_and_tokenizer
+    items, prompts = _interleaved(*items_and_prompts)
+    prompts[11] = " \n"  # the third of marketing, the last subject tokenized before the ungrouped rows
+    batches, _ = _record_forwards(monkeypatch)
+    with pytest.raises(ValueError, match="MMLU prompt 11 is empty"):
+        score_mmlu(model, tokenizer, items, prompts, batch_size=4, share_prefix=True)
+    assert batches == []
+    with pytest.raises(ValueError, match="pad_tolerance"):  # the engine's check still comes first
+        score_mmlu(model, tokenizer, items, prompts, batch_size=4, pad_tolerance=2.0)
+    with pytest.raises(TypeError, match="not one string"):
+        score_mmlu(model, tokenizer, items[:1], "a", batch_size=4)
+
+
+def test_an_error_while_tokenizing_in_the_background_propagates(model_and_tokenizer, items_and_prompts, monkeypatch):
+    import threading
+
+    model, tokenizer = model_and_tokenizer
+    items, prompts = _interleaved(*items_and_prompts)
+    encode, threads = mmlu.encode_contexts, []
+
+    def failing(tokenizer, contexts, *args, **kwargs):
+        threads.append(threading.current_thread())
+        if prompts[3] in contexts:  # marketing, the fourth group tokenized
+            raise RuntimeError("tokenizer broke")
+        return encode(tokenizer, contexts, *args, **kwargs)
+
+    monkeypatch.setattr(mmlu, "encode_contexts", failing)
+    lines: list[str] = []
+    with pytest.raises(RuntimeError, match="tokenizer broke"):
+        score_mmlu(model, tokenizer, items, prompts, batch_size=4, share_prefix=True, progress=lines.append)
+    assert threads and threading.main_thread() not in threads
+    assert lines  # the first subject was scored before the error surfaced
