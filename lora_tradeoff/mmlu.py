@@ -399,14 +399,6 @@ def loglikelihood_requests(
     ]
 
 
-def _shares_prefix(requests: Sequence[LoglikelihoodRequest]) -> bool:
-    """Whether the engine runs these requests, a group of several prompts, over a shared prefix: `_plan_batches`
-    shares the tokens all contexts start with, up to the shortest one's last token, so the contexts must share
-    their first token and each must have a second."""
-    contexts = [request.context for request in requests]
-    return len({ids[0] for ids in contexts}) == 1 and min(len(ids) for ids in contexts) > 1
-
-
 def _loglik_predictions(
     model: Any,
     tokenizer: Any,
@@ -420,19 +412,13 @@ def _loglik_predictions(
 ) -> list[dict]:
     """One result row per prompt, from the engine's log-likelihoods of its four letters.
 
-    The prompts are tokenized group by group (the prefix-sharing groups: subjects, each taken
-    whole, in order of first appearance) in a background thread, while the engine scores the
-    groups already tokenized. Tokenizing all prompts before the first forward took 13.35 s of
-    the 62.1 s that the full test split (14,042 questions) took on an H200 (Qwen2.5-Coder-1.5B,
-    batch 64, pad_tolerance 0.5); a fast tokenizer releases the GIL while it encodes a batch.
-
-    The batches and prefix caches are those of one engine call over all prompts: the engine
-    batches each group that shares a prefix on its own, with the prefix of the group's own
-    rows; the rows it runs without a prefix (group "", a group of one question, a group whose
-    prompts share no first token) it batches together, so those go to one last call, in prompt
-    order. Without ``share_prefix`` that is the only call. Only the order of the batches (and
-    of the progress lines) can differ: a one-question group whose letters take rows of their
-    own that share a prefix is scored in the last call instead of in its place.
+    With ``share_prefix`` the prompts are tokenized group by group (subjects, each whole, in
+    order of first appearance) in a background thread while the engine scores the groups
+    already tokenized (:meth:`BatchedEngine.loglikelihood_parts`: the batches of one call over
+    all prompts). Tokenizing all prompts before the first forward took 13.35 s of the 62.1 s
+    that the full test split (14,042 questions) took on an H200 (Qwen2.5-Coder-1.5B, batch 64,
+    pad_tolerance 0.5); a fast tokenizer releases the GIL while it encodes a batch. Without
+    ``share_prefix`` there is one group, tokenized before the first forward.
     """
     import torch
 
@@ -448,42 +434,30 @@ def _loglik_predictions(
     members: dict[str, list[int]] = {}
     for index, group in enumerate(groups):
         members.setdefault(group, []).append(index)
-    lone = [index for index, group in enumerate(groups) if not group or len(members[group]) == 1]
-    chunks = [indices for group, indices in members.items() if group and len(indices) > 1] + [lone]
+    order = [index for indices in members.values() for index in indices]  # prompt of each request // 4
     width = len(LETTERS)
-    flat = [0.0] * (len(prompts) * width)
+    remaining = [width] * len(prompts)
 
     def encode(indices: list[int]) -> list[LoglikelihoodRequest]:
         return loglikelihood_requests(tokenizer, [prompts[i] for i in indices], delimiter, [groups[i] for i in indices])
 
-    def score(indices: list[int], requests: list[LoglikelihoodRequest]) -> None:
-        remaining = [width] * len(indices)
+    def advance(request_indices: Sequence[int]) -> None:
+        # A question is done once all its letters are scored (most questions are one row of four).
+        done = 0
+        for index in request_indices:
+            remaining[order[index // width]] -= 1
+            done += remaining[order[index // width]] == 0
+        tracker.advance(done)
 
-        def advance(request_indices: Sequence[int]) -> None:
-            # A question is done once all its letters are scored (most questions are one row of four).
-            done = 0
-            for index in request_indices:
-                remaining[index // width] -= 1
-                done += remaining[index // width] == 0
-            tracker.advance(done)
-
-        for index, value in enumerate(engine.loglikelihood(requests, batch_size, on_batch=advance)):
-            flat[indices[index // width] * width + index % width] = value
-
-    last: dict[int, list[LoglikelihoodRequest]] = {}  # prompt index -> its requests, for the last call
     pool = ThreadPoolExecutor(max_workers=1)
     try:
-        futures = [pool.submit(encode, indices) for indices in chunks]  # tokenized one after the other
-        for indices, future in zip(chunks, futures, strict=True):
-            requests = future.result()
-            if indices is not lone and _shares_prefix(requests):
-                score(indices, requests)
-            else:
-                last.update((index, requests[k * width : (k + 1) * width]) for k, index in enumerate(indices))
+        futures = [pool.submit(encode, indices) for indices in members.values()]  # encoded one after the other
+        scored = engine.loglikelihood_parts((future.result() for future in futures), batch_size, on_batch=advance)
     finally:
         pool.shutdown(cancel_futures=True)  # after an error, waits for the group being tokenized only
-    order = sorted(last)
-    score(order, [request for index in order for request in last[index]])
+    flat = [0.0] * len(scored)
+    for index, value in enumerate(scored):
+        flat[order[index // width] * width + index % width] = value
     results = []
     for start in range(0, len(flat), width):
         letter_logliks = flat[start : start + width]

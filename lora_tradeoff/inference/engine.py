@@ -46,7 +46,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -564,14 +564,15 @@ class _Row:
         return min(position for _, position, _ in self.targets)
 
 
-def _rows_for_requests(requests: Sequence[LoglikelihoodRequest]) -> list[_Row]:
+def _rows_for_requests(requests: Sequence[LoglikelihoodRequest], first_index: int = 0) -> list[_Row]:
     """Rows to run, in first-seen order: one per distinct context + all but the last continuation
     token within a run of requests (adjacent requests with the same context and group, no
-    continuation twice: MMLU's four letters of one question; a repeated question is a new run)."""
+    continuation twice: MMLU's four letters of one question; a repeated question is a new run).
+    The requests are numbered from ``first_index`` (in the rows' targets and in errors)."""
     targets: dict[tuple[int, tuple[int, ...]], list[tuple[int, int, int]]] = {}
     groups: dict[tuple[int, tuple[int, ...]], str] = {}
     run, previous, seen = -1, None, set()
-    for index, request in enumerate(requests):
+    for index, request in enumerate(requests, start=first_index):
         if not request.context or not request.continuation:
             raise ValueError(f"log-likelihood request {index} has an empty context or continuation")
         if (request.group, request.context) != previous or request.continuation in seen:
@@ -586,37 +587,49 @@ def _rows_for_requests(requests: Sequence[LoglikelihoodRequest]) -> list[_Row]:
     return [_Row(groups[key], key[1], tuple(row_targets)) for key, row_targets in targets.items()]
 
 
-def _plan_batches(
-    rows: Sequence[_Row], batch_size: int, pad_tolerance: float = PAD_TOLERANCE
-) -> list[tuple[int, list[list[int]]]]:
-    """Split rows into ``(shared prefix length, batches of row indices)`` groups.
-
-    Within a group, rows are batched by `length_batches` with ``pad_tolerance``.
+def _prefix_groups(rows: Sequence[_Row]) -> tuple[list[tuple[int, list[int]]], list[int]]:
+    """``(shared prefix length, row indices)`` of each group of rows that shares a prefix, and the
+    indices of the rows that share none.
 
     Rows of the same non-empty ``group`` (the MMLU subject: all its prompts start with the
     same description and few-shot examples) form a group whose common token prefix is
-    computed once; rows of group "" and rows alone in theirs have nothing to share and are
-    batched together as one group without prefix.
+    computed once; rows of group "" and rows alone in theirs have nothing to share.
     """
-    lengths = [len(row.ids) for row in rows]
     groups: dict[str, list[int]] = {}
     for index, row in enumerate(rows):
         groups.setdefault(row.group, []).append(index)
-    plan = []
-    unshared: list[int] = []
+    shared, unshared = [], []
     for key, indices in groups.items():
         prefix = 0
         if key and len(indices) > 1:
             limit = min(rows[i].first_target for i in indices)
             prefix = common_prefix_length([rows[i].ids for i in indices], limit)
         if prefix:
-            # Every row of the group is padded to the longest suffix after the prefix.
-            suffixes = {i: lengths[i] - prefix for i in indices}
-            plan.append((prefix, length_batches(suffixes, batch_size, pad_tolerance, indices=indices)))
+            shared.append((prefix, indices))
         else:
             unshared += indices
+    return shared, unshared
+
+
+def _batches(
+    rows: Sequence[_Row], prefix_length: int, indices: list[int], batch_size: int, pad_tolerance: float
+) -> list[list[int]]:
+    """``indices`` batched by `length_batches` on their length after the prefix (each row of a batch is
+    padded to its longest suffix)."""
+    suffixes = {i: len(rows[i].ids) - prefix_length for i in indices}
+    return length_batches(suffixes, batch_size, pad_tolerance, indices=indices)
+
+
+def _plan_batches(
+    rows: Sequence[_Row], batch_size: int, pad_tolerance: float = PAD_TOLERANCE
+) -> list[tuple[int, list[list[int]]]]:
+    """Split rows into ``(shared prefix length, batches of row indices)`` groups, as
+    :meth:`BatchedEngine.loglikelihood` runs them: each group of :func:`_prefix_groups` with its
+    prefix, then the rows without one, batched together with prefix length 0."""
+    shared, unshared = _prefix_groups(rows)
+    plan = [(prefix, _batches(rows, prefix, indices, batch_size, pad_tolerance)) for prefix, indices in shared]
     if unshared:
-        plan.append((0, length_batches(lengths, batch_size, pad_tolerance, indices=unshared)))
+        plan.append((0, _batches(rows, 0, unshared, batch_size, pad_tolerance)))
     return plan
 
 
@@ -739,22 +752,56 @@ class BatchedEngine:
         on_batch: BatchDone | None = None,
     ) -> list[float]:
         """Summed continuation log-probabilities; requests of one non-empty ``group`` share their prefix's cache."""
+        return self.loglikelihood_parts([requests], batch_size, on_batch)
+
+    def loglikelihood_parts(
+        self,
+        parts: Iterable[Sequence[LoglikelihoodRequest]],
+        batch_size: int,
+        on_batch: BatchDone | None = None,
+    ) -> list[float]:
+        """:meth:`loglikelihood` of the requests of ``parts`` one after the other, numbered on across
+        parts, each part run as soon as it arrives: ``parts`` may be a generator that prepares
+        (tokenizes) the next part meanwhile.
+
+        The batches are those of one call over all the requests: a part's groups that share a
+        prefix run at once, its rows without one wait and run together after the last part, as
+        one call batches them. That needs every non-empty group within one part: a group seen in
+        an earlier part raises ValueError.
+        """
         model = self.model
-        rows = _rows_for_requests(requests)
-        logliks = [0.0] * len(requests)
+        rows: list[_Row] = []
+        unshared: list[int] = []
+        logliks: list[float] = []
+        done_groups: set[str] = set()
+
+        def score(prefix_length: int, indices: list[int]) -> None:
+            cache = _prefix_cache(model, rows[indices[0]].ids[:prefix_length]) if prefix_length else None
+            for chunk in _batches(rows, prefix_length, indices, batch_size, self.pad_tolerance):
+                batch = [rows[i] for i in chunk]
+                for row, values in zip(
+                    batch, _target_logprobs(model, batch, self.pad_id, cache, prefix_length), strict=True
+                ):
+                    for (request_index, _, _), value in zip(row.targets, values, strict=True):
+                        logliks[request_index] += value
+                if on_batch is not None:
+                    # A request's tokens are all targets of one row: it is done with its row.
+                    on_batch(list(dict.fromkeys(request_index for row in batch for request_index, _, _ in row.targets)))
+
         with torch.inference_mode():
-            for prefix_length, chunks in _plan_batches(rows, batch_size, self.pad_tolerance):
-                cache = _prefix_cache(model, rows[chunks[0][0]].ids[:prefix_length]) if prefix_length else None
-                for chunk in chunks:
-                    batch = [rows[i] for i in chunk]
-                    for row, values in zip(
-                        batch, _target_logprobs(model, batch, self.pad_id, cache, prefix_length), strict=True
-                    ):
-                        for (request_index, _, _), value in zip(row.targets, values, strict=True):
-                            logliks[request_index] += value
-                    if on_batch is not None:
-                        # A request's tokens are all targets of one row: it is done with its row.
-                        on_batch(
-                            list(dict.fromkeys(request_index for row in batch for request_index, _, _ in row.targets))
-                        )
+            for part in parts:
+                part_rows = _rows_for_requests(part, first_index=len(logliks))
+                part_groups = {row.group for row in part_rows} - {""}
+                if part_groups & done_groups:
+                    raise ValueError(f"group {sorted(part_groups & done_groups)[0]!r} spans two parts")
+                done_groups |= part_groups
+                logliks += [0.0] * len(part)
+                first = len(rows)
+                rows += part_rows
+                shared, lone = _prefix_groups(part_rows)
+                unshared += [first + i for i in lone]
+                for prefix_length, indices in shared:
+                    score(prefix_length, [first + i for i in indices])
+            if unshared:
+                score(0, unshared)
         return logliks

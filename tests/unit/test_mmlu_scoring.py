@@ -288,28 +288,32 @@ def _interleaved(items: list[dict], prompts: list[str]) -> tuple[list[dict], lis
 
 
 def _record_forwards(monkeypatch) -> tuple[list, list]:
-    """Spy on the engine: every batch it runs (prefix length, row ids) and every engine call's request count."""
+    """Spy on the engine: each batch it runs (prefix length, row ids) and the request count of each part given."""
     from lora_tradeoff.inference import engine
 
-    batches, calls = [], []
-    run_batch, loglikelihood = engine._target_logprobs, BatchedEngine.loglikelihood
+    batches, parts = [], []
+    run_batch, loglikelihood_parts = engine._target_logprobs, BatchedEngine.loglikelihood_parts
 
     def target_logprobs(model, batch, pad_id, prefix_cache=None, prefix_length=0):
         batches.append((prefix_length, tuple(row.ids for row in batch)))
         return run_batch(model, batch, pad_id, prefix_cache, prefix_length)
 
-    def counted(self, requests, *args, **kwargs):
-        calls.append(len(requests))
-        return loglikelihood(self, requests, *args, **kwargs)
+    def counted(self, given, *args, **kwargs):
+        def each():
+            for part in given:
+                parts.append(len(part))
+                yield part
+
+        return loglikelihood_parts(self, each(), *args, **kwargs)
 
     monkeypatch.setattr(engine, "_target_logprobs", target_logprobs)
-    monkeypatch.setattr(BatchedEngine, "loglikelihood", counted)
-    return batches, calls
+    monkeypatch.setattr(BatchedEngine, "loglikelihood_parts", counted)
+    return batches, parts
 
 
 def test_scoring_subject_by_subject_runs_the_batches_of_one_call(model_and_tokenizer, items_and_prompts, monkeypatch):
-    """Tokenized group by group in the background, scored one engine call per subject: the same
-    batches, prefixes and scores, bit for bit, as one engine call over all the requests."""
+    """Tokenized group by group in the background, each group given to the engine as it is ready:
+    the same batches, prefixes and scores, bit for bit, as one engine call over all the requests."""
     import torch
 
     model, tokenizer = model_and_tokenizer
@@ -326,7 +330,7 @@ def test_scoring_subject_by_subject_runs_the_batches_of_one_call(model_and_token
     batches.clear()
     calls.clear()
     rows = score_mmlu(model, tokenizer, items, prompts, batch_size=4, share_prefix=True, pad_tolerance=1.0)
-    assert calls == [12, 12, 12, 12]  # management, world_religions, marketing; then solo and mixed together
+    assert calls == [12, 8, 12, 12, 4]  # one part per subject, in order of first appearance
     assert sorted(batches) == expected_batches
     assert [row["id"] for row in rows] == [item["id"] for item in items]
     for start, row in enumerate(rows):
@@ -338,7 +342,7 @@ def test_scoring_subject_by_subject_runs_the_batches_of_one_call(model_and_token
     reference = _reference_rows(model, tokenizer, items, prompts, " ", share_prefix=True)
     assert [row["ours"] for row in reference] == [row["reference"] for row in reference]
     assert max(row["max_prob_diff"] for row in reference) < 1e-4
-    # Without prefix sharing every group is "": one call, as before.
+    # Without prefix sharing every group is "": one part.
     calls.clear()
     score_mmlu(model, tokenizer, items[:3], prompts[:3], batch_size=4, share_prefix=False)
     assert calls == [12]
@@ -379,3 +383,16 @@ def test_an_error_while_tokenizing_in_the_background_propagates(model_and_tokeni
         score_mmlu(model, tokenizer, items, prompts, batch_size=4, share_prefix=True, progress=lines.append)
     assert threads and threading.main_thread() not in threads
     assert lines  # the first subject was scored before the error surfaced
+
+
+def test_a_group_split_over_two_parts_is_refused(model_and_tokenizer, items_and_prompts):
+    # Its rows would get two prefix caches and other batches than one call gives them.
+    model, tokenizer = model_and_tokenizer
+    items, prompts = items_and_prompts
+    requests = loglikelihood_requests(tokenizer, prompts[:3], " ", [item["subject"] for item in items[:3]])
+    engine = BatchedEngine(model, tokenizer.eos_token_id)
+    with pytest.raises(ValueError, match=f"group {items[0]['subject']!r} spans two parts"):
+        engine.loglikelihood_parts([requests[:4], requests[4:]], batch_size=4)
+    # Ungrouped requests may be split anywhere: they are batched together after the last part.
+    ungrouped = loglikelihood_requests(tokenizer, prompts[:3], " ", [""] * 3)
+    assert engine.loglikelihood_parts([ungrouped[:4], ungrouped[4:]], 4) == engine.loglikelihood(ungrouped, 4)
