@@ -13,12 +13,20 @@ Runs standalone wherever torch, transformers and peft are installed (CPU or CUDA
 
     python bench/bench_generation.py --model-dir <hf checkpoint> --spider-dir <spider> \
         --device auto --n 256 --batch-size 256 --max-new-tokens 128
+
+``--profile-out FILE``: after the figures are printed (and written to ``--json-out``),
+where our generation's time goes: one more run of ``generate_sql`` on the same N
+questions with a `PhaseTimer` (wall seconds per phase, the device synchronised at
+every phase boundary, so slower than the timed run; the per-batch decode steps and
+slots left to finished rows), then a torch.profiler run on the first ``--profile-n``
+questions (operators by self device time, and by self CPU time). Both go to FILE.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import resource
 import sys
 import time
@@ -33,6 +41,7 @@ sys.path.insert(0, str(REPO))
 from lora_tradeoff.files import write_json  # noqa: E402
 from lora_tradeoff.formatting import SchemaLookup, format_split, select_fewshot_examples  # noqa: E402
 from lora_tradeoff.generation import generate_sql  # noqa: E402
+from lora_tradeoff.inference.profiling import PhaseTimer, summarize_batch  # noqa: E402
 from lora_tradeoff.modeling import load_model_and_tokenizer  # noqa: E402
 from lora_tradeoff.spider_data import locate_databases, read_spider_dir  # noqa: E402
 
@@ -198,6 +207,174 @@ def time_ours(model, tokenizer, rows, args, cuda_graphs: bool) -> tuple[list[dic
     return results, figures
 
 
+# The phases of `PhaseTimer` by the part of generation they belong to; time in no phase counts as (e).
+PHASE_GROUPS = (
+    ("(a) host: tokenization, planning", ("tokenize", "plan", "stop_rule_setup")),
+    ("(b) shared-prefix prefill", ("prefix_prefill",)),
+    ("(c) per-question prefill", ("prefill", "batch_setup")),
+    ("(d) decode", ("decode_replay", "decode_eager", "decode_warmup", "graph_capture", "drop_rows")),
+    ("(e) other: stop checks, host syncs, post-processing", ("stop_check",)),
+)
+
+
+def profile_phases(model, tokenizer, rows, args, timed: dict, timed_results: list[dict]) -> tuple[str, dict]:
+    """`generate_sql` on every row once more with a `PhaseTimer`; a readable breakdown and its figures.
+
+    ``timed``: the timed run's figures (``report["ours"]``), ``timed_results``: its rows,
+    to check that timing changed no token.
+    """
+    device = model.device
+    timer = PhaseTimer((lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None)
+    synchronize(device)
+    started = time.perf_counter()
+    results = generate_sql(model, tokenizer, rows, args.max_new_tokens, args.batch_size, timer=timer)
+    synchronize(device)
+    total = time.perf_counter() - started
+    identical = sum(a["output_token_ids"] == b["output_token_ids"] for a, b in zip(results, timed_results, strict=True))
+    batches = [summarize_batch(facts) for facts in timer.batches]
+    phased = sum(timer.seconds.values())
+    unphased = total - phased - timer.overhead_seconds
+    known = {name for _, names in PHASE_GROUPS for name in names}
+    # A phase no group names (a new one in the engine) is shown under (e), with the time in no phase.
+    groups = [(title, list(names)) for title, names in PHASE_GROUPS]
+    groups[-1][1].extend(name for name in timer.seconds if name not in known)
+    group_seconds = {title: sum(timer.seconds.get(name, 0.0) for name in names) for title, names in groups}
+    group_seconds[groups[-1][0]] += unphased
+    data: dict = {
+        "questions": len(rows),
+        "batch_size": args.batch_size,
+        "max_new_tokens": args.max_new_tokens,
+        "device": report_device(device),
+        "synchronized_phases": device.type == "cuda",
+        "profiled_seconds": round(total, 3),
+        "profiled_q_per_s": round(len(rows) / total, 2),
+        "timed_seconds": timed["seconds"],
+        "timed_q_per_s": timed["q_per_s"],
+        "tokens_identical_to_timed_run": f"{identical}/{len(rows)}",
+        "timer_overhead_seconds": round(timer.overhead_seconds, 3),
+        "phases": {
+            name: {
+                "seconds": round(timer.seconds[name], 4),
+                "launch_seconds": round(timer.launch_seconds[name], 4),
+                "calls": timer.calls[name],
+            }
+            for name in timer.seconds
+        },
+        "unphased_seconds": round(unphased, 4),
+        "groups": {title: round(seconds, 4) for title, seconds in group_seconds.items()},
+        "batches": batches,
+    }
+    slot_steps = sum(batch["slot_steps"] for batch in batches)
+    wasted = sum(batch["wasted_slot_share"] * batch["slot_steps"] for batch in batches)
+    data["decode_steps"] = sum(batch["decode_steps"] for batch in batches)
+    data["wasted_slot_share"] = round(wasted / slot_steps, 4) if slot_steps else 0.0
+    data["steps_mostly_finished"] = sum(batch["steps_mostly_finished"] for batch in batches)
+
+    lines = [
+        f"Phase breakdown: generate_sql on {len(rows)} questions, batch size {args.batch_size}, "
+        f"max_new_tokens {args.max_new_tokens}, {data['device']}"
+        + (", device synchronised at every phase boundary" if data["synchronized_phases"] else ""),
+        f"profiled run {total:.3f} s ({data['profiled_q_per_s']} q/s); the timed run without timer "
+        f"{timed['seconds']} s ({timed['q_per_s']} q/s); tokens identical to the timed run: "
+        f"{data['tokens_identical_to_timed_run']}; timer bookkeeping {timer.overhead_seconds:.3f} s (excluded)",
+        "launch ms/call: host time before the closing synchronisation (close to ms/call: the host is the limit)",
+        "",
+        f"{'phase':<52} {'seconds':>9} {'share':>7} {'calls':>7} {'ms/call':>10} {'launch ms/call':>15}",
+    ]
+    for title, names in groups:
+        lines.append(f"{title:<52} {group_seconds[title]:>9.3f} {group_seconds[title] / total:>7.1%}")
+        for name in names:
+            if name in timer.seconds:
+                seconds, calls = timer.seconds[name], timer.calls[name]
+                lines.append(
+                    f"  {name:<50} {seconds:>9.3f} {seconds / total:>7.1%} {calls:>7} "
+                    f"{1000 * seconds / calls:>10.3f} {1000 * timer.launch_seconds[name] / calls:>15.3f}"
+                )
+    lines.append(
+        f"  {'in no phase (progress, result rows, syncs between)':<50} {unphased:>9.3f} {unphased / total:>7.1%}"
+    )
+    lines += [
+        "",
+        f"decode steps {data['decode_steps']} in {len(batches)} batches; slot-steps left to finished rows "
+        f"{data['wasted_slot_share']:.1%}; steps in which most rows had finished {data['steps_mostly_finished']}",
+        "",
+        f"{'batch':>5} {'rows':>5} {'prompt tok':>10} {'own tok':>8} {'prefill fw':>10} {'padded tok':>10} "
+        f"{'new kept':>8} {'needed':>7} {'max need':>8} {'steps':>6} {'ms/step':>8} {'captures':>8} "
+        f"{'checks':>6} {'wasted':>7} {'mostly done':>11}  row drops (step, before, after)",
+    ]
+    for index, batch in enumerate(batches):
+        lines.append(
+            f"{index:>5} {batch['rows']:>5} {batch['prompt_tokens']:>10} {batch['own_prompt_tokens']:>8} "
+            f"{batch['prefill_forwards']:>10} {batch['prefill_padded_tokens']:>10} {batch['new_tokens_kept']:>8} "
+            f"{batch['new_tokens_needed']:>7} {batch['max_needed']:>8} {batch['decode_steps']:>6} "
+            f"{batch['decode_ms_per_step'] or 0:>8.2f} {batch['graph_captures']:>8} {batch['stop_checks']:>6} "
+            f"{batch['wasted_slot_share']:>7.1%} {batch['steps_mostly_finished']:>11}  {batch['row_drops']}"
+        )
+        lines.append(
+            "      seconds: " + ", ".join(f"{name} {seconds:.3f}" for name, seconds in batch["seconds"].items())
+        )
+    return "\n".join(lines), data
+
+
+def report_device(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+class _Records(logging.Handler):
+    """Keeps the log records it is given (the engine's warnings, e.g. a CUDA graph capture that failed)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def profile_operators(model, tokenizer, rows, args) -> str:
+    """torch.profiler over `generate_sql` on the first ``--profile-n`` rows (one batch); the top operators.
+
+    On CUDA twice: eagerly (every step's operators launched one by one, as in ours_eager:
+    which operators take the GPU time), then with CUDA graphs (the timed path: the steps'
+    kernels run inside graph replays). Eager first, so that a capture the profiler breaks
+    cannot cost the eager table; the engine's warnings are written under each table.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    device = model.device
+    part = rows[: args.profile_n]
+    batch_size = min(args.batch_size, len(part))
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sorts = (["self_device_time_total"] if device.type == "cuda" else []) + ["self_cpu_time_total"]
+    sections = []
+    for cuda_graphs in [False, True] if device.type == "cuda" else [False]:
+        title = f"torch.profiler: generate_sql on the first {len(part)} questions, batch size {batch_size}, " + (
+            "CUDA graphs" if cuda_graphs else "eager"
+        )
+        records = _Records()
+        engine_log = logging.getLogger("lora_tradeoff.inference.engine")
+        engine_log.addHandler(records)
+        try:
+            with profile(activities=activities) as prof:
+                started = time.perf_counter()
+                generate_sql(model, tokenizer, part, args.max_new_tokens, batch_size, cuda_graphs=cuda_graphs)
+                synchronize(device)
+                seconds = time.perf_counter() - started
+            averages = prof.key_averages()
+            for sort in sorts:
+                sections.append(
+                    f"== {title} ({seconds:.2f} s under the profiler); top 30 by {sort} ==\n"
+                    + averages.table(sort_by=sort, row_limit=30, max_name_column_width=80)
+                )
+        except Exception as error:  # a profiler failure must not lose the phase breakdown written before it
+            sections.append(f"== {title}: torch.profiler failed: {type(error).__name__}: {error} ==")
+        finally:
+            engine_log.removeHandler(records)
+        warnings = [record.getMessage() for record in records.records]
+        sections.append(f"engine warnings during it: {warnings or 'none'}")
+    return "\n\n".join(sections)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, default=REPO / ".cache" / "test-model" / "checkpoint")
@@ -215,7 +392,17 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json-out", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--profile-out",
+        type=Path,
+        help="after the figures, profile our generation (phase breakdown of all N, torch.profiler of --profile-n) here",
+    )
+    parser.add_argument("--profile-n", type=int, default=64, help="questions under torch.profiler (one batch)")
     args = parser.parse_args(argv)
+    if args.profile_out and args.profile_out.is_dir():
+        parser.error(f"--profile-out {args.profile_out} is a folder; name a file in it, e.g. profile.txt")
+    if args.profile_n < 1:
+        parser.error(f"--profile-n must be at least 1, got {args.profile_n}")
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -223,7 +410,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows = spider_prompt_rows(args.spider_dir, tokenizer, args.n, args.style)
     device = model.device
     report: dict = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "device": report_device(device),
         "dtype": str(model.dtype),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -288,6 +475,16 @@ def main(argv: list[str] | None = None) -> dict:
     print("BENCH_RESULT " + json.dumps(report))
     if args.json_out:
         write_json(args.json_out, report)
+    if args.profile_out:
+        # After the figures: a profile that fails must not lose the timed run.
+        text, data = profile_phases(model, tokenizer, rows, args, report["ours"], results)
+        print(text)
+        args.profile_out.parent.mkdir(parents=True, exist_ok=True)
+        args.profile_out.write_text(text + "\n\nPHASES_JSON " + json.dumps(data) + "\n")
+        operators = profile_operators(model, tokenizer, rows, args)
+        with args.profile_out.open("a") as out:
+            out.write("\n" + operators + "\n")
+        print(f"profile: {args.profile_out}")
     return report
 
 

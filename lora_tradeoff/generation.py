@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from lora_tradeoff.inference.engine import BatchedEngine
+from lora_tradeoff.inference.profiling import PhaseTimer, phase
 from lora_tradeoff.logs import Progress
 from lora_tradeoff.sql_extract import answer_span, statement_terminator
 
@@ -182,6 +183,7 @@ def generate_sql(
     batch_size: int,
     progress: Callable[[str], None] | None = None,
     cuda_graphs: bool = True,
+    timer: PhaseTimer | None = None,
 ) -> list[dict]:
     """Greedy answers to chat prompts, one result row per prompt row, in input order.
 
@@ -202,6 +204,8 @@ def generate_sql(
 
     ``cuda_graphs`` (CUDA only) replays each batch's decode step as a CUDA graph.
     ``progress`` receives one line per batch: items done of all, items/s, ETA.
+    ``timer`` (profiling only, `lora_tradeoff.inference.profiling`) times tokenization,
+    planning and the engine's phases, synchronising the device at each phase boundary.
 
     The tokens are those of ``model.generate(do_sample=False)`` on each prompt
     alone, cut at the stop (float rounding differences aside, which batching can
@@ -209,17 +213,20 @@ def generate_sql(
     """
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError(f"max_new_tokens ({max_new_tokens}) and batch_size ({batch_size}) must be at least 1")
-    prompt_ids = encode_prompts(tokenizer, prompt_rows)
-    check_prompt_lengths(
-        prompt_ids,
-        [row["id"] for row in prompt_rows],
-        int(model.config.get_text_config(decoder=True).max_position_embeddings),
-        max_new_tokens,
-    )
-    scanner = SqlStop(model, tokenizer, max_new_tokens)
+    with phase(timer, "tokenize"):
+        prompt_ids = encode_prompts(tokenizer, prompt_rows)
+    with phase(timer, "plan"):
+        check_prompt_lengths(
+            prompt_ids,
+            [row["id"] for row in prompt_rows],
+            int(model.config.get_text_config(decoder=True).max_position_embeddings),
+            max_new_tokens,
+        )
+    with phase(timer, "stop_rule_setup"):
+        scanner = SqlStop(model, tokenizer, max_new_tokens)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(scanner.eos_ids)
     tracker = Progress(len(prompt_rows), "items", "generated", progress)
-    engine = BatchedEngine(model, pad_id, cuda_graphs=cuda_graphs)
+    engine = BatchedEngine(model, pad_id, cuda_graphs=cuda_graphs, timer=timer)
     outputs = engine.generate_until(prompt_ids, scanner, batch_size, on_batch=lambda batch: tracker.advance(len(batch)))
     return [
         {

@@ -66,6 +66,7 @@ from lora_tradeoff.inference.batching import (
     shared_prefix_length,
     similar_length_groups,
 )
+from lora_tradeoff.inference.profiling import PhaseTimer, phase
 
 _log = logging.getLogger(__name__)
 
@@ -445,32 +446,37 @@ class _Decoder:
         self.positions.add_(1)
         self.slot.add_(1)
 
-    def advance(self) -> torch.Tensor:
-        """Run one step; return a copy of the new tokens."""
+    def advance(self, timer: PhaseTimer | None = None) -> torch.Tensor:
+        """Run one step; return a copy of the new tokens. ``timer`` (profiling only) times it by kind."""
         if not self.use_graph:
-            self._step()
-        elif not self.warmed:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
+            with phase(timer, "decode_eager"):
                 self._step()
-            torch.cuda.current_stream().wait_stream(side)
+        elif not self.warmed:
+            with phase(timer, "decode_warmup"):
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    self._step()
+                torch.cuda.current_stream().wait_stream(side)
             self.warmed = True
-        elif self.graph is None and not self._capture():
-            self._step()
+        elif self.graph is None and not self._capture(timer):
+            with phase(timer, "decode_eager"):
+                self._step()
         else:
-            self.graph.replay()
+            with phase(timer, "decode_replay"):
+                self.graph.replay()
         return self.tokens.clone()
 
-    def _capture(self) -> bool:
+    def _capture(self, timer: PhaseTimer | None = None) -> bool:
         """Capture one step as a CUDA graph; on failure log why and go on eagerly (the tokens do not change).
 
         A capture fails when something in the step synchronises with the host,
         which a model class or quantization kernel we have not met might do.
+        The capture runs no step: the replay that follows it does.
         """
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph):
+            with phase(timer, "graph_capture"), torch.cuda.graph(graph):
                 self._step()
         except RuntimeError as error:
             _log.warning("CUDA graph capture failed (%s); this batch decodes eagerly", str(error).splitlines()[0])
@@ -501,43 +507,79 @@ def _greedy_batch(
     pad_id: int,
     scanner: StopRule,
     cuda_graphs: bool,
+    timer: PhaseTimer | None = None,
 ) -> list[tuple[list[int], str, str]]:
     """Greedy continuations of ``prefix + suffix`` for suffixes sorted longest first.
 
-    Returns ``(kept token ids, kept text, stop reason)`` per suffix.
+    Returns ``(kept token ids, kept text, stop reason)`` per suffix. ``timer`` (profiling
+    only) times the phases and receives the batch's facts (`PhaseTimer.end_batch`).
     """
     device = model.device
     batch = len(suffixes)
     max_new = scanner.max_new_tokens
     filled = len(suffixes[0])
+    if timer is not None:
+        timer.begin_batch()
     # Memory-efficient attention wants the bias rows 16-element aligned; the slots past the budget stay masked.
     capacity = -(-(filled + max_new) // 16) * 16
-    cache = _batch_cache(model, batch, capacity)
-    tokens, mask = _prefill(model, cache, capacity, prefix_length, suffixes, pad_id)
-    positions = torch.tensor([prefix_length + len(suffix) for suffix in suffixes], device=device)
-    decoder = _Decoder.after_prefill(model, cache, tokens, mask, positions, filled, cuda_graphs)
+    with phase(timer, "batch_setup"):
+        cache = _batch_cache(model, batch, capacity)
+    with phase(timer, "prefill"):
+        tokens, mask = _prefill(model, cache, capacity, prefix_length, suffixes, pad_id)
+    with phase(timer, "batch_setup"):
+        positions = torch.tensor([prefix_length + len(suffix) for suffix in suffixes], device=device)
+        decoder = _Decoder.after_prefill(model, cache, tokens, mask, positions, filled, cuda_graphs)
     del cache, mask
     rows = list(range(batch))  # original row index of each row still decoding
     generated: list[list[int]] = [[] for _ in range(batch)]
     results: list[tuple[list[int], str, str] | None] = [None] * batch
     steps_per_check = _steps_per_stop_check(device)
     unchecked: list[torch.Tensor] = []
+    steps_in_decoder = [0] * batch  # profiling only: decode steps each row took part in
+    drops: list[tuple[int, int, int]] = []  # profiling only: (steps so far, rows before, rows after)
+    stop_checks = 0
     for step in range(1, max_new + 1):
         unchecked.append(tokens)
         if step % steps_per_check == 0 or step == max_new:
-            for row, new in zip(rows, torch.stack(unchecked, dim=1).tolist(), strict=True):
-                if results[row] is None:
-                    generated[row].extend(new)
-                    results[row] = scanner.check(generated[row])
-            unchecked = []
-            keep = [i for i, row in enumerate(rows) if results[row] is None]
+            with phase(timer, "stop_check"):
+                for row, new in zip(rows, torch.stack(unchecked, dim=1).tolist(), strict=True):
+                    if results[row] is None:
+                        generated[row].extend(new)
+                        results[row] = scanner.check(generated[row])
+                unchecked = []
+                keep = [i for i, row in enumerate(rows) if results[row] is None]
+            stop_checks += 1
             if not keep:
                 break
             # Dropping stopped rows copies the cache (and on CUDA costs a new capture), so wait until half have stopped.
             if len(rows) - len(keep) >= max(1, len(rows) // 2):
-                decoder = decoder.keep_rows(torch.tensor(keep, device=device))
+                with phase(timer, "drop_rows"):
+                    decoder = decoder.keep_rows(torch.tensor(keep, device=device))
+                if timer is not None:
+                    kept_rows = {rows[i] for i in keep}
+                    for row in rows:
+                        if row not in kept_rows:
+                            steps_in_decoder[row] = step - 1
+                    drops.append((step - 1, len(rows), len(keep)))
                 rows = [rows[i] for i in keep]
-        tokens = decoder.advance()
+        tokens = decoder.advance(timer)
+    if timer is not None:
+        for row in rows:
+            steps_in_decoder[row] = step - 1
+        facts = {
+            "prefix_tokens": prefix_length,
+            "suffix_tokens": [len(suffix) for suffix in suffixes],
+            "prefill_runs": [
+                (stop - start, len(suffixes[start]))
+                for start, stop in similar_length_groups([len(suffix) for suffix in suffixes])
+            ],
+            "steps_in_decoder": steps_in_decoder,
+            "generated": generated,
+            "kept": [len(result[0]) for result in results],  # type: ignore[index]  # every row stopped
+            "drops": drops,
+            "stop_checks": stop_checks,
+        }
+        timer.end_batch(facts, scanner)
     return results  # type: ignore[return-value]  # every row stopped: the last step is a complete check
 
 
@@ -702,14 +744,24 @@ class BatchedEngine:
     replays each batch's decode step as a CUDA graph. ``pad_tolerance``: how much padding
     a log-likelihood batch may hold (see `length_batches`): little on a CPU, where every
     padded token costs its compute; more on a GPU, where a forward of a few thousand tokens
-    costs about its fixed launch overhead and fewer, fuller batches win.
+    costs about its fixed launch overhead and fewer, fuller batches win. ``timer`` (profiling
+    only, `lora_tradeoff.inference.profiling`): `generate_until` times its phases with it
+    (synchronising the device at each phase boundary) and records each batch's facts.
     """
 
-    def __init__(self, model: Any, pad_id: int, cuda_graphs: bool = True, pad_tolerance: float = PAD_TOLERANCE) -> None:
+    def __init__(
+        self,
+        model: Any,
+        pad_id: int,
+        cuda_graphs: bool = True,
+        pad_tolerance: float = PAD_TOLERANCE,
+        timer: PhaseTimer | None = None,
+    ) -> None:
         self.model = model
         self.pad_id = pad_id
         self.cuda_graphs = cuda_graphs
         self.pad_tolerance = check_pad_tolerance(pad_tolerance)
+        self.timer = timer
 
     def generate_until(
         self,
@@ -720,15 +772,20 @@ class BatchedEngine:
     ) -> list[Generation]:
         """Greedy continuations, prompts of similar length batched, their shared prefix attended once."""
         model = self.model
+        timer = self.timer
         total = len(prompts)
         results: list[Generation | None] = [None] * total
         started = time.perf_counter()
         with torch.inference_mode(), _cascade_attention(model):
-            prefix_length = shared_prefix_length(prompts)
-            prefix_kv = _encode_prefix(model, prompts[0][:prefix_length]) if total else None
+            with phase(timer, "plan"):
+                prefix_length = shared_prefix_length(prompts)
+            with phase(timer, "prefix_prefill"):
+                prefix_kv = _encode_prefix(model, prompts[0][:prefix_length]) if total else None
             _shared_prefix.update(enumerate(prefix_kv or []))
             prefix_share = (time.perf_counter() - started) / max(total, 1)
-            for batch in length_sorted_batches([len(ids) for ids in prompts], batch_size):
+            with phase(timer, "plan"):
+                batches = length_sorted_batches([len(ids) for ids in prompts], batch_size)
+            for batch in batches:
                 batch_started = time.perf_counter()
                 outputs = _greedy_batch(
                     model,
@@ -737,6 +794,7 @@ class BatchedEngine:
                     self.pad_id,
                     stop,
                     self.cuda_graphs,
+                    timer,
                 )
                 seconds = (time.perf_counter() - batch_started) / len(batch) + prefix_share
                 for index, (kept_ids, text, reason) in zip(batch, outputs, strict=True):

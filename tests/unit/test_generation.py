@@ -14,6 +14,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from bench.bench_generation import hf_batched_generate, naive_generate, spider_prompt_rows
+from bench.bench_generation import main as bench_generation
 from lora_tradeoff.files import read_jsonl, write_jsonl
 from lora_tradeoff.generation import (
     MissingChatTemplateError,
@@ -28,6 +29,7 @@ from lora_tradeoff.inference import engine
 from lora_tradeoff.inference.batching import length_sorted_batches, shared_prefix_length, similar_length_groups
 from lora_tradeoff.inference.engine import BatchedEngine
 from lora_tradeoff.inference.hf import HFReference
+from lora_tradeoff.inference.profiling import PhaseTimer, summarize_batch
 from lora_tradeoff.modeling import AdapterMismatchError, load_model_and_tokenizer
 
 MAX_NEW = 24
@@ -132,6 +134,57 @@ def test_few_shot_prompts_share_their_examples_prefix(base, rows, monkeypatch):
     monkeypatch.setattr(engine, "_steps_per_stop_check", lambda device: 5)
     lagging = generate_sql(model, tokenizer, prompt_rows, MAX_NEW, batch_size=8)
     assert [dict(r, seconds=0) for r in lagging] == [dict(r, seconds=0) for r in results]
+
+
+@pytest.mark.slow
+def test_phase_timer_changes_no_token_and_accounts_for_every_decode_step(base, rows, monkeypatch):
+    """The profiling run (bench_generation --profile-out) is the normal path timed: the same rows; and
+    its per-batch step and slot counts follow from the stops, the check interval and the row drops."""
+    model, tokenizer = base
+    prompt_rows = rows["zero_shot"]
+    # Stops looked for every 4 steps, as on CUDA every 8: rows run past their stop and are dropped later.
+    monkeypatch.setattr(engine, "_steps_per_stop_check", lambda device: 4)
+    plain = generate_sql(model, tokenizer, prompt_rows, MAX_NEW, batch_size=2)
+    timer = PhaseTimer()
+    timed = generate_sql(model, tokenizer, prompt_rows, MAX_NEW, batch_size=2, timer=timer)
+    assert [dict(r, seconds=0) for r in timed] == [dict(r, seconds=0) for r in plain]
+    phases = {"tokenize", "plan", "stop_rule_setup", "prefix_prefill", "batch_setup", "prefill", "stop_check"}
+    assert phases | {"decode_eager"} == set(timer.seconds) - {"drop_rows"}  # CPU: every step eager, no capture
+    assert timer.calls["drop_rows"] == sum(len(facts["drops"]) for facts in timer.batches) >= 1
+    batches = [summarize_batch(facts) for facts in timer.batches]
+    longest_first = sorted(timed, key=lambda row: -row["prompt_tokens"])
+    assert [b["rows"] for b in batches] == [2, 1] and timer.calls["prefill"] == 2
+    assert [b["new_tokens_kept"] for b in batches] == [
+        sum(row["new_tokens"] for row in longest_first[:2]),
+        longest_first[2]["new_tokens"],
+    ]
+    assert sum(b["decode_steps"] for b in batches) == timer.calls["decode_eager"]
+    for facts, batch in zip(timer.batches, batches, strict=True):
+        assert all(kept <= needed <= kept + 1 for kept, needed in zip(facts["kept"], facts["needed"], strict=True))
+        # The batch ends at the first check (every 4th step, or the budget) that sees the last row's stop.
+        last_seen = min(-(-batch["max_needed"] // 4) * 4, MAX_NEW)
+        assert batch["decode_steps"] == last_seen - 1
+        width, done, slot_steps = batch["rows"], 0, 0
+        for steps, before, after in facts["drops"]:
+            assert before == width and after < before
+            slot_steps, width, done = slot_steps + width * (steps - done), after, steps
+        assert batch["slot_steps"] == slot_steps + width * (batch["decode_steps"] - done)
+        assert 0 <= batch["wasted_slot_share"] < 1
+
+
+@pytest.mark.slow
+def test_bench_generation_writes_the_profile_after_its_figures(base_model_dir, spider_dir, tmp_path):
+    out = tmp_path / "profile" / "generation.txt"
+    figures = tmp_path / "figures.json"
+    argv = ["--model-dir", str(base_model_dir), "--spider-dir", str(spider_dir), "--device", "cpu"]
+    argv += ["--n", "3", "--batch-size", "2", "--max-new-tokens", "6", "--reference-n", "1", "--anchors", ""]
+    report = bench_generation([*argv, "--json-out", str(figures), "--profile-out", str(out), "--profile-n", "2"])
+    assert json.loads(figures.read_text()) == report
+    text = out.read_text()
+    phases = json.loads(next(line for line in text.splitlines() if line.startswith("PHASES_JSON "))[12:])
+    assert phases["tokens_identical_to_timed_run"] == "3/3" and len(phases["batches"]) == 2
+    assert sum(phases["groups"].values()) == pytest.approx(phases["profiled_seconds"], abs=0.01)
+    assert "(d) decode" in text and "top 30 by self_cpu_time_total" in text and "aten::mm" in text
 
 
 def _save_adapter(base_model_dir, path, random_b: bool) -> None:
