@@ -299,7 +299,7 @@ def profile_phases(model, tokenizer, rows, args, timed: dict, timed_results: lis
         f"{data['wasted_slot_share']:.1%}; steps in which most rows had finished {data['steps_mostly_finished']}",
         "",
         f"{'batch':>5} {'rows':>5} {'prompt tok':>10} {'own tok':>8} {'prefill fw':>10} {'padded tok':>10} "
-        f"{'new kept':>8} {'needed':>7} {'max need':>8} {'steps':>6} {'ms/step':>8} {'captures':>8} "
+        f"{'new kept':>8} {'needed':>7} {'max need':>8} {'steps':>6} {'ms/step':>8} {'captures':>8} {'capture s':>9} "
         f"{'checks':>6} {'wasted':>7} {'mostly done':>11}  row drops (step, before, after)",
     ]
     for index, batch in enumerate(batches):
@@ -307,8 +307,9 @@ def profile_phases(model, tokenizer, rows, args, timed: dict, timed_results: lis
             f"{index:>5} {batch['rows']:>5} {batch['prompt_tokens']:>10} {batch['own_prompt_tokens']:>8} "
             f"{batch['prefill_forwards']:>10} {batch['prefill_padded_tokens']:>10} {batch['new_tokens_kept']:>8} "
             f"{batch['new_tokens_needed']:>7} {batch['max_needed']:>8} {batch['decode_steps']:>6} "
-            f"{batch['decode_ms_per_step'] or 0:>8.2f} {batch['graph_captures']:>8} {batch['stop_checks']:>6} "
-            f"{batch['wasted_slot_share']:>7.1%} {batch['steps_mostly_finished']:>11}  {batch['row_drops']}"
+            f"{batch['decode_ms_per_step'] or 0:>8.2f} {batch['graph_captures']:>8} "
+            f"{batch['graph_capture_seconds']:>9.3f} {batch['stop_checks']:>6} {batch['wasted_slot_share']:>7.1%} "
+            f"{batch['steps_mostly_finished']:>11}  {batch['row_drops']}"
         )
         lines.append(
             "      seconds: " + ", ".join(f"{name} {seconds:.3f}" for name, seconds in batch["seconds"].items())

@@ -117,7 +117,8 @@ def summarize_batch(facts: dict) -> dict[str, Any]:
     every later step it still sits in the decoder (``steps_in_decoder``: until the
     engine drops stopped rows, or the batch ends). ``wasted_slot_share``: finished
     rows' slot-steps over all slot-steps; ``steps_mostly_finished``: steps in which
-    more than half of the rows decoded had already finished.
+    more than half of the rows decoded had already finished. ``decode_ms_per_step``: the
+    steps' own time (eager, warm-up, replay), graph captures apart (``graph_capture_seconds``).
     """
     steps_in, needed, kept = facts["steps_in_decoder"], facts["needed"], facts["kept"]
     steps = max(steps_in, default=0)
@@ -128,8 +129,9 @@ def summarize_batch(facts: dict) -> dict[str, Any]:
         present = [n for s, n in zip(steps_in, needed, strict=True) if s >= step]
         if 2 * sum(step >= n for n in present) > len(present):
             mostly_finished += 1
-    decode_names = ("decode_replay", "decode_eager", "decode_warmup", "graph_capture")
-    decode_seconds = sum(facts["phase_seconds"].get(name, 0.0) for name in decode_names)
+    decode_seconds = sum(
+        facts["phase_seconds"].get(name, 0.0) for name in ("decode_replay", "decode_eager", "decode_warmup")
+    )
     prefix = facts["prefix_tokens"]
     suffixes = facts["suffix_tokens"]
     return {
@@ -144,6 +146,7 @@ def summarize_batch(facts: dict) -> dict[str, Any]:
         "decode_steps": steps,
         "decode_ms_per_step": round(1000 * decode_seconds / steps, 3) if steps else None,
         "graph_captures": facts["phase_calls"].get("graph_capture", 0),
+        "graph_capture_seconds": round(facts["phase_seconds"].get("graph_capture", 0.0), 4),
         "row_drops": [list(drop) for drop in facts["drops"]],
         "stop_checks": facts["stop_checks"],
         "slot_steps": slot_steps,

@@ -62,8 +62,8 @@ def test_batch_figures_count_the_slots_left_to_finished_rows():
         "kept": [3, 2, 1, 2],
         "drops": [(2, 4, 2)],
         "stop_checks": 3,
-        "phase_seconds": {"decode_replay": 0.008, "graph_capture": 0.002, "prefill": 0.5},
-        "phase_calls": {"decode_replay": 4, "graph_capture": 1, "prefill": 1},
+        "phase_seconds": {"decode_warmup": 0.002, "decode_replay": 0.008, "graph_capture": 0.03, "prefill": 0.5},
+        "phase_calls": {"decode_warmup": 1, "decode_replay": 4, "graph_capture": 1, "prefill": 1},
     }
     figures = summarize_batch(facts)
     assert figures["rows"] == 4 and figures["prompt_tokens"] == 59 and figures["own_prompt_tokens"] == 19
@@ -72,8 +72,9 @@ def test_batch_figures_count_the_slots_left_to_finished_rows():
     assert (figures["decode_steps"], figures["slot_steps"]) == (5, 14)
     assert figures["wasted_slot_share"] == pytest.approx(9 / 14, abs=1e-4)
     assert figures["steps_mostly_finished"] == 3
-    assert figures["decode_ms_per_step"] == pytest.approx(2.0)  # replays and the capture, per step
-    assert figures["graph_captures"] == 1 and figures["row_drops"] == [[2, 4, 2]]
+    assert figures["decode_ms_per_step"] == pytest.approx(2.0)  # warm-up and replays; the capture apart
+    assert (figures["graph_captures"], figures["graph_capture_seconds"]) == (1, 0.03)
+    assert figures["row_drops"] == [[2, 4, 2]]
 
 
 def test_profile_out_that_is_a_folder_is_refused_before_the_model_loads(tmp_path, capsys):
