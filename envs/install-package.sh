@@ -9,3 +9,7 @@
 set -eu
 : "${LORA_TRADEOFF_SOURCE:?is not set: this script is run by snakemake --use-conda, which sets it (rules/common.smk)}"
 python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation --editable "$LORA_TRADEOFF_SOURCE"
+# A folder that holds another Python project installs without complaint: fail here, at env creation,
+# unless the env now imports both packages from that checkout (lora_tradeoff/installation.py).
+python -P -c 'import pathlib, sys; from lora_tradeoff.installation import import_problem as p
+sys.exit(p(pathlib.Path(sys.argv[1]), sys.executable, pathlib.Path.cwd()))' "$LORA_TRADEOFF_SOURCE"

@@ -4,15 +4,20 @@ The rule scripts import ``lora_tradeoff`` and ``custom_metrics`` as installed pa
 installs this checkout into ``.venv`` (editable), and each conda env of ``envs/`` installs it after it
 is created (``envs/install-package.sh``, Snakemake's post-deploy script). Without ``--use-conda`` a
 rule script runs with the interpreter that runs Snakemake, so the Snakefile asks that interpreter,
-in a fresh process as a rule script would be, where it finds the packages (:func:`import_problem`).
-Two failures are caught there instead of in every job: the packages are not installed (each job
-would stop at its first import), or they are installed from another checkout (the jobs would run
-that checkout's code, silently).
+in a fresh process as a rule script would be, where it finds the packages (:func:`import_problem`),
+each time the Snakefile is read (dry runs and ``--lint`` included). Two cases stop it: the packages
+are installed from another checkout (the jobs would run that checkout's code, silently: an
+installed copy comes before anything else on a script's path), or they are not installed. In the
+second case a local job would still find them, at the very end of its path, because Snakemake
+appends its own ``sys.path`` (which holds the checkout, for the Snakefile) to every script's, to
+unpickle the ``snakemake`` object; that is a fallback of Snakemake's, mapped differently in
+containers, and not what the scripts should rest on.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -35,8 +40,10 @@ def import_problem(repo: Path, python: str, cwd: Path) -> str | None:
     """
     repo = Path(repo).resolve()
     install = (
-        f"Install this checkout into that environment: `{python} -m pip install --no-deps -e {repo}` "
-        "(`make venv` does it for .venv), or run with --use-conda (each env of envs/ installs it)."
+        f"Run this checkout's own environment (`make venv` in {shlex.quote(str(repo))}, then `.venv/bin/snakemake`), "
+        f"or install this checkout into that one: `{shlex.quote(python)} -m pip install --no-deps -e "
+        f"{shlex.quote(str(repo))}` (add --no-build-isolation where no package index is reachable: it then uses "
+        "the installed setuptools), or run with --use-conda (each env of envs/ installs it)."
     )
     proc = subprocess.run(
         [python, "-P", "-c", _WHERE % (PACKAGES,)], cwd=cwd, capture_output=True, text=True, check=False

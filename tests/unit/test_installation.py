@@ -59,6 +59,9 @@ def test_an_environment_without_the_packages_is_named_with_the_command_that_inst
     assert problem is not None
     assert f"{python}, which cannot import lora_tradeoff, custom_metrics" in problem
     assert f"`{python} -m pip install --no-deps -e {REPO}`" in problem
+    # A path with a space is quoted, so that the command can be pasted.
+    clone = tmp_path / "my clone"
+    assert f"-m pip install --no-deps -e '{clone}'`" in import_problem(clone, str(python), tmp_path)
 
 
 def test_packages_installed_from_another_checkout_are_refused(tmp_path):
@@ -115,3 +118,12 @@ def test_the_install_script_installs_the_checkout_editable_into_the_active_pytho
     assert unset.returncode != 0 and "LORA_TRADEOFF_SOURCE" in unset.stderr
     subprocess.run(["sh", script], cwd=tmp_path, env={**env, "LORA_TRADEOFF_SOURCE": str(REPO)}, check=True)
     assert import_problem(REPO, str(python), tmp_path) is None
+    # Another Python project in its place installs, but the env is not taken as ready.
+    other = tmp_path / "other-project"
+    other.mkdir()
+    project = '[project]\nname = "other"\nversion = "1"\n[tool.setuptools]\npackages = []\n'
+    (other / "pyproject.toml").write_text(project)
+    bare = bare_venv(tmp_path / "venv2", build_tools(tmp_path / "tools2"))
+    env2 = {**env, "PATH": f"{bare.parent}{os.pathsep}{os.environ['PATH']}", "LORA_TRADEOFF_SOURCE": str(other)}
+    wrong = subprocess.run(["sh", script], cwd=tmp_path, env=env2, capture_output=True, text=True)
+    assert wrong.returncode != 0 and "No module named 'lora_tradeoff'" in wrong.stderr
