@@ -352,3 +352,18 @@ def test_cascade_attention_equals_attention_over_prefix_and_own_keys(device):
     full_mask = torch.cat([torch.ones(batch, 1, queries, prefix_len, dtype=torch.bool, device=device), mask], dim=-1)
     expected = torch.nn.functional.scaled_dot_product_attention(query.float(), keys, values, attn_mask=full_mask)
     assert torch.allclose(merged.float(), expected, atol=1e-5 if dtype == torch.float32 else 2e-2)
+
+
+@pytest.mark.slow
+def test_bench_decode_step_times_the_engines_decoder_per_row_count(base_model_dir, tmp_path):
+    from bench.bench_decode_step import main as bench_decode_step
+
+    out = tmp_path / "decode.json"
+    argv = ["--model-dir", str(base_model_dir), "--device", "cpu", "--rows", "1,3", "--prefix", "16"]
+    report = bench_decode_step([*argv, "--capacity", "48", "--new", "16", "--steps", "4", "--json-out", str(out)])
+    assert json.loads(out.read_text()) == report
+    assert [step["rows"] for step in report["steps"]] == [1, 3]
+    # CPU: eager steps, no graph; the timed steps stop before the free slots run out.
+    assert all(step["steps_timed"] == 4 and not step["graph"] and step["ms_per_step"] > 0 for step in report["steps"])
+    with pytest.raises(SystemExit):
+        bench_decode_step([*argv, "--capacity", "16", "--new", "16"])
