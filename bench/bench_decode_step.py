@@ -32,16 +32,7 @@ from lora_tradeoff.inference.engine import (  # noqa: E402
     _encode_prefix,
     _shared_prefix,
 )
-from lora_tradeoff.modeling import load_model_and_tokenizer  # noqa: E402
-
-
-def apply_liger(model: object) -> None:
-    """Liger's fused RMSNorm, RoPE and SwiGLU on this model instance (the loss kernels off: no training here)."""
-    from liger_kernel.transformers import _apply_liger_kernel_to_instance
-
-    _apply_liger_kernel_to_instance(
-        model=model, rope=True, rms_norm=True, swiglu=True, cross_entropy=False, fused_linear_cross_entropy=False
-    )
+from lora_tradeoff.modeling import apply_liger_kernels, load_model_and_tokenizer  # noqa: E402
 
 
 def step_figures(model: object, rows: int, args: argparse.Namespace) -> dict:
@@ -100,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("rows >= 1, new >= 8, capacity > new and prefix >= 0 are needed")
     model, _ = load_model_and_tokenizer(args.model_dir, device=args.device)
     if args.liger:
-        apply_liger(model)
+        apply_liger_kernels(model)
     figures = []
     with torch.inference_mode(), _cascade_attention(model):
         prefix = torch.randint(100, 1000, (args.prefix,)).tolist()

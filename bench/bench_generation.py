@@ -42,7 +42,7 @@ from lora_tradeoff.files import write_json  # noqa: E402
 from lora_tradeoff.formatting import SchemaLookup, format_split, select_fewshot_examples  # noqa: E402
 from lora_tradeoff.generation import generate_sql  # noqa: E402
 from lora_tradeoff.inference.profiling import PhaseTimer, summarize_batch  # noqa: E402
-from lora_tradeoff.modeling import load_model_and_tokenizer  # noqa: E402
+from lora_tradeoff.modeling import apply_liger_kernels, load_model_and_tokenizer  # noqa: E402
 from lora_tradeoff.spider_data import locate_databases, read_spider_dir  # noqa: E402
 
 SCHEMA = REPO / "schemas" / "config.schema.yaml"
@@ -399,7 +399,14 @@ def main(argv: list[str] | None = None) -> dict:
         help="after the figures, profile our generation (phase breakdown of all N, torch.profiler of --profile-n) here",
     )
     parser.add_argument("--profile-n", type=int, default=64, help="questions under torch.profiler (one batch)")
+    parser.add_argument(
+        "--liger",
+        action="store_true",
+        help="after the other runs, ours again with Liger's fused RMSNorm/RoPE/SwiGLU (CUDA, pip install liger-kernel)",
+    )
     args = parser.parse_args(argv)
+    if args.liger and args.profile_out:
+        parser.error("--liger and --profile-out: profile in a run of its own (the profile is of the unfused model)")
     if args.profile_out and args.profile_out.is_dir():
         parser.error(f"--profile-out {args.profile_out} is a folder; name a file in it, e.g. profile.txt")
     if args.profile_n < 1:
@@ -473,6 +480,14 @@ def main(argv: list[str] | None = None) -> dict:
         f"speed-up {report['speedup_vs_naive']}x (q/s) over the naive loop; naive generates until eos or "
         "max_new_tokens, ours stops at statement end too."
     )
+    if args.liger:
+        apply_liger_kernels(model)
+        fused, report["ours_liger"] = time_ours(model, tokenizer, rows, args, True)
+        report["ours_liger"]["ratio_to_unfused"] = round(report["ours_liger"]["q_per_s"] / report["ours"]["q_per_s"], 2)
+        report["ours_liger"]["tokens_equal_unfused"] = sum(
+            a["output_token_ids"] == b["output_token_ids"] for a, b in zip(results, fused, strict=True)
+        )
+        print("generate_sql (CUDA graphs, Liger's fused kernels):", json.dumps(report["ours_liger"]))
     print("BENCH_RESULT " + json.dumps(report))
     if args.json_out:
         write_json(args.json_out, report)

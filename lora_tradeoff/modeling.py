@@ -125,6 +125,25 @@ def load_model_and_tokenizer(
     return model, tokenizer
 
 
+def apply_liger_kernels(model: Any) -> None:
+    """Replace ``model``'s RMSNorm, rotary embedding and SwiGLU by Liger's fused Triton kernels, in place.
+
+    Inference only (the loss kernels stay off). A decode step of Qwen2.5-Coder-1.5B launches 1,650
+    kernels, 971 with these, and costs 5.85 ms instead of 4.68 for one row on an H200
+    (bench/bench_decode_step.py); the results agree up to float rounding, not bit for bit.
+    Raises ValueError off CUDA (Triton kernels) and ImportError without the liger-kernel package.
+    """
+    if model.device.type != "cuda":
+        raise ValueError(f"Liger's fused kernels run on CUDA only; this model is on {model.device}")
+    try:
+        from liger_kernel.transformers import _apply_liger_kernel_to_instance
+    except ImportError as error:
+        raise ImportError("Liger's fused kernels need the liger-kernel package: pip install liger-kernel") from error
+    _apply_liger_kernel_to_instance(
+        model=model, rope=True, rms_norm=True, swiglu=True, cross_entropy=False, fused_linear_cross_entropy=False
+    )
+
+
 def load_from_manifest(
     manifest_path: Path, adapter_dir: Path | None = None, device: str = "auto", quantization: str = "none"
 ) -> tuple[Any, Any]:

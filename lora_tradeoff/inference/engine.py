@@ -224,12 +224,16 @@ def attention_with_lse(
 def merge_attention(
     first: tuple[torch.Tensor, torch.Tensor], second: tuple[torch.Tensor, torch.Tensor]
 ) -> torch.Tensor:
-    """The attention over the union of two disjoint key sets, from the attention over each and its log-sum-exp."""
+    """The attention over the union of two disjoint key sets, from the attention over each and its log-sum-exp.
+
+    Set a's share of the softmax mass is exp(lse_a) / (exp(lse_a) + exp(lse_b)) = sigmoid(lse_a - lse_b),
+    and the result is b + share * (a - b), in float32: six kernels per call (a decode step makes one
+    call per layer, and a step's cost is its kernel count, bench/bench_decode_step.py) where
+    normalising each weight by the log-sum-exp of both took eleven.
+    """
     (out_a, lse_a), (out_b, lse_b) = first, second
-    lse = torch.logaddexp(lse_a, lse_b)
-    weight_a = torch.exp(lse_a - lse)[..., None]
-    weight_b = torch.exp(lse_b - lse)[..., None]
-    return (out_a.float() * weight_a + out_b.float() * weight_b).to(out_a.dtype)
+    share_a = torch.sigmoid(lse_a - lse_b)[..., None]
+    return torch.lerp(out_b.float(), out_a.float(), share_a).to(out_a.dtype)
 
 
 def _additive_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -367,3 +367,15 @@ def test_bench_decode_step_times_the_engines_decoder_per_row_count(base_model_di
     assert all(step["steps_timed"] == 4 and not step["graph"] and step["ms_per_step"] > 0 for step in report["steps"])
     with pytest.raises(SystemExit):
         bench_decode_step([*argv, "--capacity", "16", "--new", "16"])
+
+
+def test_liger_kernels_are_refused_off_cuda_before_anything_changes(base):
+    from lora_tradeoff.modeling import apply_liger_kernels
+
+    model, _ = base
+    forward = model.model.norm.forward
+    with pytest.raises(ValueError, match="CUDA only; this model is on cpu"):
+        apply_liger_kernels(model)
+    assert model.model.norm.forward == forward
+    with pytest.raises(SystemExit):
+        bench_generation(["--liger", "--profile-out", "profile.txt"])
