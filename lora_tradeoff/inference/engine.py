@@ -236,17 +236,24 @@ def merge_attention(
     return torch.lerp(out_b.float(), out_a.float(), share_a).to(out_a.dtype)
 
 
-def _additive_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """An additive bias (0 = may attend, the dtype's minimum = may not) from a boolean mask (True = attend).
+# The additive bias of a key a query may not attend to. Finite and far below any attention score
+# (exp(-30000) is 0 in float32), not the dtype's minimum: for a query that sees none of its own keys
+# (a pad position) CUDA's memory-efficient kernel returned output 0 and log-sum-exp 0 when the bias
+# was the minimum, which the merge then weighed against the prefix as if it held mass (an H200,
+# torch 2.11); with this value the log-sum-exp is about -30000 and the prefix carries the query,
+# on CUDA and CPU alike. Representable in bfloat16 and float16.
+MASKED = -30000.0
 
-    The minimum rather than -inf keeps a row that sees none of its own tokens (a
-    pad position) finite; the shared prefix then carries all of its weight. The
-    bias lives in storage whose rows are 16-element aligned, as the
-    memory-efficient kernel requires.
+
+def _additive_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """An additive bias (0 = may attend, :data:`MASKED` = may not) from a boolean mask (True = attend).
+
+    The bias lives in storage whose rows are 16-element aligned, as the memory-efficient kernel
+    requires.
     """
     kv_length = mask.shape[-1]
     aligned = -(-kv_length // 16) * 16
-    bias = torch.full((*mask.shape[:-1], aligned), torch.finfo(dtype).min, dtype=dtype, device=mask.device)
+    bias = torch.full((*mask.shape[:-1], aligned), MASKED, dtype=dtype, device=mask.device)
     bias[..., :kv_length].masked_fill_(mask, 0.0)
     return bias[..., :kv_length]
 
