@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--rows", default="1,16,64,128,256", help="comma-separated row counts")
-    parser.add_argument("--prefix", type=int, default=600, help="shared-prefix tokens (the 3-shot prompt's ~600)")
+    parser.add_argument("--prefix", type=int, default=600, help="shared-prefix tokens (Qwen's real 3-shot prefix: 504)")
     parser.add_argument("--capacity", type=int, default=832, help="own slots per row (longest suffix + new tokens)")
     parser.add_argument("--new", type=int, default=128, help="slots left free for decoding")
     parser.add_argument("--steps", type=int, default=100, help="replayed steps timed per row count")
