@@ -347,7 +347,13 @@ def _steps_per_stop_check(device: torch.device) -> int:
 
 
 def _prefill(
-    model: Any, cache: Cache, capacity: int, prefix_length: int, suffixes: Sequence[Sequence[int]], pad_id: int
+    model: Any,
+    cache: Cache,
+    capacity: int,
+    prefix_length: int,
+    suffixes: Sequence[Sequence[int]],
+    pad_id: int,
+    runs: Sequence[tuple[int, int]],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Write the suffixes' keys/values into ``cache``; return the first new tokens and the own-token mask.
 
@@ -355,7 +361,8 @@ def _prefill(
     ending at the same slot, so that all rows decode in lockstep (the shared
     prefix lives once, outside these buffers). The gap is masked out and position
     ids continue the prefix, so each row sees exactly its prompt. Runs of similar
-    length are prefilled separately, each padded only to its own longest suffix.
+    length are prefilled separately, each padded only to its own longest suffix: ``runs``, the
+    ``(start, stop)`` row ranges of `similar_length_groups`.
     """
     device = model.device
     batch, width = len(suffixes), len(suffixes[0])
@@ -365,7 +372,7 @@ def _prefill(
         mask[row, width - len(suffix) : width] = 1
     mask = mask.to(device)
     first_tokens = []
-    for start, stop in similar_length_groups([len(suffix) for suffix in suffixes]):
+    for start, stop in runs:
         run_width = len(suffixes[start])
         input_ids = torch.full((stop - start, run_width), pad_id, dtype=torch.long)
         lengths = torch.tensor([len(suffix) for suffix in suffixes[start:stop]])
@@ -535,8 +542,9 @@ def _greedy_batch(
     capacity = -(-(filled + max_new) // 16) * 16
     with phase(timer, "batch_setup"):
         cache = _batch_cache(model, batch, capacity)
+    runs = similar_length_groups([len(suffix) for suffix in suffixes])
     with phase(timer, "prefill"):
-        tokens, mask = _prefill(model, cache, capacity, prefix_length, suffixes, pad_id)
+        tokens, mask = _prefill(model, cache, capacity, prefix_length, suffixes, pad_id, runs)
     with phase(timer, "batch_setup"):
         positions = torch.tensor([prefix_length + len(suffix) for suffix in suffixes], device=device)
         decoder = _Decoder.after_prefill(model, cache, tokens, mask, positions, filled, cuda_graphs)
@@ -580,10 +588,7 @@ def _greedy_batch(
         facts = {
             "prefix_tokens": prefix_length,
             "suffix_tokens": [len(suffix) for suffix in suffixes],
-            "prefill_runs": [
-                (stop - start, len(suffixes[start]))
-                for start, stop in similar_length_groups([len(suffix) for suffix in suffixes])
-            ],
+            "prefill_runs": [(stop - start, len(suffixes[start])) for start, stop in runs],
             "steps_in_decoder": steps_in_decoder,
             "generated": generated,
             "kept": [len(result[0]) for result in results],  # type: ignore[index]  # every row stopped
