@@ -2,9 +2,10 @@
 
     python bench/bench_decode_step.py --model-dir results/model/base [--liger] [--json-out F]
 
-The engine's own decoder (`lora_tradeoff.inference.engine._Decoder`, cascade attention over a
-shared prefix, CUDA-graph replay on a GPU) on synthetic ids: a ``--prefix``-token shared prefix
-and ``--capacity`` own slots per row, of which all but ``--new`` are filled. For each row count it
+The engine's own decoder (`lora_tradeoff.inference.engine._Decoder`, cascade attention over
+group prefixes, CUDA-graph replay on a GPU) on synthetic ids: ``--groups`` shared prefixes of
+``--prefix`` tokens, the rows split evenly among them, and ``--capacity`` own slots per row, of
+which all but ``--new`` are filled. For each row count it
 prints milliseconds per replayed step and, from one eager step under torch.profiler, the number of
 device kernels a step launches and their summed device time. ``--liger`` first applies Liger's
 fused RMSNorm, rotary embedding and SwiGLU kernels to the model (``pip install liger-kernel``;
@@ -25,17 +26,12 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from lora_tradeoff.files import write_json  # noqa: E402
-from lora_tradeoff.inference.engine import (  # noqa: E402
-    _batch_cache,
-    _cascade_attention,
-    _Decoder,
-    _encode_prefix,
-    _shared_prefix,
-)
+from lora_tradeoff.inference.cascade import cascade_attention_for  # noqa: E402
+from lora_tradeoff.inference.engine import _batch_cache, _Decoder, _encode_prefixes  # noqa: E402
 from lora_tradeoff.modeling import apply_liger_kernels, load_model_and_tokenizer  # noqa: E402
 
 
-def step_figures(model: object, rows: int, args: argparse.Namespace) -> dict:
+def step_figures(model: object, prefixes: object, rows: int, args: argparse.Namespace) -> dict:
     """ms per step (replayed on CUDA, eager on CPU) and kernels per eager step, for ``rows`` rows."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -45,7 +41,10 @@ def step_figures(model: object, rows: int, args: argparse.Namespace) -> dict:
     mask = torch.ones(rows, args.capacity, dtype=torch.long, device=device)
     tokens = torch.randint(100, 1000, (rows,), device=device)
     positions = torch.full((rows,), args.prefix + filled, device=device)
-    decoder = _Decoder.after_prefill(model, cache, tokens, mask, positions, filled, use_graph=device.type == "cuda")
+    groups = [row * len(prefixes.lengths) // rows for row in range(rows)] if prefixes else [0] * rows
+    decoder = _Decoder.after_prefill(
+        model, cache, tokens, mask, positions, filled, prefixes, groups, use_graph=device.type == "cuda"
+    )
     cuda = device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as prof:
@@ -79,25 +78,30 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--rows", default="1,16,64,128,256", help="comma-separated row counts")
-    parser.add_argument("--prefix", type=int, default=600, help="shared-prefix tokens (Qwen's real 3-shot prefix: 504)")
-    parser.add_argument("--capacity", type=int, default=832, help="own slots per row (longest suffix + new tokens)")
+    parser.add_argument(
+        "--prefix", type=int, default=780, help="tokens per group prefix (Spider dev 3-shot: ~480 common + a schema)"
+    )
+    parser.add_argument("--groups", type=int, default=1, help="group prefixes (Spider dev: 19 databases)")
+    parser.add_argument(
+        "--capacity", type=int, default=192, help="own slots per row (longest question part + new tokens)"
+    )
     parser.add_argument("--new", type=int, default=128, help="slots left free for decoding")
     parser.add_argument("--steps", type=int, default=100, help="replayed steps timed per row count")
     parser.add_argument("--liger", action="store_true", help="apply Liger's fused kernels first")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args(argv)
     rows = [int(text) for text in args.rows.split(",")]
-    if min(rows) < 1 or args.new < 8 or args.capacity <= args.new or args.prefix < 0:
-        parser.error("rows >= 1, new >= 8, capacity > new and prefix >= 0 are needed")
+    if min(rows) < 1 or args.new < 8 or args.capacity <= args.new or args.prefix < 0 or args.groups < 1:
+        parser.error("rows >= 1, new >= 8, capacity > new, prefix >= 0 and groups >= 1 are needed")
     model, _ = load_model_and_tokenizer(args.model_dir, device=args.device)
     if args.liger:
         apply_liger_kernels(model)
     figures = []
-    with torch.inference_mode(), _cascade_attention(model):
-        prefix = torch.randint(100, 1000, (args.prefix,)).tolist()
-        _shared_prefix.update(enumerate(_encode_prefix(model, prefix) or []))
+    with torch.inference_mode(), cascade_attention_for(model):
+        group_prefixes = [torch.randint(100, 1000, (args.prefix,)).tolist() for _ in range(args.groups)]
+        prefixes = _encode_prefixes(model, group_prefixes) if args.prefix else None
         for count in rows:
-            figures.append(step_figures(model, count, args))
+            figures.append(step_figures(model, prefixes, count, args))
             print(json.dumps(figures[-1]), flush=True)
     result = {
         "device": torch.cuda.get_device_name() if model.device.type == "cuda" else "cpu",
@@ -105,6 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
         "torch": torch.__version__,
         "liger": args.liger,
         "prefix": args.prefix,
+        "groups": args.groups,
         "capacity": args.capacity,
         "steps": figures,
     }

@@ -46,25 +46,29 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.cache_utils import Cache, CacheLayerMixin
-from transformers.masking_utils import sdpa_mask
 
 from lora_tradeoff.inference.base import BatchDone, Generation, LoglikelihoodRequest, StopRule
 from lora_tradeoff.inference.batching import (
     PAD_TOLERANCE,
     check_pad_tolerance,
     common_prefix_length,
+    grouped_batches,
     length_batches,
-    length_sorted_batches,
-    shared_prefix_length,
+    prefix_groups,
     similar_length_groups,
+)
+from lora_tradeoff.inference.cascade import (
+    PrefixSegments,
+    SharedPrefixes,
+    additive_bias,
+    attending,
+    cascade_attention_for,
 )
 from lora_tradeoff.inference.profiling import PhaseTimer, phase
 
@@ -174,161 +178,42 @@ def _batch_cache(model: Any, batch_size: int, capacity: int) -> Cache:
     )
 
 
-def _encode_prefix(model: Any, prefix_ids: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-    """Keys/values of the shared prefix at positions 0..len-1, batch of one; None for an empty prefix."""
-    if not prefix_ids:
-        return None
-    cache = _batch_cache(model, 1, len(prefix_ids))
-    model(
-        input_ids=torch.tensor([list(prefix_ids)], device=model.device),
-        past_key_values=cache,
-        use_cache=True,
-        logits_to_keep=1,
-    )
-    return [(layer.keys, layer.values) for layer in cache.layers]
+def _encode_prefixes(model: Any, prefixes: Sequence[Sequence[int]]) -> SharedPrefixes:
+    """Keys/values of each token prefix (positions 0..len-1), packed per layer (`SharedPrefixes`).
 
-
-# ---------------------------------------------------------------------------
-# Attention
-
-_CASCADE = "lora_tradeoff_cascade"
-
-# Keys/values of the shared prefix per layer index, batch of one, while `_cascade_attention` is active.
-_shared_prefix: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-
-def attention_with_lse(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor | None, scale: float | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax attention and the log-sum-exp of its scores: ``(output (B, H, L, E), lse (B, H, L) float32)``.
-
-    The log-sum-exp is what lets two attentions over disjoint key sets be merged
-    exactly (`merge_attention`). SDPA's public function does not return it, so the
-    kernels behind it are called directly: memory-efficient attention on CUDA
-    (takes an additive bias), the flash kernel on CPU. ``bias`` is additive,
-    broadcastable to (B, H, L, S), in the query's dtype.
+    Prefixes of similar length run in one forward, right-padded: under the causal mask a real
+    token never sees a pad after it, so no other mask is needed. At most about 32k tokens per forward.
     """
-    if bias is not None:
-        bias = bias.expand(query.shape[0], query.shape[1], query.shape[2], key.shape[2])
-    if query.device.type == "cuda":
-        output, lse, _, _ = torch.ops.aten._scaled_dot_product_efficient_attention(
-            query, key, value, bias, True, 0.0, False, scale=scale
-        )
-        return output, lse[..., : query.shape[2]]
-    output, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-        query, key, value, 0.0, False, attn_mask=bias, scale=scale
-    )
-    return output, lse
+    lengths = [len(ids) for ids in prefixes]
+    if min(lengths, default=1) < 1:
+        raise ValueError("an empty prefix has no keys/values to share")
+    per_group: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in prefixes]
+    for batch in length_batches(lengths, max(1, _PREFIX_TOKENS_PER_FORWARD // max(lengths)), PAD_TOLERANCE):
+        width = lengths[batch[0]]
+        input_ids = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, index in enumerate(batch):
+            input_ids[row, : lengths[index]] = torch.tensor(list(prefixes[index]))
+        cache = _batch_cache(model, len(batch), width)
+        with attending(None):
+            model(input_ids=input_ids.to(model.device), past_key_values=cache, use_cache=True, logits_to_keep=1)
+        for row, index in enumerate(batch):
+            # (K, P, E) of this row -> (P, K, E), the flash kernel's variable-length layout.
+            length = lengths[index]
+            per_group[index] = [
+                (layer.keys[row, :, :length].transpose(0, 1), layer.values[row, :, :length].transpose(0, 1))
+                for layer in cache.layers
+            ]
+    layers = len(per_group[0])
+    keys = [torch.cat([group[layer][0] for group in per_group]).contiguous() for layer in range(layers)]
+    values = [torch.cat([group[layer][1] for group in per_group]).contiguous() for layer in range(layers)]
+    starts = [0]
+    for length in lengths[:-1]:
+        starts.append(starts[-1] + length)
+    return SharedPrefixes(keys, values, starts, lengths)
 
 
-def merge_attention(
-    first: tuple[torch.Tensor, torch.Tensor], second: tuple[torch.Tensor, torch.Tensor]
-) -> torch.Tensor:
-    """The attention over the union of two disjoint key sets, from the attention over each and its log-sum-exp.
-
-    Set a's share of the softmax mass is exp(lse_a) / (exp(lse_a) + exp(lse_b)) = sigmoid(lse_a - lse_b),
-    and the result is b + share * (a - b), in float32: six kernels per call (a decode step makes one
-    call per layer, and a step's cost is its kernel count, bench/bench_decode_step.py) where
-    normalising each weight by the log-sum-exp of both took eleven.
-    """
-    (out_a, lse_a), (out_b, lse_b) = first, second
-    share_a = torch.sigmoid(lse_a - lse_b)[..., None]
-    return torch.lerp(out_b.float(), out_a.float(), share_a).to(out_a.dtype)
-
-
-# The additive bias of a key a query may not attend to. Finite and far below any attention score
-# (exp(-30000) is 0 in float32), not the dtype's minimum: for a query that sees none of its own keys
-# (a pad position) CUDA's memory-efficient kernel returned output 0 and log-sum-exp 0 when the bias
-# was the minimum, which the merge then weighed against the prefix as if it held mass (an H200,
-# torch 2.11); with this value the log-sum-exp is about -30000 and the prefix carries the query,
-# on CUDA and CPU alike. Representable in bfloat16 and float16.
-MASKED = -30000.0
-
-
-def _additive_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """An additive bias (0 = may attend, :data:`MASKED` = may not) from a boolean mask (True = attend).
-
-    The bias lives in storage whose rows are 16-element aligned, as the memory-efficient kernel
-    requires.
-    """
-    kv_length = mask.shape[-1]
-    aligned = -(-kv_length // 16) * 16
-    bias = torch.full((*mask.shape[:-1], aligned), MASKED, dtype=dtype, device=mask.device)
-    bias[..., :kv_length].masked_fill_(mask, 0.0)
-    return bias[..., :kv_length]
-
-
-def cascade_mask(*args: Any, dtype: torch.dtype, **kwargs: Any) -> torch.Tensor:
-    """transformers' SDPA mask for one forward, as the additive bias `cascade_attention` takes.
-
-    transformers builds the mask once per forward and hands it to every layer, so
-    the bias is built here once rather than in each layer. The causal shortcut
-    (no mask at all) is turned off: without the prefix in the keys, a plain causal
-    mask would not be aligned to the row's own slots.
-    """
-    return _additive_bias(sdpa_mask(*args, **{**kwargs, "allow_is_causal_skip": False}), dtype)
-
-
-def cascade_attention(
-    module: torch.nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float | None = None,
-    **kwargs: Any,
-) -> tuple[torch.Tensor, None]:
-    """Inference attention of ``query`` over the shared prefix (if any) and the row's own keys/values.
-
-    ``query`` is (B, H, L, E); ``key``/``value`` (B, K, S, E) hold each row's own
-    tokens, K key/value heads each shared by H/K query heads; ``attention_mask``
-    is an additive bias over those S slots (the decoder's, or `cascade_mask`'s). Own part: for one
-    new token per row, a group's query heads are stacked along the query axis and
-    read their key/value head once; for a prefill, key/value heads are repeated.
-    Prefix part: the queries of all rows and positions are one long query axis
-    against the single prefix copy.
-    """
-    batch, heads, q_length, head_dim = query.shape
-    kv_heads = key.shape[1]
-    group = heads // kv_heads
-    if q_length == 1:
-        folded = query.reshape(batch, kv_heads, group, head_dim)
-        own = attention_with_lse(folded, key, value, attention_mask, scaling)
-        own = (own[0].reshape(batch, heads, 1, head_dim), own[1].reshape(batch, heads, 1))
-    else:
-        own = attention_with_lse(
-            query, key.repeat_interleave(group, dim=1), value.repeat_interleave(group, dim=1), attention_mask, scaling
-        )
-    prefix = _shared_prefix.get(module.layer_idx)
-    if prefix is None:
-        output = own[0]
-    else:
-        # (B, H, L, E) -> (1, K, B * group * L, E): head h = k * group + j, so every query row of key/value head k.
-        stacked = query.reshape(batch, kv_heads, group * q_length, head_dim).transpose(0, 1)
-        stacked = stacked.reshape(1, kv_heads, batch * group * q_length, head_dim)
-        out, lse = attention_with_lse(stacked, prefix[0], prefix[1], None, scaling)
-        out = out.reshape(kv_heads, batch, group * q_length, head_dim).transpose(0, 1)
-        lse = lse.reshape(kv_heads, batch, group * q_length).transpose(0, 1)
-        shared = (out.reshape(batch, heads, q_length, head_dim), lse.reshape(batch, heads, q_length))
-        output = merge_attention(shared, own)
-    return output.transpose(1, 2).contiguous(), None
-
-
-AttentionInterface.register(_CASCADE, cascade_attention)
-AttentionMaskInterface.register(_CASCADE, cascade_mask)
-
-
-@contextmanager
-def _cascade_attention(model: Any) -> Iterator[None]:
-    """Run ``model`` with `cascade_attention`, and put its attention setting and the prefix registry back afterwards."""
-    config = model.config
-    before = config._attn_implementation
-    config._attn_implementation = _CASCADE
-    try:
-        yield
-    finally:
-        config._attn_implementation = before
-        _shared_prefix.clear()
+# Tokens per forward when encoding prefixes: Spider dev's 19 database prefixes (up to ~1,500 tokens) in one.
+_PREFIX_TOKENS_PER_FORWARD = 32768
 
 
 # ---------------------------------------------------------------------------
@@ -350,7 +235,9 @@ def _prefill(
     model: Any,
     cache: Cache,
     capacity: int,
-    prefix_length: int,
+    prefixes: SharedPrefixes | None,
+    groups: Sequence[int],
+    prefix_lengths: Sequence[int],
     suffixes: Sequence[Sequence[int]],
     pad_id: int,
     runs: Sequence[tuple[int, int]],
@@ -358,14 +245,16 @@ def _prefill(
     """Write the suffixes' keys/values into ``cache``; return the first new tokens and the own-token mask.
 
     Layout of every row's own buffer: ``[gap | suffix | new tokens]``, suffixes
-    ending at the same slot, so that all rows decode in lockstep (the shared
-    prefix lives once, outside these buffers). The gap is masked out and position
-    ids continue the prefix, so each row sees exactly its prompt. Runs of similar
+    ending at the same slot, so that all rows decode in lockstep (each group's shared prefix
+    lives once, in ``prefixes``). The gap is masked out and position ids continue the row's
+    prefix (``prefix_lengths``), so each row sees exactly its prompt. Runs of similar
     length are prefilled separately, each padded only to its own longest suffix: ``runs``, the
-    ``(start, stop)`` row ranges of `similar_length_groups`.
+    ``(start, stop)`` row ranges, rows of a group (``groups``, into ``prefixes``) consecutive
+    within a run.
     """
     device = model.device
-    batch, width = len(suffixes), len(suffixes[0])
+    batch = len(suffixes)
+    width = max(len(suffix) for suffix in suffixes)
     mask = torch.zeros((batch, capacity), dtype=torch.long)
     mask[:, width:] = 1  # new tokens (and alignment padding past them): the decoder opens one slot per step
     for row, suffix in enumerate(suffixes):
@@ -373,21 +262,24 @@ def _prefill(
     mask = mask.to(device)
     first_tokens = []
     for start, stop in runs:
-        run_width = len(suffixes[start])
+        run_width = max(len(suffix) for suffix in suffixes[start:stop])
         input_ids = torch.full((stop - start, run_width), pad_id, dtype=torch.long)
         lengths = torch.tensor([len(suffix) for suffix in suffixes[start:stop]])
         for row, suffix in enumerate(suffixes[start:stop]):
             input_ids[row, run_width - len(suffix) :] = torch.tensor(suffix)
-        position_ids = (prefix_length + torch.arange(run_width) - (run_width - lengths[:, None])).clamp(min=0)
+        offsets = torch.tensor(prefix_lengths[start:stop])[:, None]
+        position_ids = (offsets + torch.arange(run_width) - (run_width - lengths[:, None])).clamp(min=0)
         run_cache = Cache(layers=[layer.rows(start, stop, width - run_width) for layer in cache.layers])
-        logits = model(
-            input_ids=input_ids.to(device),
-            attention_mask=mask[start:stop, :width],
-            position_ids=position_ids.to(device),
-            past_key_values=run_cache,
-            use_cache=True,
-            logits_to_keep=1,
-        ).logits
+        segments = None if prefixes is None else PrefixSegments(prefixes, groups[start:stop], run_width)
+        with attending(segments):
+            logits = model(
+                input_ids=input_ids.to(device),
+                attention_mask=mask[start:stop, :width],
+                position_ids=position_ids.to(device),
+                past_key_values=run_cache,
+                use_cache=True,
+                logits_to_keep=1,
+            ).logits
         first_tokens.append(logits[:, -1].argmax(dim=-1))
     return torch.cat(first_tokens), mask
 
@@ -400,7 +292,8 @@ class _Decoder:
     and advances position and slot. On CUDA the first step runs eagerly (it
     initialises the lazy state a capture must not see, such as cuBLAS
     workspaces), the second is captured as a CUDA graph, and every later step
-    replays it.
+    replays it. ``groups``: each row's group prefix (into ``prefixes``), rows of a group
+    consecutive; None prefixes: the rows attend their own tokens only.
     """
 
     def __init__(
@@ -412,12 +305,16 @@ class _Decoder:
         bias: torch.Tensor,
         positions: torch.Tensor,
         slot: torch.Tensor,
+        prefixes: SharedPrefixes | None,
+        groups: Sequence[int],
         use_graph: bool,
         warmed: bool,
     ) -> None:
         self.model = model
         self.keys, self.values = keys, values
         self.tokens, self.bias, self.positions, self.slot = tokens, bias, positions, slot
+        self.prefixes, self.groups = prefixes, list(groups)
+        self.segments = None if prefixes is None else PrefixSegments(prefixes, self.groups, 1)
         self.cache = Cache(layers=[_SlotKVLayer(k, v, slot) for k, v in zip(keys, values, strict=True)])
         self.use_graph = use_graph and tokens.device.type == "cuda"
         self.warmed = warmed
@@ -432,12 +329,14 @@ class _Decoder:
         mask: torch.Tensor,
         positions: torch.Tensor,
         filled: int,
+        prefixes: SharedPrefixes | None,
+        groups: Sequence[int],
         use_graph: bool,
     ) -> _Decoder:
         """A decoder that continues from a prefilled cache whose first ``filled`` slots are written."""
         device = tokens.device
         visible = mask.bool() & (torch.arange(mask.shape[1], device=device) < filled)
-        bias = _additive_bias(visible, model.dtype)
+        bias = additive_bias(visible, model.dtype)
         return cls(
             model,
             [layer._keys for layer in cache.layers],
@@ -446,20 +345,23 @@ class _Decoder:
             bias[:, None, None, :],
             positions.clone(),
             torch.tensor([filled], device=device),
+            prefixes,
+            groups,
             use_graph=use_graph,
             warmed=False,
         )
 
     def _step(self) -> None:
         self.bias.index_fill_(3, self.slot, 0.0)
-        logits = self.model(
-            input_ids=self.tokens[:, None],
-            attention_mask=self.bias,
-            position_ids=self.positions[:, None],
-            past_key_values=self.cache,
-            use_cache=True,
-            logits_to_keep=1,
-        ).logits
+        with attending(self.segments):
+            logits = self.model(
+                input_ids=self.tokens[:, None],
+                attention_mask=self.bias,
+                position_ids=self.positions[:, None],
+                past_key_values=self.cache,
+                use_cache=True,
+                logits_to_keep=1,
+            ).logits
         self.tokens.copy_(logits[:, -1].argmax(dim=-1))
         self.positions.add_(1)
         self.slot.add_(1)
@@ -503,53 +405,86 @@ class _Decoder:
         self.graph = graph
         return True
 
-    def keep_rows(self, index: torch.Tensor) -> _Decoder:
-        """A decoder over rows ``index`` only (fresh buffers; on CUDA a new capture at the next step)."""
+    def keep_rows(self, index: Sequence[int]) -> _Decoder:
+        """A decoder over rows ``index`` only, in that order (fresh buffers; on CUDA a new capture at the next step)."""
+        device_index = torch.tensor(list(index), device=self.tokens.device)
         return _Decoder(
             self.model,
-            [buffer[index] for buffer in self.keys],
-            [buffer[index] for buffer in self.values],
-            self.tokens[index],
-            self.bias[index],
-            self.positions[index],
+            [buffer[device_index] for buffer in self.keys],
+            [buffer[device_index] for buffer in self.values],
+            self.tokens[device_index],
+            self.bias[device_index],
+            self.positions[device_index],
             self.slot,
+            self.prefixes,
+            [self.groups[i] for i in index],
             use_graph=self.use_graph,
             warmed=self.warmed,
         )
 
 
+def _prefill_order(suffix_lengths: Sequence[int], groups: Sequence[int]) -> tuple[list[int], list[tuple[int, int]]]:
+    """The rows' order for the prefill and its runs: longest suffix first, cut into runs of similar
+    length (`similar_length_groups`), the rows of each run then ordered by group (so that a group's
+    rows are consecutive, as the prefix attention needs)."""
+    by_length = sorted(range(len(suffix_lengths)), key=lambda row: -suffix_lengths[row])
+    runs = similar_length_groups([suffix_lengths[row] for row in by_length])
+    order = [row for start, stop in runs for row in sorted(by_length[start:stop], key=lambda row: groups[row])]
+    return order, runs
+
+
 def _greedy_batch(
     model: Any,
-    prefix_length: int,
+    prefixes: SharedPrefixes | None,
+    groups: Sequence[int],
+    prefix_lengths: Sequence[int],
     suffixes: Sequence[Sequence[int]],
     pad_id: int,
     scanner: StopRule,
     cuda_graphs: bool,
     timer: PhaseTimer | None = None,
 ) -> list[tuple[list[int], str, str]]:
-    """Greedy continuations of ``prefix + suffix`` for suffixes sorted longest first.
+    """Greedy continuations of ``prefix + suffix`` for each row: ``prefix_lengths[row]`` tokens of
+    group ``groups[row]``'s prefix in ``prefixes`` (None: no prefix), then ``suffixes[row]``.
 
-    Returns ``(kept token ids, kept text, stop reason)`` per suffix. ``timer`` (profiling
+    Returns ``(kept token ids, kept text, stop reason)`` per row. ``timer`` (profiling
     only) times the phases and receives the batch's facts (`PhaseTimer.end_batch`).
     """
     device = model.device
     batch = len(suffixes)
     max_new = scanner.max_new_tokens
-    filled = len(suffixes[0])
+    order, runs = _prefill_order([len(suffix) for suffix in suffixes], groups)
+    filled = max(len(suffix) for suffix in suffixes)
     if timer is not None:
         timer.begin_batch()
     # Memory-efficient attention wants the bias rows 16-element aligned; the slots past the budget stay masked.
     capacity = -(-(filled + max_new) // 16) * 16
     with phase(timer, "batch_setup"):
         cache = _batch_cache(model, batch, capacity)
-    runs = similar_length_groups([len(suffix) for suffix in suffixes])
     with phase(timer, "prefill"):
-        tokens, mask = _prefill(model, cache, capacity, prefix_length, suffixes, pad_id, runs)
+        tokens, mask = _prefill(
+            model,
+            cache,
+            capacity,
+            prefixes,
+            [groups[row] for row in order],
+            [prefix_lengths[row] for row in order],
+            [suffixes[row] for row in order],
+            pad_id,
+            runs,
+        )
     with phase(timer, "batch_setup"):
-        positions = torch.tensor([prefix_length + len(suffix) for suffix in suffixes], device=device)
-        decoder = _Decoder.after_prefill(model, cache, tokens, mask, positions, filled, cuda_graphs)
+        positions = torch.tensor([prefix_lengths[row] + len(suffixes[row]) for row in order], device=device)
+        decoder = _Decoder.after_prefill(
+            model, cache, tokens, mask, positions, filled, prefixes, [groups[row] for row in order], cuda_graphs
+        )
+        # Decode with the rows of a group consecutive over the whole batch (the prefill ordered them within runs).
+        by_group = sorted(range(batch), key=lambda k: groups[order[k]])
+        if by_group != list(range(batch)):
+            decoder = decoder.keep_rows(by_group)
+        rows = [order[k] for k in by_group]  # the row (index into suffixes) of each row still decoding
+        tokens = decoder.tokens.clone()
     del cache, mask
-    rows = list(range(batch))  # original row index of each row still decoding
     generated: list[list[int]] = [[] for _ in range(batch)]
     results: list[tuple[list[int], str, str] | None] = [None] * batch
     steps_per_check = _steps_per_stop_check(device)
@@ -573,7 +508,7 @@ def _greedy_batch(
             # Dropping stopped rows copies the cache (and on CUDA costs a new capture), so wait until half have stopped.
             if len(rows) - len(keep) >= max(1, len(rows) // 2):
                 with phase(timer, "drop_rows"):
-                    decoder = decoder.keep_rows(torch.tensor(keep, device=device))
+                    decoder = decoder.keep_rows(keep)
                 if timer is not None:
                     kept_rows = {rows[i] for i in keep}
                     for row in rows:
@@ -586,9 +521,12 @@ def _greedy_batch(
         for row in rows:
             steps_in_decoder[row] = step - 1
         facts = {
-            "prefix_tokens": prefix_length,
+            "prefix_tokens": list(prefix_lengths),
+            "shared_prefix_tokens": list(prefixes.lengths) if prefixes is not None else [],
             "suffix_tokens": [len(suffix) for suffix in suffixes],
-            "prefill_runs": [(stop - start, len(suffixes[start])) for start, stop in runs],
+            "prefill_runs": [
+                (stop - start, max(len(suffixes[row]) for row in order[start:stop])) for start, stop in runs
+            ],
             "steps_in_decoder": steps_in_decoder,
             "generated": generated,
             "kept": [len(result[0]) for result in results],  # type: ignore[index]  # every row stopped
@@ -786,33 +724,43 @@ class BatchedEngine:
         batch_size: int,
         on_batch: BatchDone | None = None,
     ) -> list[Generation]:
-        """Greedy continuations, prompts of similar length batched, their shared prefix attended once."""
+        """Greedy continuations; prompts grouped by shared prefix (`prefix_groups`), each group's
+        prefix encoded once per batch and attended once (`lora_tradeoff.inference.cascade`), rows
+        batched with their group (`grouped_batches`)."""
         model = self.model
         timer = self.timer
-        total = len(prompts)
-        results: list[Generation | None] = [None] * total
-        started = time.perf_counter()
-        with torch.inference_mode(), _cascade_attention(model):
+        results: list[Generation | None] = [None] * len(prompts)
+        with torch.inference_mode(), cascade_attention_for(model):
             with phase(timer, "plan"):
-                prefix_length = shared_prefix_length(prompts)
-            with phase(timer, "prefix_prefill"):
-                prefix_kv = _encode_prefix(model, prompts[0][:prefix_length]) if total else None
-            _shared_prefix.update(enumerate(prefix_kv or []))
-            prefix_share = (time.perf_counter() - started) / max(total, 1)
-            with phase(timer, "plan"):
-                batches = length_sorted_batches([len(ids) for ids in prompts], batch_size)
-            for batch in batches:
+                groups, lengths = prefix_groups(prompts)
+                # Rows of a group that shares nothing (prompts with no common first token) run apart, without a prefix.
+                planned = []
+                for shared in (True, False):
+                    indices = [i for i in range(len(prompts)) if (lengths[groups[i]] > 0) == shared]
+                    own = [len(prompts[i]) - lengths[groups[i]] for i in indices]
+                    for batch in grouped_batches(own, [groups[i] for i in indices], batch_size):
+                        planned.append([indices[k] for k in batch])
+            for batch in planned:
                 batch_started = time.perf_counter()
+                batch_groups = list(dict.fromkeys(groups[i] for i in batch))
+                local = {group: index for index, group in enumerate(batch_groups)}
+                prefixes = None
+                if lengths[batch_groups[0]]:
+                    with phase(timer, "prefix_prefill"):
+                        member = {groups[i]: i for i in batch}  # a prompt of each group
+                        prefixes = _encode_prefixes(model, [prompts[member[g]][: lengths[g]] for g in batch_groups])
                 outputs = _greedy_batch(
                     model,
-                    prefix_length,
-                    [prompts[i][prefix_length:] for i in batch],
+                    prefixes,
+                    [local[groups[i]] for i in batch],
+                    [lengths[groups[i]] for i in batch],
+                    [prompts[i][lengths[groups[i]] :] for i in batch],
                     self.pad_id,
                     stop,
                     self.cuda_graphs,
                     timer,
                 )
-                seconds = (time.perf_counter() - batch_started) / len(batch) + prefix_share
+                seconds = (time.perf_counter() - batch_started) / len(batch)
                 for index, (kept_ids, text, reason) in zip(batch, outputs, strict=True):
                     results[index] = Generation(kept_ids, text, reason, seconds)
                 if on_batch is not None:

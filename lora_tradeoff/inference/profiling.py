@@ -119,6 +119,8 @@ def summarize_batch(facts: dict) -> dict[str, Any]:
     rows' slot-steps over all slot-steps; ``steps_mostly_finished``: steps in which
     more than half of the rows decoded had already finished. ``decode_ms_per_step``: the
     steps' own time (eager, warm-up, replay), graph captures apart (``graph_capture_seconds``).
+    ``prompt_tokens``: the rows' whole prompts; the prefill computed ``shared_prefix_tokens`` of them
+    (each of the batch's ``shared_prefixes`` once) and ``own_prompt_tokens`` (each row's own part).
     """
     steps_in, needed, kept = facts["steps_in_decoder"], facts["needed"], facts["kept"]
     steps = max(steps_in, default=0)
@@ -132,11 +134,12 @@ def summarize_batch(facts: dict) -> dict[str, Any]:
     decode_seconds = sum(
         facts["phase_seconds"].get(name, 0.0) for name in ("decode_replay", "decode_eager", "decode_warmup")
     )
-    prefix = facts["prefix_tokens"]
-    suffixes = facts["suffix_tokens"]
+    prefixes, suffixes = facts["prefix_tokens"], facts["suffix_tokens"]
     return {
         "rows": len(suffixes),
-        "prompt_tokens": sum(prefix + n for n in suffixes),
+        "prompt_tokens": sum(prefixes) + sum(suffixes),
+        "shared_prefixes": len(facts["shared_prefix_tokens"]),
+        "shared_prefix_tokens": sum(facts["shared_prefix_tokens"]),
         "own_prompt_tokens": sum(suffixes),
         "prefill_forwards": len(facts["prefill_runs"]),
         "prefill_padded_tokens": sum(rows * width for rows, width in facts["prefill_runs"]),

@@ -26,7 +26,12 @@ from lora_tradeoff.generation import (
     stop_point,
 )
 from lora_tradeoff.inference import engine
-from lora_tradeoff.inference.batching import length_sorted_batches, shared_prefix_length, similar_length_groups
+from lora_tradeoff.inference.batching import (
+    grouped_batches,
+    prefix_groups,
+    shared_prefix_length,
+    similar_length_groups,
+)
 from lora_tradeoff.inference.engine import BatchedEngine
 from lora_tradeoff.inference.hf import HFReference
 from lora_tradeoff.inference.profiling import PhaseTimer, summarize_batch
@@ -47,6 +52,11 @@ def rows(spider_dir, base):
     few_shot = spider_prompt_rows(spider_dir, tokenizer, 8, "few_shot")
     zero_shot = spider_prompt_rows(spider_dir, tokenizer, 8, "zero_shot")
     return {"few_shot": [few_shot[i] for i in (0, 2)], "zero_shot": [zero_shot[i] for i in (0, 2, 3)]}
+
+
+def prefix_rows_schema(row: dict) -> str:
+    """The schema text of a prompt row's question turn (the template puts it before the question)."""
+    return row["messages"][-1]["content"].split("Schema:\n", 1)[1].split("\n\nQuestion:", 1)[0]
 
 
 def assert_same_tokens_as_one_at_a_time(model, tokenizer, prompt_rows, results, max_new_tokens):
@@ -299,8 +309,46 @@ def test_shared_prefix_leaves_every_prompt_a_token():
     assert shared_prefix_length([[1], [2]]) == 0
 
 
-def test_batches_group_similar_lengths_longest_first():
-    assert length_sorted_batches([3, 9, 1, 7, 5], 2) == [[1, 3], [4, 0], [2]]
+def test_prefix_groups_find_the_prompts_that_share_more_than_all_do():
+    common, a, b = [1, 2, 3], [1, 2, 3] + [10] * 8, [1, 2, 3] + [20] * 8
+    prompts = [a + [5, 6], b + [7], a + [8], common + [9, 9], b + [4, 4], a + [6]]
+    # Sorted, [1, 2, 3, 9, 9] comes first and is left over: its group's prefix is all but its last token.
+    assert prefix_groups(prompts) == ([0, 1, 0, 2, 1, 0], [11, 11, 4])
+    # Two prompts sharing two tokens beyond the ten all share: a group of their own would prefill
+    # 12 + 1 + 1 tokens instead of 2 + 3 after the common ten. One group.
+    assert prefix_groups([[1] * 10 + [5, 5, 1], [1] * 10 + [5, 5, 2], [1] * 10 + [6, 0]]) == ([0, 0, 0], [10])
+    assert prefix_groups([[1, 2], [3, 4]]) == ([0, 0], [0])  # nothing shared: no prefix
+    assert prefix_groups([[7, 8, 9]]) == ([0], [2])
+    assert prefix_groups([]) == ([], [])
+
+
+def test_grouped_batches_keep_a_group_together_longest_first():
+    # Groups by their longest own part: 1 (9), 2 (5), 0 (3); rows longest first within each.
+    assert grouped_batches([3, 9, 1, 7, 5], [0, 1, 0, 1, 2], 2) == [[1, 3], [4, 0], [2]]
+    with pytest.raises(ValueError, match="batch_size"):
+        grouped_batches([3], [0], 0)
+
+
+@pytest.mark.slow
+def test_prompts_of_one_database_share_its_schema_as_a_group_prefix(base, spider_dir):
+    """Two databases' questions interleaved with a third database's lone one: the two pairs are found
+    as groups (their prefix runs through the schema), batches of 3 split a group and mix groups,
+    and the tokens are still the reference's, one prompt at a time."""
+    model, tokenizer = base
+    by_database: dict[str, list[dict]] = {}
+    for row in spider_prompt_rows(spider_dir, tokenizer, 60, "zero_shot"):
+        by_database.setdefault(row["db_id"], []).append(row)
+    pairs = [rows[:2] for rows in by_database.values() if len(rows) >= 2][:2]
+    lone = next(rows[0] for rows in by_database.values() if len(rows) == 1)
+    prompt_rows = [pairs[0][0], lone, pairs[1][0], pairs[0][1], pairs[1][1]]
+    ids = encode_prompts(tokenizer, prompt_rows)
+    groups, lengths = prefix_groups(ids)
+    assert groups[0] == groups[3] != groups[2] == groups[4] and len(set(groups)) == 3
+    for row in (0, 2):  # the group's prefix holds the database's schema, not the question
+        prefix = tokenizer.decode(ids[row][: lengths[groups[row]]])
+        assert prefix_rows_schema(prompt_rows[row]) in prefix and prompt_rows[row]["question"] not in prefix
+    results = generate_sql(model, tokenizer, prompt_rows, MAX_NEW, batch_size=3)
+    assert_same_tokens_as_one_at_a_time(model, tokenizer, prompt_rows, results, MAX_NEW)
 
 
 def test_prefill_runs_keep_padding_under_the_tolerance():
@@ -315,43 +363,65 @@ def test_predictions_round_trip(tmp_path):
     assert read_jsonl(path) == rows
 
 
+@pytest.mark.parametrize("order", [[0, 0, 1, 2, 2], [2, 0, 0, 1, 1]])
+@pytest.mark.parametrize("q_length", [1, 5])
 @pytest.mark.parametrize(
     "device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
 )
-def test_cascade_attention_equals_attention_over_prefix_and_own_keys(device):
-    """Shared-prefix attention merged with per-row attention through log-sum-exps = one attention over both."""
-    from lora_tradeoff.inference.engine import _additive_bias, attention_with_lse, merge_attention
+def test_cascade_attention_equals_attention_over_group_prefix_and_own_keys(device, q_length, order):
+    """Each row's attention over its group's shared prefix merged with its own keys through log-sum-exps
+    = one attention over both; grouped query heads (4 over 2 key/value heads), decode (one query) and
+    prefill shapes, groups in prefix order and not. On CUDA the prefix part is the variable-length
+    flash kernel, checked also against the per-group path it replaces."""
+    from types import SimpleNamespace
+
+    from lora_tradeoff.inference import cascade
 
     generator = torch.Generator().manual_seed(0)
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
-    batch, heads, queries, dim, prefix_len, own_len = 3, 4, 5, 16, 7, 9
+    heads, kv_heads, dim, own_len, prefix_lengths = 4, 2, 16, 9, [7, 3, 11]
+    batch = len(order)
 
     def tensor(*shape):
         return torch.randn(*shape, generator=generator).to(device, dtype)
 
-    query, own_k, own_v = (
-        tensor(batch, heads, queries, dim),
-        tensor(batch, heads, own_len, dim),
-        tensor(batch, heads, own_len, dim),
-    )
-    prefix_k, prefix_v = tensor(1, heads, prefix_len, dim), tensor(1, heads, prefix_len, dim)
-    mask = (torch.rand(batch, 1, queries, own_len, generator=generator) > 0.3).to(device)
+    packed_k, packed_v = tensor(sum(prefix_lengths), kv_heads, dim), tensor(sum(prefix_lengths), kv_heads, dim)
+    prefixes = cascade.SharedPrefixes([packed_k], [packed_v], [0, 7, 10], prefix_lengths)
+    query = tensor(batch, heads, q_length, dim)
+    own_k, own_v = tensor(batch, kv_heads, own_len, dim), tensor(batch, kv_heads, own_len, dim)
+    mask = (torch.rand(batch, 1, q_length, own_len, generator=generator) > 0.3).to(device)
     mask[0, 0, 0] = False  # a query that sees none of its own keys (a pad position): the prefix carries it
+    layer = SimpleNamespace(layer_idx=0)
+    segments = cascade.PrefixSegments(prefixes, order, q_length)
+    assert segments.varlen == (device == "cuda")
+    with cascade.attending(segments):
+        merged, _ = cascade.cascade_attention(layer, query, own_k, own_v, cascade.additive_bias(mask, dtype))
+    assert merged.shape == (batch, q_length, heads, dim)
 
-    own = attention_with_lse(query, own_k, own_v, _additive_bias(mask, dtype), None)
-    stacked = query.transpose(0, 1).reshape(1, heads, batch * queries, dim)
-    out, lse = attention_with_lse(stacked, prefix_k, prefix_v, None, None)
-    shared = (
-        out.reshape(heads, batch, queries, dim).transpose(0, 1),
-        lse.reshape(heads, batch, queries).transpose(0, 1),
-    )
-    merged = merge_attention(shared, own)
-
-    keys = torch.cat([prefix_k.expand(batch, -1, -1, -1), own_k], dim=2).float()
-    values = torch.cat([prefix_v.expand(batch, -1, -1, -1), own_v], dim=2).float()
-    full_mask = torch.cat([torch.ones(batch, 1, queries, prefix_len, dtype=torch.bool, device=device), mask], dim=-1)
-    expected = torch.nn.functional.scaled_dot_product_attention(query.float(), keys, values, attn_mask=full_mask)
-    assert torch.allclose(merged.float(), expected, atol=1e-5 if dtype == torch.float32 else 2e-2)
+    expected = []
+    for row, group in enumerate(order):
+        start, length = prefixes.starts[group], prefix_lengths[group]
+        keys = torch.cat([packed_k[start : start + length].transpose(0, 1), own_k[row]], dim=1)
+        values = torch.cat([packed_v[start : start + length].transpose(0, 1), own_v[row]], dim=1)
+        row_mask = torch.cat([torch.ones(1, q_length, length, dtype=torch.bool, device=device), mask[row]], dim=-1)
+        expected.append(
+            torch.nn.functional.scaled_dot_product_attention(
+                query[row].float(),
+                keys.repeat_interleave(2, dim=0).float(),
+                values.repeat_interleave(2, dim=0).float(),
+                attn_mask=row_mask,
+            )
+        )
+    expected = torch.stack(expected).transpose(1, 2)
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+    assert torch.allclose(merged.float(), expected, atol=tolerance)
+    if device == "cuda":
+        segments.varlen = False  # the per-group dense path, as on GPUs without flash attention
+        with cascade.attending(segments):
+            dense, _ = cascade.cascade_attention(layer, query, own_k, own_v, cascade.additive_bias(mask, dtype))
+        assert torch.allclose(dense.float(), expected, atol=tolerance)
+    with pytest.raises(ValueError, match="consecutive"):
+        cascade.PrefixSegments(prefixes, [0, 1, 0], q_length)
 
 
 @pytest.mark.slow
@@ -359,7 +429,7 @@ def test_bench_decode_step_times_the_engines_decoder_per_row_count(base_model_di
     from bench.bench_decode_step import main as bench_decode_step
 
     out = tmp_path / "decode.json"
-    argv = ["--model-dir", str(base_model_dir), "--device", "cpu", "--rows", "1,3", "--prefix", "16"]
+    argv = ["--model-dir", str(base_model_dir), "--device", "cpu", "--rows", "1,3", "--prefix", "16", "--groups", "2"]
     report = bench_decode_step([*argv, "--capacity", "48", "--new", "16", "--steps", "4", "--json-out", str(out)])
     assert json.loads(out.read_text()) == report
     assert [step["rows"] for step in report["steps"]] == [1, 3]

@@ -54,7 +54,8 @@ def test_batch_figures_count_the_slots_left_to_finished_rows():
     (both rows left had finished), not in steps 1 (1 of 4) and 2 (2 of 4).
     """
     facts = {
-        "prefix_tokens": 10,
+        "prefix_tokens": [10, 10, 12, 10],
+        "shared_prefix_tokens": [10, 12],
         "suffix_tokens": [6, 5, 5, 3],
         "prefill_runs": [(3, 6), (1, 3)],
         "steps_in_decoder": [5, 5, 2, 2],
@@ -66,7 +67,8 @@ def test_batch_figures_count_the_slots_left_to_finished_rows():
         "phase_calls": {"decode_warmup": 1, "decode_replay": 4, "graph_capture": 1, "prefill": 1},
     }
     figures = summarize_batch(facts)
-    assert figures["rows"] == 4 and figures["prompt_tokens"] == 59 and figures["own_prompt_tokens"] == 19
+    assert figures["rows"] == 4 and figures["prompt_tokens"] == 61 and figures["own_prompt_tokens"] == 19
+    assert (figures["shared_prefixes"], figures["shared_prefix_tokens"]) == (2, 22)
     assert (figures["prefill_forwards"], figures["prefill_padded_tokens"]) == (2, 21)
     assert (figures["new_tokens_kept"], figures["new_tokens_needed"], figures["max_needed"]) == (8, 9, 3)
     assert (figures["decode_steps"], figures["slot_steps"]) == (5, 14)
