@@ -332,17 +332,28 @@ class _Decoder:
         prefixes: SharedPrefixes | None,
         groups: Sequence[int],
         use_graph: bool,
+        order: Sequence[int] | None = None,
     ) -> _Decoder:
-        """A decoder that continues from a prefilled cache whose first ``filled`` slots are written."""
+        """A decoder that continues from a prefilled cache whose first ``filled`` slots are written.
+
+        ``order``: the rows to decode, in this order (their group's rows consecutive); default all, as they are.
+        """
         device = tokens.device
         visible = mask.bool() & (torch.arange(mask.shape[1], device=device) < filled)
-        bias = additive_bias(visible, model.dtype)
+        bias = additive_bias(visible, model.dtype)[:, None, None, :]
+        keys = [layer._keys for layer in cache.layers]
+        values = [layer._values for layer in cache.layers]
+        if order is not None and list(order) != list(range(len(groups))):
+            index = torch.tensor(list(order), device=device)
+            keys, values = [buffer[index] for buffer in keys], [buffer[index] for buffer in values]
+            tokens, bias, positions = tokens[index], bias[index], positions[index]
+            groups = [groups[row] for row in order]
         return cls(
             model,
-            [layer._keys for layer in cache.layers],
-            [layer._values for layer in cache.layers],
+            keys,
+            values,
             tokens.clone(),
-            bias[:, None, None, :],
+            bias,
             positions.clone(),
             torch.tensor([filled], device=device),
             prefixes,
@@ -475,13 +486,20 @@ def _greedy_batch(
         )
     with phase(timer, "batch_setup"):
         positions = torch.tensor([prefix_lengths[row] + len(suffixes[row]) for row in order], device=device)
-        decoder = _Decoder.after_prefill(
-            model, cache, tokens, mask, positions, filled, prefixes, [groups[row] for row in order], cuda_graphs
-        )
         # Decode with the rows of a group consecutive over the whole batch (the prefill ordered them within runs).
         by_group = sorted(range(batch), key=lambda k: groups[order[k]])
-        if by_group != list(range(batch)):
-            decoder = decoder.keep_rows(by_group)
+        decoder = _Decoder.after_prefill(
+            model,
+            cache,
+            tokens,
+            mask,
+            positions,
+            filled,
+            prefixes,
+            [groups[row] for row in order],
+            cuda_graphs,
+            by_group,
+        )
         rows = [order[k] for k in by_group]  # the row (index into suffixes) of each row still decoding
         tokens = decoder.tokens.clone()
     del cache, mask

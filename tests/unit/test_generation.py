@@ -330,6 +330,30 @@ def test_grouped_batches_keep_a_group_together_longest_first():
 
 
 @pytest.mark.slow
+def test_groups_that_the_prefill_runs_interleave_decode_as_the_reference(base):
+    """Two groups, a long and a short question each: the prefill runs by length take A, B then A, B,
+    and the decoder must put each group's rows together again."""
+    model, tokenizer = base
+
+    def encode(text):
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    common = encode("You write SQLite queries. ")
+    schema_a = encode("CREATE TABLE singer (singer_id number, name text, age number); ")
+    schema_b = encode("CREATE TABLE pets (pet_id number, kind text, weight number); ")
+    long_question = encode("Question: How many singers or pets are older than three years and heavier than ten? SQL:")
+    short_question = encode("Question: Count them. SQL:")
+    prompts = [common + schema_a + long_question, common + schema_b + long_question]
+    prompts += [common + schema_a + short_question, common + schema_b + short_question]
+    groups, _ = prefix_groups(prompts)
+    assert groups[0] == groups[2] != groups[1] == groups[3]
+    stop = SqlStop(model, tokenizer, 12)
+    ours = BatchedEngine(model, tokenizer.pad_token_id).generate_until(prompts, stop, batch_size=4)
+    reference = HFReference(model, tokenizer.pad_token_id).generate_until(prompts, stop, batch_size=1)
+    assert [(g.token_ids, g.stop_reason) for g in ours] == [(g.token_ids, g.stop_reason) for g in reference]
+
+
+@pytest.mark.slow
 def test_prompts_of_one_database_share_its_schema_as_a_group_prefix(base, spider_dir):
     """Two databases' questions interleaved with a third database's lone one: the two pairs are found
     as groups (their prefix runs through the schema), batches of 3 split a group and mix groups,
