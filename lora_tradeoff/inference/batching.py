@@ -1,7 +1,7 @@
 """Length batching and shared token prefixes, the two planning helpers of every batched backend.
 
 One implementation each, used by generation (`engine.BatchedEngine.generate_until`:
-batches, prefill runs, the prompts' shared prefix) and by log-likelihood
+the prompts' prefix groups, batches by group, prefill runs) and by log-likelihood
 (`engine.BatchedEngine.loglikelihood`: batches, each subject's shared prefix), and
 by MMLU's generate mode. Pure Python: no torch.
 """
