@@ -68,15 +68,28 @@ def similar_length_groups(lengths: Sequence[int], tolerance: float = PAD_TOLERAN
 
 
 def common_prefix_length(sequences: Sequence[Sequence[int]], limit: int) -> int:
-    """Number of leading tokens all sequences share, at most ``limit`` (0 for no sequences)."""
+    """Number of leading tokens all sequences share, at most ``limit`` (0 for no sequences).
+
+    Each sequence is compared with the first by slices (a binary search for the first difference),
+    so the work per sequence runs in C rather than token by token in Python: the planning of all
+    1034 Spider dev prompts compares some 800k token pairs. Lists and tuples compare alike.
+    """
     if not sequences:
         return 0
-    first = sequences[0]
-    length = limit
+    first = tuple(sequences[0][: max(limit, 0)])
+    length = len(first)
     for ids in sequences[1:]:
-        # Shrink to the first position where this sequence differs from the first one.
-        length = next((i for i in range(length) if ids[i] != first[i]), length)
-    return max(length, 0)
+        if tuple(ids[:length]) == first[:length]:
+            continue
+        equal, unequal = 0, length  # the first `equal` tokens match; the first `unequal` do not
+        while unequal - equal > 1:
+            middle = (equal + unequal) // 2
+            if tuple(ids[:middle]) == first[:middle]:
+                equal = middle
+            else:
+                unequal = middle
+        length = equal
+    return length
 
 
 def shared_prefix_length(prompt_ids: Sequence[Sequence[int]]) -> int:

@@ -749,7 +749,10 @@ class BatchedEngine:
     ) -> list[Generation]:
         """Greedy continuations; prompts grouped by shared prefix (`prefix_groups`), each group's
         prefix encoded once per batch and attended once (`lora_tradeoff.inference.cascade`), rows
-        batched with their group (`grouped_batches`)."""
+        batched with their group (`grouped_batches`). Raises ValueError for a prompt without tokens."""
+        empty = next((index for index, ids in enumerate(prompts) if not ids), None)
+        if empty is not None:
+            raise ValueError(f"prompt {empty} has no tokens: generation continues a prompt")
         model = self.model
         timer = self.timer
         results: list[Generation | None] = [None] * len(prompts)

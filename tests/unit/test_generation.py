@@ -322,6 +322,28 @@ def test_prefix_groups_find_the_prompts_that_share_more_than_all_do():
     assert prefix_groups([]) == ([], [])
 
 
+def test_prefix_groups_hold_on_random_prompts():
+    """On random prompts built from shared pieces: each group's prefix is common to its prompts and
+    leaves each a token, and grouping never prefills more tokens than one group of all would."""
+    import random
+
+    rng = random.Random(0)
+    for _ in range(300):
+        pieces = [[rng.randint(0, 3) for _ in range(rng.randint(0, 12))] for _ in range(3)]
+        prompts = [
+            rng.choice(pieces) + rng.choice(pieces) + [rng.randint(0, 3) for _ in range(rng.randint(1, 6))]
+            for _ in range(rng.randint(1, 9))
+        ]
+        groups, lengths = prefix_groups(prompts)
+        assert sorted(set(groups)) == list(range(len(lengths)))
+        for group, length in enumerate(lengths):
+            members = [ids for ids, g in zip(prompts, groups, strict=True) if g == group]
+            assert all(ids[:length] == members[0][:length] and len(ids) > length for ids in members)
+        prefilled = sum(lengths) + sum(len(ids) - lengths[g] for ids, g in zip(prompts, groups, strict=True))
+        common = shared_prefix_length(prompts)
+        assert prefilled <= common + sum(len(ids) - common for ids in prompts)
+
+
 def test_grouped_batches_keep_a_group_together_longest_first():
     # Groups by their longest own part: 1 (9), 2 (5), 0 (3); rows longest first within each.
     assert grouped_batches([3, 9, 1, 7, 5], [0, 1, 0, 1, 2], 2) == [[1, 3], [4, 0], [2]]
@@ -348,7 +370,10 @@ def test_groups_that_the_prefill_runs_interleave_decode_as_the_reference(base):
     groups, _ = prefix_groups(prompts)
     assert groups[0] == groups[2] != groups[1] == groups[3]
     stop = SqlStop(model, tokenizer, 12)
-    ours = BatchedEngine(model, tokenizer.pad_token_id).generate_until(prompts, stop, batch_size=4)
+    batched = BatchedEngine(model, tokenizer.pad_token_id)
+    with pytest.raises(ValueError, match="prompt 1 has no tokens"):
+        batched.generate_until([prompts[0], []], stop, batch_size=4)
+    ours = batched.generate_until(prompts, stop, batch_size=4)
     reference = HFReference(model, tokenizer.pad_token_id).generate_until(prompts, stop, batch_size=1)
     assert [(g.token_ids, g.stop_reason) for g in ours] == [(g.token_ids, g.stop_reason) for g in reference]
 
