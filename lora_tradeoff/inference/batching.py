@@ -126,7 +126,7 @@ def prefix_groups(prompt_ids: Sequence[Sequence[int]]) -> tuple[list[int], list[
     if count == 0:
         return [], []
     base = shared_prefix_length(prompt_ids)
-    order = sorted(range(count), key=lambda index: prompt_ids[index])
+    order = sorted(range(count), key=lambda index: tuple(prompt_ids[index]))  # lists and tuples alike
     neighbours = [  # prefix shared by sorted neighbours k and k + 1, each keeping one own token
         common_prefix_length(
             [prompt_ids[order[k]], prompt_ids[order[k + 1]]],

@@ -319,6 +319,7 @@ def test_prefix_groups_find_the_prompts_that_share_more_than_all_do():
     assert prefix_groups([[1] * 10 + [5, 5, 1], [1] * 10 + [5, 5, 2], [1] * 10 + [6, 0]]) == ([0, 0, 0], [10])
     assert prefix_groups([[1, 2], [3, 4]]) == ([0, 0], [0])  # nothing shared: no prefix
     assert prefix_groups([[7, 8, 9]]) == ([0], [2])
+    assert prefix_groups([[1, 2, 3, 4], (1, 2, 3, 5), [1, 2, 9]]) == ([0, 0, 0], [2])  # lists and tuples
     assert prefix_groups([]) == ([], [])
 
 
