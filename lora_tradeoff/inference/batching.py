@@ -118,8 +118,9 @@ def prefix_groups(prompt_ids: Sequence[Sequence[int]]) -> tuple[list[int], list[
     is worth its own group when ``(n - 1) * prefix > n * base``, base being the prefix common to
     all prompts, which the prompts left over share as one more group (its prefix is their own
     common prefix). Every prompt keeps at least one own token (its last, whose logits choose
-    the first new token). On Spider dev (few-shot, Qwen2.5-Coder's tokenizer) this finds the
-    19 databases and cuts the tokens prefilled after the common prefix from 308k to 24k.
+    the first new token). On all 1034 Spider dev 3-shot prompts (Qwen2.5-Coder's tokenizer) it
+    finds the 20 databases, and the prefill computes 35k of the 844k prompt tokens (each
+    database's prefix once, then the questions) instead of 323k after the 504 all share.
     Groups are numbered in sorted order; an empty input gives ``([], [])``.
     """
     count = len(prompt_ids)

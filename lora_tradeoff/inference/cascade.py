@@ -1,8 +1,9 @@
 """Cascade attention: each query row attends its group's shared prefix (kept once) and its own tokens.
 
 Prompts of one Spider database share everything up to the question (system turn, few-shot
-examples, the database's schema): about 94 % of a prompt's tokens on Spider dev (Qwen2.5-Coder's
-tokenizer: 289k of the 308k tokens after the prefix common to all prompts). The engine keeps
+examples, the database's schema): of the 844k tokens of all 1034 Spider dev 3-shot prompts
+(Qwen2.5-Coder's tokenizer) the prefill then computes 35k, the 20 database prefixes (15k) once each
+and the questions (20k). The engine keeps
 each group's prefix keys/values once (`SharedPrefixes`) and every row's own tokens
 (question and answer) in its own buffer. Attention is split in two and merged exactly through
 the log-sum-exps (`merge_attention`):
