@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--prefix", type=int, default=780, help="tokens per group prefix (Spider dev 3-shot: ~480 common + a schema)"
     )
-    parser.add_argument("--groups", type=int, default=1, help="group prefixes (Spider dev: 19 databases)")
+    parser.add_argument("--groups", type=int, default=1, help="group prefixes (Spider dev: 20 databases)")
     parser.add_argument(
         "--capacity", type=int, default=192, help="own slots per row (longest question part + new tokens)"
     )
