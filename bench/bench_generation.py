@@ -411,6 +411,12 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--profile-out {args.profile_out} is a folder; name a file in it, e.g. profile.txt")
     if args.profile_n < 1:
         parser.error(f"--profile-n must be at least 1, got {args.profile_n}")
+    # Checked before any run: an unknown name (say '' quoted inside a shell variable, which arrives as
+    # the two characters '') would otherwise stop the script after the timed runs, before their JSON.
+    anchors = [name for name in args.anchors.split(",") if name]
+    unknown = [name for name in anchors if name not in ("dynamic", "static")]
+    if unknown:
+        parser.error(f"--anchors: unknown cache {unknown[0]!r} (dynamic, static, or an empty string for none)")
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -463,9 +469,7 @@ def main(argv: list[str] | None = None) -> dict:
             json.dumps(report[name]),
         )
     results = outputs["ours"]
-    for cache in [name for name in args.anchors.split(",") if name]:
-        if cache not in ("dynamic", "static"):
-            parser.error(f"--anchors: unknown cache {cache!r} (dynamic, static)")
+    for cache in anchors:
         anchor = time_anchor(model, tokenizer, rows, args, None if cache == "dynamic" else "static")
         anchor["ours_ratio"] = round(report["ours"]["q_per_s"] / anchor["q_per_s"], 2)
         report[f"hf_{cache}"] = anchor

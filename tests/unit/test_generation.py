@@ -197,6 +197,14 @@ def test_bench_generation_writes_the_profile_after_its_figures(base_model_dir, s
     assert "(d) decode" in text and "top 30 by self_cpu_time_total" in text and "aten::mm" in text
 
 
+def test_bench_generation_refuses_an_unknown_anchor_before_loading_anything(tmp_path, capsys):
+    """'' quoted inside a shell variable arrives as the two characters ''; it must fail at once, not
+    after the timed runs (which would lose their figures)."""
+    with pytest.raises(SystemExit):
+        bench_generation(["--model-dir", str(tmp_path / "no-model"), "--anchors", "''"])
+    assert "unknown cache \"''\"" in capsys.readouterr().err
+
+
 def _save_adapter(base_model_dir, path, random_b: bool) -> None:
     model, _ = load_model_and_tokenizer(base_model_dir, device="cpu")
     peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
