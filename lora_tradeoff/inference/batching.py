@@ -26,6 +26,13 @@ def check_pad_tolerance(value: object) -> float:
     return float(value)
 
 
+def check_batch_size(value: object) -> int:
+    """``value`` as a batch size: an integer of at least 1; ValueError naming it otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"batch_size must be an integer of at least 1, got {value!r}")
+    return int(value)
+
+
 def length_batches(
     lengths: Sequence[int] | dict[int, int],
     batch_size: int,
@@ -44,8 +51,7 @@ def length_batches(
     Raises ValueError for a ``batch_size`` below 1 or a tolerance outside [0, 1].
     """
     check_pad_tolerance(tolerance)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer of at least 1, got {batch_size!r}")
+    check_batch_size(batch_size)
     order = sorted(range(len(lengths)) if indices is None else indices, key=lambda index: -lengths[index])
     batches: list[list[int]] = []
     for index in order:
@@ -181,8 +187,7 @@ def grouped_batches(own_lengths: Sequence[int], groups: Sequence[int], batch_siz
     needed by one batch or by neighbouring ones), groups with the longest own part first and rows
     longest first within a group (the first batch is the largest, so a batch size too large for
     the device fails at once). ``own_lengths``: each row's tokens after its group's prefix."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer of at least 1, got {batch_size!r}")
+    check_batch_size(batch_size)
     longest: dict[int, int] = {}
     for length, group in zip(own_lengths, groups, strict=True):
         longest[group] = max(longest.get(group, 0), length)

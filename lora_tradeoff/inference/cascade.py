@@ -23,6 +23,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
 import torch
@@ -163,17 +164,9 @@ class PrefixSegments:
             self.values = [torch.cat([layer[s : s + n] for s, n in spans]) for layer in prefixes.values]
         queries = [rows * q_length for _, rows in runs]
         device = probe.device
-        self.cu_q = torch.tensor([0, *_cumulative(queries)], dtype=torch.int32, device=device)
-        self.cu_k = torch.tensor([0, *_cumulative(lengths)], dtype=torch.int32, device=device)
+        self.cu_q = torch.tensor([0, *accumulate(queries)], dtype=torch.int32, device=device)
+        self.cu_k = torch.tensor([0, *accumulate(lengths)], dtype=torch.int32, device=device)
         self.max_q, self.max_k = max(queries), max(lengths)
-
-
-def _cumulative(values: Sequence[int]) -> list[int]:
-    total, out = 0, []
-    for value in values:
-        total += value
-        out.append(total)
-    return out
 
 
 _active = threading.local()

@@ -54,6 +54,7 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
 import torch
@@ -212,10 +213,7 @@ def _encode_prefixes(model: Any, prefixes: Sequence[Sequence[int]]) -> SharedPre
     layers = len(per_group[0])
     keys = [torch.cat([group[layer][0] for group in per_group]).contiguous() for layer in range(layers)]
     values = [torch.cat([group[layer][1] for group in per_group]).contiguous() for layer in range(layers)]
-    starts = [0]
-    for length in lengths[:-1]:
-        starts.append(starts[-1] + length)
-    return SharedPrefixes(keys, values, starts, lengths)
+    return SharedPrefixes(keys, values, [0, *accumulate(lengths[:-1])], lengths)
 
 
 # Tokens per forward when encoding prefixes: Spider dev's 19 database prefixes (up to ~1,500 tokens) in one.
