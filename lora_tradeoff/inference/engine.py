@@ -288,6 +288,16 @@ def _prefill(
     return torch.cat(first_tokens), mask
 
 
+def _take_rows(
+    index: Sequence[int], keys: list[torch.Tensor], values: list[torch.Tensor], *rows: torch.Tensor
+) -> tuple[Any, ...]:
+    """Rows ``index`` (in that order) of every layer's keys and values and of each per-row tensor, copied:
+    ``(keys, values, *rows)``."""
+    device_index = torch.tensor(list(index), device=keys[0].device)
+    gathered = [tensor[device_index] for tensor in rows]
+    return [layer[device_index] for layer in keys], [layer[device_index] for layer in values], *gathered
+
+
 class _Decoder:
     """Greedy decode steps for one batch, every tensor of a step in a buffer updated in place.
 
@@ -348,9 +358,7 @@ class _Decoder:
         keys = [layer._keys for layer in cache.layers]
         values = [layer._values for layer in cache.layers]
         if order is not None and list(order) != list(range(len(groups))):
-            index = torch.tensor(list(order), device=device)
-            keys, values = [buffer[index] for buffer in keys], [buffer[index] for buffer in values]
-            tokens, bias, positions = tokens[index], bias[index], positions[index]
+            keys, values, tokens, bias, positions = _take_rows(order, keys, values, tokens, bias, positions)
             groups = [groups[row] for row in order]
         return cls(
             model,
@@ -422,14 +430,16 @@ class _Decoder:
 
     def keep_rows(self, index: Sequence[int]) -> _Decoder:
         """A decoder over rows ``index`` only, in that order (fresh buffers; on CUDA a new capture at the next step)."""
-        device_index = torch.tensor(list(index), device=self.tokens.device)
+        keys, values, tokens, bias, positions = _take_rows(
+            index, self.keys, self.values, self.tokens, self.bias, self.positions
+        )
         return _Decoder(
             self.model,
-            [buffer[device_index] for buffer in self.keys],
-            [buffer[device_index] for buffer in self.values],
-            self.tokens[device_index],
-            self.bias[device_index],
-            self.positions[device_index],
+            keys,
+            values,
+            tokens,
+            bias,
+            positions,
             self.slot,
             self.prefixes,
             [self.groups[i] for i in index],
