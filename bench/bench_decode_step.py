@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
+from bench.bench_generation import report_device  # noqa: E402
 from lora_tradeoff.files import write_json  # noqa: E402
 from lora_tradeoff.inference.cascade import cascade_attention_for  # noqa: E402
 from lora_tradeoff.inference.engine import _batch_cache, _Decoder, _encode_prefixes  # noqa: E402
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
             figures.append(step_figures(model, prefixes, count, args))
             print(json.dumps(figures[-1]), flush=True)
     result = {
-        "device": torch.cuda.get_device_name() if model.device.type == "cuda" else "cpu",
+        "device": report_device(model.device),
         "dtype": str(model.dtype),
         "torch": torch.__version__,
         "liger": args.liger,
