@@ -6,8 +6,13 @@ schema), built by the workflow's own formatter with the config defaults. The
 naive loop is what the seed notebooks did; it runs on the first
 ``--reference-n`` prompts only and its throughput is extrapolated to N. Beside them, the stock
 batched path on all N prompts (``--anchors``): ``model.generate`` on left-padded batches of
-``--batch-size``, stopping at ``;``, with transformers' dynamic and static caches; each prints
-our q/s as a ratio to it (``ours_ratio``).
+``--anchor-batch-size`` (default ``--batch-size``), stopping at ``;``, with transformers' dynamic
+and static caches; each prints our q/s as a ratio to it (``ours_ratio``). When the anchors' batch
+differs from ours (the dynamic cache of all 1034 dev prompts in one batch does not fit a GPU), ours
+runs at their batch too and the ratio at the same batch is printed beside (``same_batch_ratio``).
+With the static cache transformers compiles the decode step for one shape, so every batch is
+padded to the longest prompt and filled to the full batch (the way to avoid a recompile per batch);
+its first batch runs once untimed, and the seconds it took with the compile are reported apart.
 
 Runs standalone wherever torch, transformers and peft are installed (CPU or CUDA):
 
@@ -110,13 +115,21 @@ def naive_generate(model, tokenizer, rows: list[dict], max_new_tokens: int) -> l
 
 
 def hf_batched_generate(
-    model, tokenizer, rows: list[dict], max_new_tokens: int, batch_size: int, cache_implementation: str | None
+    model,
+    tokenizer,
+    rows: list[dict],
+    max_new_tokens: int,
+    batch_size: int,
+    cache_implementation: str | None,
+    pad_to: int | None = None,
 ) -> list[list[int]]:
     """The stock batched path: ``model.generate`` on left-padded batches, greedy, stopping at ``;``.
 
     ``cache_implementation`` None is transformers' dynamic cache; ``"static"`` preallocates it
-    (transformers compiles the forward pass for it on CUDA). New token ids per row, cut at the
-    first pad; rows in input order.
+    (transformers compiles the decode step for it on CUDA). ``pad_to``: every batch is padded to
+    that many prompt tokens and filled to ``batch_size`` rows with copies of its last prompt (their
+    outputs dropped), so a compiled step sees one shape. New token ids per row, cut at the first
+    pad; rows in input order.
     """
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
@@ -127,7 +140,12 @@ def hf_batched_generate(
                 tokenizer.apply_chat_template(row["messages"], add_generation_prompt=True, tokenize=False)
                 for row in rows[start : start + batch_size]
             ]
-            batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            real = len(texts)
+            padding: dict = {"padding": True}
+            if pad_to is not None:
+                texts += texts[-1:] * (batch_size - real)
+                padding = {"padding": "max_length", "max_length": pad_to}
+            batch = tokenizer(texts, return_tensors="pt", add_special_tokens=False, **padding).to(model.device)
             out = model.generate(
                 **batch,
                 do_sample=False,
@@ -137,30 +155,46 @@ def hf_batched_generate(
                 tokenizer=tokenizer,
                 cache_implementation=cache_implementation,
             )
-            for ids in out[:, batch["input_ids"].shape[1] :].tolist():
+            for ids in out[:real, batch["input_ids"].shape[1] :].tolist():
                 outputs.append(ids[: ids.index(tokenizer.pad_token_id)] if tokenizer.pad_token_id in ids else ids)
     finally:
         tokenizer.padding_side = side
     return outputs
 
 
-def time_anchor(model, tokenizer, rows, args, cache_implementation: str | None) -> dict:
-    """:func:`hf_batched_generate` on every row; its figures."""
+def time_anchor(model, tokenizer, rows, max_new_tokens: int, batch_size: int, cache_implementation: str | None) -> dict:
+    """:func:`hf_batched_generate` on every row in batches of ``batch_size``; its figures.
+
+    The static cache runs with one padded shape (``pad_to`` the longest prompt), its first batch
+    once untimed: ``compile_seconds`` is that batch's wall time with the compile, and ``q_per_s``
+    is the timed run after it (the stock path at its best; ``q_per_s_with_compile`` counts both).
+    """
     device = model.device
     reset_peak(device)
+    figures: dict = {"prompts": len(rows), "cache": cache_implementation or "dynamic", "batch_size": batch_size}
+    pad_to = None
+    if cache_implementation == "static":
+        pad_to = max(row["n_tokens"] for row in rows)
+        figures["padded_to_tokens"] = pad_to
+        synchronize(device)
+        started = time.perf_counter()
+        hf_batched_generate(model, tokenizer, rows[:batch_size], max_new_tokens, batch_size, "static", pad_to)
+        synchronize(device)
+        figures["compile_seconds"] = round(time.perf_counter() - started, 2)
     synchronize(device)
     started = time.perf_counter()
-    outputs = hf_batched_generate(model, tokenizer, rows, args.max_new_tokens, args.batch_size, cache_implementation)
+    outputs = hf_batched_generate(model, tokenizer, rows, max_new_tokens, batch_size, cache_implementation, pad_to)
     synchronize(device)
     seconds = time.perf_counter() - started
-    return {
-        "prompts": len(rows),
-        "cache": cache_implementation or "dynamic",
+    figures |= {
         "seconds": round(seconds, 2),
         "q_per_s": round(len(rows) / seconds, 3),
         "new_tokens_per_s": round(sum(len(ids) for ids in outputs) / seconds, 1),
         "peak_memory": peak_memory(device),
     }
+    if pad_to is not None:
+        figures["q_per_s_with_compile"] = round(len(rows) / (seconds + figures["compile_seconds"]), 3)
+    return figures
 
 
 def synchronize(device: torch.device) -> None:
@@ -180,14 +214,17 @@ def peak_memory(device: torch.device) -> str:
     return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (process max RSS so far)"
 
 
-def time_ours(model, tokenizer, rows, args, cuda_graphs: bool) -> tuple[list[dict], dict]:
-    """`generate_sql` on every row; its results and figures."""
+def time_ours(
+    model, tokenizer, rows, args, cuda_graphs: bool, batch_size: int | None = None
+) -> tuple[list[dict], dict]:
+    """`generate_sql` on every row (batches of ``batch_size``, default ``--batch-size``); its results and figures."""
     device = model.device
+    batch_size = batch_size or args.batch_size
     reset_peak(device)
     synchronize(device)
     started = time.perf_counter()
     results = generate_sql(
-        model, tokenizer, rows, args.max_new_tokens, args.batch_size, progress=print, cuda_graphs=cuda_graphs
+        model, tokenizer, rows, args.max_new_tokens, batch_size, progress=print, cuda_graphs=cuda_graphs
     )
     synchronize(device)
     seconds = time.perf_counter() - started
@@ -197,6 +234,7 @@ def time_ours(model, tokenizer, rows, args, cuda_graphs: bool) -> tuple[list[dic
         for reason in ("statement_end", "eos", "max_new_tokens")
     }
     figures = {
+        "batch_size": batch_size,
         "seconds": round(seconds, 2),
         "q_per_s": round(len(rows) / seconds, 2),
         "new_tokens_per_s": round(new_tokens / seconds, 1),
@@ -391,6 +429,11 @@ def main(argv: list[str] | None = None) -> dict:
         default="dynamic,static",
         help="stock HF batched generate beside ours, by cache: dynamic, static (comma-separated; '' = none)",
     )
+    parser.add_argument(
+        "--anchor-batch-size",
+        type=int,
+        help="batch of the stock anchors (default --batch-size); ours runs at it too when it differs",
+    )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json-out", type=Path, help="also write the figures here")
     parser.add_argument(
@@ -411,6 +454,8 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--profile-out {args.profile_out} is a folder; name a file in it, e.g. profile.txt")
     if args.profile_n < 1:
         parser.error(f"--profile-n must be at least 1, got {args.profile_n}")
+    if args.anchor_batch_size is not None and args.anchor_batch_size < 1:
+        parser.error(f"--anchor-batch-size must be at least 1, got {args.anchor_batch_size}")
     # Checked before any run: an unknown name (say '' quoted inside a shell variable, which arrives as
     # the two characters '') would otherwise stop the script after the timed runs, before their JSON.
     anchors = [name for name in args.anchors.split(",") if name]
@@ -469,9 +514,28 @@ def main(argv: list[str] | None = None) -> dict:
             json.dumps(report[name]),
         )
     results = outputs["ours"]
+    anchor_batch = args.anchor_batch_size or args.batch_size
+    if anchors and anchor_batch != args.batch_size:
+        _, report["ours_at_anchor_batch"] = time_ours(model, tokenizer, rows, args, True, anchor_batch)
+        print(f"generate_sql at the anchors' batch {anchor_batch}:", json.dumps(report["ours_at_anchor_batch"]))
     for cache in anchors:
-        anchor = time_anchor(model, tokenizer, rows, args, None if cache == "dynamic" else "static")
+        try:
+            anchor = time_anchor(
+                model, tokenizer, rows, args.max_new_tokens, anchor_batch, None if cache == "dynamic" else "static"
+            )
+        except Exception as error:  # the stock tool failing (out of memory, a compile error) is a figure too
+            report[f"hf_{cache}"] = {
+                "cache": cache,
+                "batch_size": anchor_batch,
+                "error": f"{type(error).__name__}: {error}"[:500],
+            }
+            print(f"HF generate, batched, {cache} cache, failed:", json.dumps(report[f"hf_{cache}"]))
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
         anchor["ours_ratio"] = round(report["ours"]["q_per_s"] / anchor["q_per_s"], 2)
+        same_batch = report.get("ours_at_anchor_batch", report["ours"])
+        anchor["same_batch_ratio"] = round(same_batch["q_per_s"] / anchor["q_per_s"], 2)
         report[f"hf_{cache}"] = anchor
         print(f"HF generate, batched, {cache} cache:", json.dumps(anchor))
     report["mean_prompt_tokens"] = round(sum(row["prompt_tokens"] for row in results) / len(rows), 1)

@@ -32,8 +32,11 @@ from lora_tradeoff.training import RunSpec  # noqa: E402
 
 # The configurations compared; batch sizes are GPU-sized (--batch-size overrides them all).
 CONFIGS: dict[str, dict[str, Any]] = {
-    # Plain padded batches, as a first TRL run would do.
+    # Plain padded batches, as a first TRL run would do: the stock anchor of bench/run_all.py
+    # (padded-16 for a 1.5B model: Qwen2.5-1.5B in batches of 16 grouped by length, so with less
+    # padding, already took 74 GB on an H200 without recomputation).
     "padded": {"per_device_batch_size": 32},
+    "padded-16": {"per_device_batch_size": 16},
     # Padded, but batches of similar length: little padding, per-row attention.
     "grouped": {"per_device_batch_size": 128, "group_by_length": True},
     # The workflow's full-run setting, and the same with Liger's fused kernels (less memory, so twice the batch).
@@ -49,6 +52,12 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "grouped-64-gc": {"per_device_batch_size": 64, "group_by_length": True, "gradient_checkpointing": True},
     "packed-flex-64-gc": {
         "per_device_batch_size": 64,
+        "packing": True,
+        "attn_implementation": "flex_attention",
+        "gradient_checkpointing": True,
+    },
+    "packed-flex-128-gc": {
+        "per_device_batch_size": 128,
         "packing": True,
         "attn_implementation": "flex_attention",
         "gradient_checkpointing": True,

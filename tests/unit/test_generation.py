@@ -105,6 +105,20 @@ def test_the_stock_batched_anchor_generates_what_we_generate(base, rows):
         assert shared > 0 and ids[:shared] == result["output_token_ids"][:shared], result["id"]
 
 
+def test_the_static_cache_anchor_runs_one_padded_shape_and_generates_what_we_generate(base, rows):
+    """With ``pad_to`` every batch is padded to one length and filled to the full batch (one compiled
+    shape); the filler rows' outputs are dropped and the real rows' tokens are still ours."""
+    model, tokenizer = base
+    prompt_rows = rows["zero_shot"][:3]
+    ours = generate_sql(model, tokenizer, prompt_rows, max_new_tokens=MAX_NEW, batch_size=3)
+    pad_to = max(row["n_tokens"] for row in prompt_rows) + 7
+    stock = hf_batched_generate(model, tokenizer, prompt_rows, MAX_NEW, 2, "static", pad_to=pad_to)
+    assert len(stock) == 3  # batches of 2: the second holds one real row and one filler
+    for result, ids in zip(ours, stock, strict=True):
+        shared = min(len(ids), result["new_tokens"])
+        assert shared > 0 and ids[:shared] == result["output_token_ids"][:shared], result["id"]
+
+
 def test_prompt_ids_are_exactly_the_formatters_chat_template(base, rows):
     _, tokenizer = base
     prompt_rows = rows["few_shot"] + rows["zero_shot"]
