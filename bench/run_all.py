@@ -108,7 +108,7 @@ PROFILES: dict[tuple[str, int, int], ModelProfile] = {
         mmlu_full_seconds=_gpu(60, at_least=False),
         training_tokens_per_s=_gpu(40_000, at_least=True),
         training_memory_gb=24,
-        training_configs="padded-16,grouped-32-gc,packed-flex-128-gc",
+        training_configs="padded-16,packed-flex-128-gc",
         training_anchor="padded-16",
     ),
     ("llama", 576, 30): ModelProfile(
