@@ -153,3 +153,13 @@ def test_each_model_gets_a_gpu_named_as_its_child_process_sees_it(monkeypatch):
     assert visible_gpus(2) == ["0", "1"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3, 5,6")
     assert visible_gpus(2) == ["3", "5"]  # a child's CUDA_VISIBLE_DEVICES names the parent's own ids
+
+
+def test_the_committed_two_model_table_is_what_its_figures_render():
+    """docs/...-mmlu-full/bench/benchmarks.md was written by run_all from benchmarks.json beside it."""
+    folder = Path(__file__).resolve().parents[2] / "docs/qwen2.5-coder-1.5b-2xh200-mmlu-full/bench"
+    raw = json.loads((folder / "benchmarks.json").read_text())
+    by_label = {profile.label: profile for profile in PROFILES.values()}
+    profiles = {name: by_label[figures["label"]] for name, figures in raw["models"].items()}
+    assert render(raw, profiles, on_gpu=True) + "\n" == (folder / "benchmarks.md").read_text()
+    assert list(profiles.values()) == [QWEN, SMOLLM2]
