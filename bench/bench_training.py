@@ -189,10 +189,12 @@ def main() -> None:
 
     import pandas as pd
 
+    names = args.configs.split(",")
+    unknown = [name for name in names if name not in CONFIGS]
+    if unknown:  # all checked before the first trains
+        parser.error(f"unknown config {unknown[0]!r}; known: {', '.join(CONFIGS)}")
     results = []
-    for name in args.configs.split(","):
-        if name not in CONFIGS:
-            parser.error(f"unknown config {name!r}; known: {', '.join(CONFIGS)}")
+    for name in names:
         command = [sys.executable, __file__, *sys.argv[1:], "--one", name]
         started = time.perf_counter()
         process = subprocess.run(command, capture_output=True, text=True)

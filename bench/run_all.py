@@ -1,4 +1,4 @@
-"""Every benchmark from one command, one table: each model's figures, the stock tools beside them in
+r"""Every benchmark from one command, one table: each model's figures, the stock tools beside them in
 the same run, each target and whether it was met.
 
 Runs, each in its own process (its peak memory is its own, and one that fails does not
@@ -36,6 +36,7 @@ import argparse
 import json
 import os
 import queue
+import re
 import subprocess
 import sys
 import tempfile
@@ -51,6 +52,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 
+from bench.bench_training import CONFIGS as TRAINING_CONFIGS  # noqa: E402
 from lora_tradeoff.files import write_json  # noqa: E402
 
 
@@ -125,28 +127,54 @@ SCORING_SECONDS = Target(5, at_least=False, gpu_only=False)
 def model_profile(model_dir: Path) -> ModelProfile:
     """The profile of the checkpoint in ``model_dir`` (its config.json), or one without targets.
 
-    Raises FileNotFoundError naming the folder when it holds no config.json.
+    Raises ValueError naming the folder when it holds no config.json or one that is not a JSON object.
     """
     config_file = model_dir / "config.json"
     if not config_file.is_file():
-        raise FileNotFoundError(f"{model_dir} holds no config.json: --model needs a Hugging Face checkpoint folder")
-    config = json.loads(config_file.read_text())
+        raise ValueError(f"{model_dir} holds no config.json: --model needs a Hugging Face checkpoint folder")
+    try:
+        config = json.loads(config_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{config_file} is not JSON ({error}): is {model_dir} a Hugging Face checkpoint?") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_file} is not a JSON object: is {model_dir} a Hugging Face checkpoint?")
     key = (config.get("model_type"), config.get("hidden_size"), config.get("num_hidden_layers"))
-    return PROFILES.get(key, ModelProfile(f"{key[0]}, {key[2]} layers x {key[1]}"))
+    if key in PROFILES:
+        return PROFILES[key]
+    if None in key:
+        return ModelProfile("architecture not recognised: config.json lacks model_type, hidden_size or layers")
+    return ModelProfile(f"{key[0]}, {key[2]} layers x {key[1]}")
+
+
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def parse_model(text: str) -> tuple[str, Path]:
-    """argparse type for ``--model``: ``NAME=DIR`` or ``DIR`` (named by its folder)."""
-    name, _, folder = text.rpartition("=")
+    """argparse type for ``--model``: ``NAME=DIR`` or ``DIR`` (named by its folder).
+
+    NAME is letters, digits, '.', '_' and '-' (it names log files and table rows); text whose part
+    before the first '=' is not such a name is all DIR (a folder may contain '=').
+    """
+    name, equals, folder = text.partition("=")
+    if not (equals and MODEL_NAME.fullmatch(name)):
+        name, folder = "", text
+    if not folder:
+        raise argparse.ArgumentTypeError(f"{text!r} names no folder: give NAME=DIR or DIR")
     path = Path(folder)
-    return (name or path.name), path
+    name = name or path.resolve().name
+    if not MODEL_NAME.fullmatch(name):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: the folder's name {name!r} cannot name a model (letters, digits, '.', '_', '-'); give NAME=DIR"
+        )
+    return name, path
 
 
 def run_bench(
     script: str, arguments: list[str], json_out: Path, log: Path, env: dict[str, str] | None = None
 ) -> dict[str, Any] | None:
-    """Run ``bench/<script>`` with ``arguments`` (and ``env``), output to ``log``; its JSON figures, or
-    None (the log says why)."""
+    """Run ``bench/<script>`` with ``arguments`` (and ``env``), output to ``log``; its JSON figures.
+
+    Raises BenchFailed when it exits non-zero or writes no JSON (its last lines go to stderr)."""
     command = [sys.executable, str(BENCH / script), *arguments]
     started = time.perf_counter()
     with log.open("w") as handle:
@@ -156,8 +184,12 @@ def run_bench(
     print(f"{script}{gpu}: exit {process.returncode} in {seconds:.0f} s (log {log})", flush=True)
     if process.returncode != 0 or not json_out.exists():
         print("".join(log.read_text().splitlines(keepends=True)[-15:]), file=sys.stderr)
-        return None
+        raise BenchFailed(f"exit {process.returncode}, see {log}")
     return json.loads(json_out.read_text())
+
+
+class BenchFailed(Exception):
+    """A benchmark's process failed or wrote no figures; the message names its exit status and log."""
 
 
 def _row(figure: str, value: float | None, target: Target | None = None, detail: str = "") -> dict[str, Any]:
@@ -281,8 +313,8 @@ def _mmlu_rows(figure: str, report: dict[str, Any] | None, target: Target | None
 
 
 def rows_for_mmlu(report: dict[str, Any] | None, profile: ModelProfile) -> list[dict[str, Any]]:
-    questions = 150 if report is None else report["questions"]  # 15 with --quick
-    return _mmlu_rows(f"MMLU {questions} x 4-shot, seconds", report, profile.mmlu_seconds)
+    suite = "suite" if report is None else report["questions"]  # 150, or 15 with --quick
+    return _mmlu_rows(f"MMLU {suite} x 4-shot, seconds", report, profile.mmlu_seconds)
 
 
 def rows_for_mmlu_full(report: dict[str, Any] | None, profile: ModelProfile) -> list[dict[str, Any]]:
@@ -358,6 +390,7 @@ def visible_gpus(count: int) -> list[str]:
     """The ``count`` GPUs this process sees, as CUDA_VISIBLE_DEVICES names them for a child process."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     names = [name.strip() for name in visible.split(",")] if visible else [str(index) for index in range(count)]
+    names = [name for name in names if name]
     return names[:count]
 
 
@@ -368,10 +401,22 @@ def table_rows(raw: dict[str, Any], profiles: dict[str, ModelProfile]) -> list[d
         label = f"{name} ({profiles[name].label})"
         for bench, (_, _, to_rows) in MODEL_BENCHES.items():
             if bench in figures:
-                rows += [{"model": label, "benchmark": bench, **row} for row in to_rows(figures[bench], profiles[name])]
+                bench_rows = to_rows(figures[bench], profiles[name])
+                rows += [{"model": label, "benchmark": bench, **_failed(row, raw, name, bench)} for row in bench_rows]
     if "scoring" in raw:
-        rows += [{"model": "(no model)", "benchmark": "scoring", **row} for row in rows_for_scoring(raw["scoring"])]
+        bench_rows = rows_for_scoring(raw["scoring"])
+        rows += [
+            {"model": "(no model)", "benchmark": "scoring", **_failed(row, raw, "", "scoring")} for row in bench_rows
+        ]
     return rows
+
+
+def _failed(row: dict[str, Any], raw: dict[str, Any], name: str, bench: str) -> dict[str, Any]:
+    """``row``, its setting saying where the failure's log is when benchmark ``bench`` failed."""
+    failure = raw.get("failures", {}).get(f"{name}/{bench}")
+    if failure and row["value"] is None and not row["detail"]:
+        row = {**row, "detail": f"failed: {failure}"}
+    return row
 
 
 def render(raw: dict[str, Any], profiles: dict[str, ModelProfile], on_gpu: bool) -> str:
@@ -380,6 +425,37 @@ def render(raw: dict[str, Any], profiles: dict[str, ModelProfile], on_gpu: bool)
     if raw["side_by_side_gpus"] > 1:
         title += f"; models side by side, each on a GPU of its own ({raw['side_by_side_gpus']} GPUs)"
     return f"{title}\n\n{markdown_table(table_rows(raw, profiles), on_gpu)}"
+
+
+def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Everything that can be checked before any benchmark runs; parser.error names the option."""
+    names = [name for name, _ in args.models]
+    if len(set(names)) < len(names):
+        parser.error(f"--model: two models named alike in {names}; name them, e.g. --model qwen=DIR")
+    only = args.only.split(",")
+    known = [*MODEL_BENCHES, "scoring"]
+    unknown = [name for name in only if name not in known]
+    if unknown:
+        parser.error(f"--only: unknown benchmark {unknown[0]!r}; known: {', '.join(known)}")
+    if args.anchors is not None:
+        bad = [name for name in args.anchors.split(",") if name and name not in ("dynamic", "static")]
+        if bad:
+            parser.error(f"--anchors: unknown cache {bad[0]!r} (dynamic, static, or an empty string for none)")
+    if args.training_configs is not None:
+        bad = [name for name in args.training_configs.split(",") if name not in TRAINING_CONFIGS]
+        if bad:
+            parser.error(f"--training-configs: unknown config {bad[0]!r}; known: {', '.join(TRAINING_CONFIGS)}")
+    if args.out is not None:
+        if args.out.is_dir():
+            parser.error(
+                f"--out {args.out} is a folder; name the table's file in it, e.g. {args.out / 'benchmarks.md'}"
+            )
+        if args.out.suffix == ".json":
+            parser.error(f"--out {args.out}: the figures go to a .json beside the table; name the table, e.g. .md")
+        try:
+            (args.out.parent / "bench-logs").mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            parser.error(f"--out {args.out}: cannot write there ({error})")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -411,27 +487,25 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out", type=Path, help="write the table (markdown) and the raw figures (.json) here")
     args = parser.parse_args(argv)
-    names = [name for name, _ in args.models]
-    if len(set(names)) < len(names):
-        parser.error(f"--model: two models named alike in {names}; name them, e.g. --model qwen=DIR")
-    only = set(args.only.split(","))
-    unknown = only - {*MODEL_BENCHES, "scoring"}
-    if unknown:
-        parser.error(
-            f"--only: unknown benchmark {sorted(unknown)[0]!r}; known: {', '.join([*MODEL_BENCHES, 'scoring'])}"
-        )
-    try:
-        profiles = {name: model_profile(folder) for name, folder in args.models}
-    except FileNotFoundError as error:
-        parser.error(str(error))
+    check_arguments(parser, args)
+    profiles = {}
+    for name, folder in args.models:
+        try:
+            profiles[name] = model_profile(folder)
+        except ValueError as error:
+            parser.error(f"--model {name}: {error}")
     if args.anchors is None:
         args.anchors = "dynamic" if args.quick else "dynamic,static"
+    only = set(args.only.split(","))
 
     import torch
 
     on_gpu = torch.cuda.is_available()
-    if args.quick or not on_gpu:
+    if (args.quick or not on_gpu) and "mmlu_full" in only:
         only.discard("mmlu_full")  # hours per model on a CPU
+        print("mmlu_full left out: it runs on a GPU and not with --quick", file=sys.stderr)
+        if not only:
+            parser.error("--only mmlu_full: nothing left to run (the whole MMLU split runs on a GPU, without --quick)")
     gpus = visible_gpus(torch.cuda.device_count()) if on_gpu else []
     raw: dict[str, Any] = {
         "device": torch.cuda.get_device_name(0) if on_gpu else "cpu",
@@ -439,6 +513,7 @@ def main(argv: list[str] | None = None) -> None:
         "quick": args.quick,
         "side_by_side_gpus": min(len(gpus), len(args.models)),
         "models": {name: {"dir": str(folder), "label": profiles[name].label} for name, folder in args.models},
+        "failures": {},
     }
     lock = threading.Lock()
 
@@ -469,7 +544,11 @@ def main(argv: list[str] | None = None) -> None:
                         out = scratch_dir / f"{name}-{bench}.json"
                         arguments = bench_arguments(bench, args, folder, profiles[name], on_gpu)
                         log = log_dir / f"{name}-{bench}.log"
-                        figures = run_bench(script, [*arguments, out_option, str(out)], out, log, env)
+                        try:
+                            figures = run_bench(script, [*arguments, out_option, str(out)], out, log, env)
+                        except BenchFailed as failure:
+                            figures = None
+                            raw["failures"][f"{name}/{bench}"] = str(failure)
                         with lock:
                             raw["models"][name][bench] = figures
                             write_outputs()
@@ -483,8 +562,15 @@ def main(argv: list[str] | None = None) -> None:
         if "scoring" in only:
             out = scratch_dir / "scoring.json"
             arguments = ["--spider-dir", str(args.spider_dir), "--json-out", str(out)]
-            raw["scoring"] = run_bench("bench_scoring.py", arguments, out, log_dir / "scoring.log")
+            try:
+                raw["scoring"] = run_bench("bench_scoring.py", arguments, out, log_dir / "scoring.log")
+            except BenchFailed as failure:
+                raw["scoring"] = None
+                raw["failures"]["/scoring"] = str(failure)
     print(write_outputs())
+    if raw["failures"]:
+        failed = ", ".join(f"{key.strip('/')} ({why})" for key, why in raw["failures"].items())
+        sys.exit(f"{len(raw['failures'])} benchmark(s) failed: {failed}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -108,10 +109,23 @@ def test_a_model_is_recognised_by_its_architecture(base_model_dir, tmp_path):
         json.dumps({"model_type": "qwen2", "hidden_size": 896, "num_hidden_layers": 24})
     )
     assert model_profile(tmp_path) == ModelProfile("qwen2, 24 layers x 896")  # no targets
-    with pytest.raises(FileNotFoundError, match="no config.json"):
+    with pytest.raises(ValueError, match="no config.json"):
         model_profile(tmp_path / "absent")
+    (tmp_path / "config.json").write_text("{")
+    with pytest.raises(ValueError, match="config.json is not JSON"):
+        model_profile(tmp_path)
+    (tmp_path / "config.json").write_text("[1]")
+    with pytest.raises(ValueError, match="not a JSON object"):
+        model_profile(tmp_path)
+    (tmp_path / "config.json").write_text("{}")
+    assert model_profile(tmp_path).label.startswith("architecture not recognised")
     assert parse_model("qwen=results/model/base") == ("qwen", Path("results/model/base"))
     assert parse_model("results/model/base") == ("base", Path("results/model/base"))
+    assert parse_model("m=/data/ck=pt") == ("m", Path("/data/ck=pt"))  # '=' inside a folder's name
+    assert parse_model("data/v=2/base") == ("base", Path("data/v=2/base"))  # 'data/v' is no name: all DIR
+    for text, message in [("x=", "names no folder"), ("/data/ck=pt", "give NAME=DIR"), ("a b=dir", "cannot name")]:
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            parse_model(text)
 
 
 @pytest.mark.parametrize(
@@ -119,13 +133,37 @@ def test_a_model_is_recognised_by_its_architecture(base_model_dir, tmp_path):
     [
         (["--model", "a=x", "--model", "a=y"], "two models named alike"),
         (["--model", "x", "--only", "generation,speed"], "unknown benchmark 'speed'"),
+        (["--model", "x", "--only", "generation,"], "unknown benchmark ''"),
         (["--model", "no/such/folder"], "no/such/folder holds no config.json"),
+        (["--model", "x", "--anchors", "bogus"], "--anchors: unknown cache 'bogus'"),
+        (["--model", "x", "--training-configs", "padded,bogus"], "unknown config 'bogus'"),
+        (["--model", "x", "--training-configs", ""], "unknown config ''"),
+        (["--model", "x", "--out", "OUT"], "is a folder; name the table's file in it"),
+        (["--model", "x", "--out", "OUT/figures.json"], "the figures go to a .json beside the table"),
     ],
 )
-def test_bad_arguments_stop_before_any_benchmark(argv, message, capsys):
+def test_bad_arguments_stop_before_any_benchmark(argv, message, capsys, tmp_path):
+    argv = [str(tmp_path) if arg == "OUT" else arg.replace("OUT", str(tmp_path)) for arg in argv]
     with pytest.raises(SystemExit):
         main(argv)
     assert message in capsys.readouterr().err
+    assert not (tmp_path / "bench-logs").exists() or "--out" not in argv  # nothing ran
+
+
+@pytest.mark.slow
+def test_a_failing_benchmark_is_named_in_its_row_and_in_the_exit_status(base_model_dir, tmp_path):
+    """A checkpoint folder without weights: its benchmark fails, the table still gets written, the
+    row says where the log is, and run_all exits non-zero naming it."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text((base_model_dir / "config.json").read_text())
+    out = tmp_path / "table.md"
+    with pytest.raises(SystemExit) as stop:
+        main(["--model", f"broken={broken}", "--only", "mmlu", "--quick", "--out", str(out)])
+    assert str(stop.value).startswith("1 benchmark(s) failed: broken/mmlu (exit 1, see ")
+    row = next(line for line in out.read_text().splitlines() if line.startswith("| broken"))
+    assert "| — | <= 5 | no figure | failed: exit 1, see " in row and "broken-mmlu.log" in row
+    assert json.loads(out.with_suffix(".json").read_text())["models"]["broken"]["mmlu"] is None
 
 
 def test_the_table_is_rendered_from_the_saved_figures_model_by_model():
@@ -144,7 +182,7 @@ def test_the_table_is_rendered_from_the_saved_figures_model_by_model():
     models = [line.split(" | ")[0].lstrip("| ") for line in lines[2:]]
     assert models[0] == "qwen (Qwen2.5(-Coder)-1.5B)" and models[-1] == "(no model)"
     assert "| qwen (Qwen2.5(-Coder)-1.5B) | mmlu | MMLU 150 x 4-shot, seconds | 2.6 | <= 3 | yes |" in text
-    assert "| smol (SmolLM2-135M) | mmlu | MMLU 150 x 4-shot, seconds | — | <= 5 | no figure |" in text  # it failed
+    assert "| smol (SmolLM2-135M) | mmlu | MMLU suite x 4-shot, seconds | — | <= 5 | no figure |" in text  # it failed
     assert len(table_rows(raw, profiles)) == len(lines) - 2
 
 
