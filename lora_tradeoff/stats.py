@@ -54,8 +54,10 @@ def mcnemar_exact(b: int, c: int) -> float:
     1/2, so the p-value is the two-sided binomial tail
     ``min(1, 2 * P(X <= min(b, c)))`` with ``X ~ Binomial(b + c, 1/2)``;
     1.0 when there are no discordant pairs. Exact integer arithmetic, then one
-    division, so large counts neither overflow nor lose precision.
+    division, so large counts neither overflow nor lose precision (numpy integer
+    counts are turned into Python ints first: theirs wrap around at 64 bits).
     """
+    b, c = int(b), int(c)
     if b < 0 or c < 0:
         raise ValueError(f"counts must be non-negative, got b={b}, c={c}")
     n = b + c

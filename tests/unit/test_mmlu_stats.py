@@ -34,6 +34,8 @@ def test_mcnemar_exact_on_hand_checked_tables(b, c, p):
 
 def test_mcnemar_exact_handles_large_counts():
     assert mcnemar_exact(5000, 5000) == 1.0
+    # counts straight from a pandas sum are numpy int64, whose products wrap around at 64 bits
+    assert mcnemar_exact(np.int64(54), np.int64(147)) == mcnemar_exact(54, 147) > 0
     assert 0.0 <= mcnemar_exact(4800, 5200) < 0.01
     assert mcnemar_exact(14000, 14000) == 1.0
 
