@@ -171,7 +171,7 @@ def parse_model(text: str) -> tuple[str, Path]:
 
 def run_bench(
     script: str, arguments: list[str], json_out: Path, log: Path, env: dict[str, str] | None = None
-) -> dict[str, Any] | None:
+) -> dict[str, Any]:
     """Run ``bench/<script>`` with ``arguments`` (and ``env``), output to ``log``; its JSON figures.
 
     Raises BenchFailed when it exits non-zero or writes no JSON (its last lines go to stderr)."""
