@@ -445,6 +445,12 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         bad = [name for name in args.training_configs.split(",") if name not in TRAINING_CONFIGS]
         if bad:
             parser.error(f"--training-configs: unknown config {bad[0]!r}; known: {', '.join(TRAINING_CONFIGS)}")
+    needs = {"spider_dir": {"generation", "training", "scoring"}, "mmlu_dir": {"mmlu", "mmlu_full"}}
+    for option, benches in needs.items():
+        folder = getattr(args, option)
+        if benches & set(only) and not folder.is_dir():
+            flag = "--" + option.replace("_", "-")
+            parser.error(f"{flag} {folder} is not a folder: point it at the data (default ../shared/data/...)")
     if args.out is not None:
         if args.out.is_dir():
             parser.error(

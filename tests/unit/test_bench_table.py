@@ -140,13 +140,16 @@ def test_a_model_is_recognised_by_its_architecture(base_model_dir, tmp_path):
         (["--model", "x", "--training-configs", ""], "unknown config ''"),
         (["--model", "x", "--out", "OUT"], "is a folder; name the table's file in it"),
         (["--model", "x", "--out", "OUT/figures.json"], "the figures go to a .json beside the table"),
+        (["--model", "x", "--spider-dir", "OUT/none"], "--spider-dir OUT/none is not a folder"),
+        (["--model", "x", "--only", "mmlu", "--mmlu-dir", "OUT/none"], "--mmlu-dir OUT/none is not a folder"),
     ],
 )
 def test_bad_arguments_stop_before_any_benchmark(argv, message, capsys, tmp_path):
     argv = [str(tmp_path) if arg == "OUT" else arg.replace("OUT", str(tmp_path)) for arg in argv]
+    argv = ["--spider-dir", str(tmp_path), "--mmlu-dir", str(tmp_path), *argv]  # data folders: a case's own win
     with pytest.raises(SystemExit):
         main(argv)
-    assert message in capsys.readouterr().err
+    assert message.replace("OUT", str(tmp_path)) in capsys.readouterr().err
     assert not (tmp_path / "bench-logs").exists() or "--out" not in argv  # nothing ran
 
 
@@ -159,7 +162,9 @@ def test_a_failing_benchmark_is_named_in_its_row_and_in_the_exit_status(base_mod
     (broken / "config.json").write_text((base_model_dir / "config.json").read_text())
     out = tmp_path / "table.md"
     with pytest.raises(SystemExit) as stop:
-        main(["--model", f"broken={broken}", "--only", "mmlu", "--quick", "--out", str(out)])
+        main(
+            ["--model", f"broken={broken}", "--only", "mmlu", "--quick", "--mmlu-dir", str(tmp_path), "--out", str(out)]
+        )
     assert str(stop.value).startswith("1 benchmark(s) failed: broken/mmlu (exit 1, see ")
     row = next(line for line in out.read_text().splitlines() if line.startswith("| broken"))
     assert "| — | <= 5 | no figure | failed: exit 1, see " in row and "broken-mmlu.log" in row
