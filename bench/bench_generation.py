@@ -414,6 +414,18 @@ def profile_operators(model, tokenizer, rows, args) -> str:
     return "\n\n".join(sections)
 
 
+def parse_anchors(text: str) -> list[str]:
+    """``--anchors``: comma-separated caches of the stock anchors, each "dynamic" or "static" ('' = none).
+
+    Raises ValueError naming the first unknown one.
+    """
+    anchors = [name for name in text.split(",") if name]
+    unknown = [name for name in anchors if name not in ("dynamic", "static")]
+    if unknown:
+        raise ValueError(f"--anchors: unknown cache {unknown[0]!r} (dynamic, static, or an empty string for none)")
+    return anchors
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, default=REPO / ".cache" / "test-model" / "checkpoint")
@@ -458,10 +470,10 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--anchor-batch-size must be at least 1, got {args.anchor_batch_size}")
     # Checked before any run: an unknown name (say '' quoted inside a shell variable, which arrives as
     # the two characters '') would otherwise stop the script after the timed runs, before their JSON.
-    anchors = [name for name in args.anchors.split(",") if name]
-    unknown = [name for name in anchors if name not in ("dynamic", "static")]
-    if unknown:
-        parser.error(f"--anchors: unknown cache {unknown[0]!r} (dynamic, static, or an empty string for none)")
+    try:
+        anchors = parse_anchors(args.anchors)
+    except ValueError as error:
+        parser.error(str(error))
 
     if args.threads:
         torch.set_num_threads(args.threads)

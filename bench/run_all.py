@@ -427,8 +427,9 @@ def render(raw: dict[str, Any], profiles: dict[str, ModelProfile], on_gpu: bool)
     return f"{title}\n\n{markdown_table(table_rows(raw, profiles), on_gpu)}"
 
 
-def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Everything that can be checked before any benchmark runs; parser.error names the option."""
+def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> set[str]:
+    """Everything that can be checked before any benchmark runs (parser.error names the option);
+    the benchmarks ``--only`` names."""
     names = [name for name, _ in args.models]
     if len(set(names)) < len(names):
         parser.error(f"--model: two models named alike in {names}; name them, e.g. --model qwen=DIR")
@@ -438,9 +439,12 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     if unknown:
         parser.error(f"--only: unknown benchmark {unknown[0]!r}; known: {', '.join(known)}")
     if args.anchors is not None:
-        bad = [name for name in args.anchors.split(",") if name and name not in ("dynamic", "static")]
-        if bad:
-            parser.error(f"--anchors: unknown cache {bad[0]!r} (dynamic, static, or an empty string for none)")
+        from bench.bench_generation import parse_anchors  # imports torch, as main does next
+
+        try:
+            parse_anchors(args.anchors)
+        except ValueError as error:
+            parser.error(str(error))
     if args.training_configs is not None:
         bad = [name for name in args.training_configs.split(",") if name not in TRAINING_CONFIGS]
         if bad:
@@ -462,6 +466,7 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
             (args.out.parent / "bench-logs").mkdir(parents=True, exist_ok=True)
         except OSError as error:
             parser.error(f"--out {args.out}: cannot write there ({error})")
+    return set(only)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -480,7 +485,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="CPU-sized runs (minutes on 2 cores)")
     parser.add_argument(
         "--only",
-        default="generation,training,mmlu,mmlu_full,scoring",
+        default=",".join([*MODEL_BENCHES, "scoring"]),
         help="comma-separated subset (mmlu_full runs on a GPU and not with --quick)",
     )
     parser.add_argument(
@@ -493,7 +498,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out", type=Path, help="write the table (markdown) and the raw figures (.json) here")
     args = parser.parse_args(argv)
-    check_arguments(parser, args)
+    only = check_arguments(parser, args)
     profiles = {}
     for name, folder in args.models:
         try:
@@ -502,7 +507,6 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--model {name}: {error}")
     if args.anchors is None:
         args.anchors = "dynamic" if args.quick else "dynamic,static"
-    only = set(args.only.split(","))
 
     import torch
 
