@@ -530,8 +530,7 @@ def main(argv: list[str] | None = None) -> None:
     def write_outputs() -> str:
         """The table so far; written to --out after every benchmark, so a run cut short keeps its figures."""
         table = render(raw, profiles, on_gpu)
-        if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
+        if args.out:  # its folder was made by check_arguments, with bench-logs/ in it
             args.out.write_text(table + "\n")
             write_json(args.out.with_suffix(".json"), raw)
         return table
@@ -539,7 +538,6 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         scratch_dir = Path(scratch)
         log_dir = args.out.parent / "bench-logs" if args.out else scratch_dir
-        log_dir.mkdir(parents=True, exist_ok=True)
         free_gpus: queue.Queue[str] = queue.Queue()
         for gpu in gpus[: len(args.models)]:
             free_gpus.put(gpu)

@@ -216,7 +216,7 @@ def _encode_prefixes(model: Any, prefixes: Sequence[Sequence[int]]) -> SharedPre
     return SharedPrefixes(keys, values, [0, *accumulate(lengths[:-1])], lengths)
 
 
-# Tokens per forward when encoding prefixes: Spider dev's 19 database prefixes (up to ~1,500 tokens) in one.
+# Tokens per forward when encoding prefixes: Spider dev's 20 database prefixes (up to ~1,500 tokens) in one.
 _PREFIX_TOKENS_PER_FORWARD = 32768
 
 
