@@ -58,7 +58,7 @@ def _fill_defaults(
 
 def _is_integer(checker: Any, instance: Any) -> bool:
     """An int, not a bool and not a float such as 16.0 (which JSON Schema would count as an
-    integer, but torch and peft refuse as a size: ``r: 16.0`` would pass and fail in train_lora)."""
+    integer, but torch and peft refuse as a size: ``r: 16.0`` would pass and fail in fine_tune)."""
     return isinstance(instance, int) and not isinstance(instance, bool)
 
 
@@ -245,21 +245,48 @@ def config_problems(config: dict[str, Any], schema_path: Path, base_dir: Path = 
         problems.append(f"config.training.runs: {name} {RESERVED_RUN_NAMES[name]}; rename the run")
     for index, run in enumerate(config["training"]["runs"]):
         problems += [f"config.training.runs[{index}].{key}: {message}" for key, message in run_problems(run)]
+        problems += sweep_problems(index, run, run_schema(schema))
     return problems
 
 
-# RunSpec.from_config raises this too (lora_tradeoff.training).
+def sweep_problems(index: int, run: dict[str, Any], schema: dict[str, Any]) -> list[str]:
+    """Each swept value checked as the key itself would be, and each point's combination of keys.
+
+    ``schema`` is the schema of one run (:func:`run_schema`); ``run`` has its defaults filled.
+    Messages name the value, e.g. ``config.training.runs[0].sweep.learning_rate[1]``.
+    """
+    sweep = run.get("sweep")
+    if not isinstance(sweep, dict):
+        return []
+    found = []
+    for key, values in sweep.items():
+        for position, value in enumerate(values if isinstance(values, list) else []):
+            _, errors = with_defaults(value, schema["properties"][key])
+            root = f"config.training.runs[{index}].sweep.{key}[{position}]"
+            found += [describe(error, schema["properties"][key], root) for error in errors]
+            for name, message in run_problems({**run, key: value}):
+                found.append(f"{root}: {message}" if name == key else f"{root}: with {name}: {message}")
+    return found
+
+
+# RunSpec.from_config raises these too (lora_tradeoff.training).
 PACKING_WITH_GROUP_BY_LENGTH = "is for padded batches; packing already removes all padding: set one of them"
+FULL_WITH_NF4 = (
+    "nf4 is QLoRA (a LoRA adapter on a frozen 4-bit base); full fine-tuning trains every weight: "
+    "set method: lora or quantization: none"
+)
 
 
 def run_problems(run: dict[str, Any]) -> list[tuple[str, str]]:
     """(key, message) for each combination of one run's keys that the schema cannot express.
 
     ``run`` is a run entry that passed the schema, with its defaults filled. ``packing`` with
-    ``group_by_length``; ``eval_steps`` beyond a set ``max_steps`` (train_lora refuses them when
+    ``group_by_length``; ``eval_steps`` beyond a set ``max_steps`` (fine_tune refuses them when
     it starts, also for a run bounded by ``num_epochs``; this names them before any job runs).
     """
     found = []
+    if run.get("method") == "full" and run.get("quantization") == "nf4":
+        found.append(("quantization", FULL_WITH_NF4))
     if run.get("packing") and run.get("group_by_length"):
         found.append(("group_by_length", PACKING_WITH_GROUP_BY_LENGTH))
     max_steps, steps = run.get("max_steps"), run.get("eval_steps") or []

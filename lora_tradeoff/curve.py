@@ -22,7 +22,7 @@ def expand_eval_steps(runs: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str,
     """The runs as trained, and every checkpoint of them as an evaluated model.
 
     Returns ``(runs, checkpoints)``: the runs unchanged, except that an ``eval_steps`` of None
-    is dropped (so a run without checkpoints passes train_lora the same parameters as before the
+    is dropped (so a run without checkpoints passes fine_tune the same parameters as before the
     key existed); and ``{"<run>_step<N>": {"run": run, "step": N}}`` in run order, steps sorted.
     Raises ValueError naming the key for a step that is not a positive integer or is repeated,
     and for a checkpoint name that is also a run's name.

@@ -17,7 +17,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def rule_logger(log_path: str | Path, name: str) -> logging.Logger:
     """Send stderr (tracebacks, library warnings) and a timestamped logger to ``log_path``.
 
-    The returned logger ``name`` (e.g. ``train_lora[r16_qv]``) also writes its lines to the
+    The returned logger ``name`` (e.g. ``fine_tune[r16_qv]``) also writes its lines to the
     terminal the job was started from (the process's original stderr), so a long job shows
     which step it is at. Progress bars (tqdm, huggingface_hub, transformers, datasets) are turned off:
     their carriage returns would fill the log file.

@@ -1,8 +1,9 @@
-"""Load the base model, optionally with a LoRA adapter, the same way for every evaluation.
+"""Load the base model, or a fine-tuned run's weights, the same way for every evaluation.
 
 One loader serves generation and MMLU scoring for the base model and for every
-fine-tuned run, so a difference between two rows of a results table can only come
-from the weights, never from how they were loaded.
+fine-tuned run, a LoRA adapter or a fully fine-tuned model folder alike, so a difference
+between two rows of a results table can only come from the weights, never from how they
+were loaded (same dtype, device and tokenizer: the base model's).
 """
 
 from __future__ import annotations
@@ -13,7 +14,32 @@ from typing import Any
 
 
 class AdapterMismatchError(ValueError):
-    """An adapter was trained on another base model than the one configured."""
+    """Fine-tuned weights (an adapter or a whole model) were trained from another base model than the one configured."""
+
+
+# The keys of config.json that a fully fine-tuned model shares with the base it was trained from.
+SAME_ARCHITECTURE_KEYS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads")
+
+
+def is_full_model(weights_dir: Path) -> bool:
+    """A whole model folder (full fine-tuning) rather than a PEFT adapter folder."""
+    weights_dir = Path(weights_dir)
+    return (weights_dir / "config.json").is_file() and not (weights_dir / "adapter_config.json").is_file()
+
+
+def check_full_model_matches(weights_dir: Path, model_config: Any) -> None:
+    """Fail with a clear message when a fully fine-tuned model cannot come from this base model."""
+    config = json.loads((Path(weights_dir) / "config.json").read_text())
+    differ = [
+        f"{key} {config.get(key)!r} (base: {getattr(model_config, key, None)!r})"
+        for key in SAME_ARCHITECTURE_KEYS
+        if config.get(key) != getattr(model_config, key, None)
+    ]
+    if differ:
+        raise AdapterMismatchError(
+            f"{weights_dir}/config.json: {', '.join(differ)}; the model was fine-tuned from another base model. "
+            "Retrain it (delete the run's results folder) or point config.model at the model it was trained from."
+        )
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -68,15 +94,16 @@ def nf4_quantization_config() -> Any:
 
 def load_model_and_tokenizer(
     model_dir: Path,
-    adapter_dir: Path | None = None,
+    weights_dir: Path | None = None,
     device: str = "auto",
     merge_adapter: bool = True,
     quantization: str = "none",
 ) -> tuple[Any, Any]:
-    """Return ``(model, tokenizer)`` in eval mode on ``device``.
+    """Return ``(model, tokenizer)`` in eval mode on ``device``; the tokenizer is always ``model_dir``'s.
 
-    With ``adapter_dir`` the LoRA weights are applied with PEFT and, when
-    ``merge_adapter`` is true, merged into the base weights: one matmul per layer
+    ``weights_dir`` is a run's fine-tuned weights. A whole model folder (full fine-tuning) is
+    loaded in place of the base model, in the same dtype. An adapter folder is applied with PEFT
+    and, when ``merge_adapter`` is true, merged into the base weights: one matmul per layer
     instead of two, with the same outputs up to float rounding.
 
     ``quantization="nf4"`` loads the base in 4-bit as a QLoRA run was trained (and as
@@ -84,7 +111,7 @@ def load_model_and_tokenizer(
     merging would round the LoRA update into 4-bit weights.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     device = resolve_device(device)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -92,7 +119,7 @@ def load_model_and_tokenizer(
     if quantized:
         if not device.startswith("cuda"):
             raise ValueError(
-                f"{adapter_dir or model_dir}: a QLoRA (quantization: nf4) run is evaluated with its 4-bit base, "
+                f"{weights_dir or model_dir}: a QLoRA (quantization: nf4) run is evaluated with its 4-bit base, "
                 "which needs a CUDA GPU and bitsandbytes; this machine has none. Evaluate it on a GPU."
             )
         model = AutoModelForCausalLM.from_pretrained(
@@ -101,16 +128,22 @@ def load_model_and_tokenizer(
             dtype=torch.bfloat16,
             device_map={"": torch.device(device).index or 0},
         )
+    elif weights_dir is not None and is_full_model(Path(weights_dir)):
+        base_config = AutoConfig.from_pretrained(model_dir)
+        check_full_model_matches(Path(weights_dir), base_config)
+        model = AutoModelForCausalLM.from_pretrained(weights_dir, dtype=inference_dtype(device)).to(device)
+        model.eval()
+        return model, tokenizer
     else:
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=inference_dtype(device))
         # On the device before the adapter: PEFT then loads the adapter there and merges it there.
         # Merging r 64 on every linear layer of Qwen2.5-Coder-1.5B on 2 CPU threads took 11-14 s
         # (its rule spent 17 s loading, 3 s without an adapter); on a GPU it is a few matmuls.
         model.to(device)
-    if adapter_dir is not None:
+    if weights_dir is not None:
         from peft import PeftModel
 
-        adapter_dir = Path(adapter_dir)
+        adapter_dir = Path(weights_dir)
         check_adapter_matches(adapter_dir, model.config)
         try:
             model = PeftModel.from_pretrained(model, adapter_dir)
@@ -146,10 +179,10 @@ def apply_liger_kernels(model: Any) -> None:
 
 
 def load_from_manifest(
-    manifest_path: Path, adapter_dir: Path | None = None, device: str = "auto", quantization: str = "none"
+    manifest_path: Path, weights_dir: Path | None = None, device: str = "auto", quantization: str = "none"
 ) -> tuple[Any, Any]:
     """:func:`load_model_and_tokenizer` on the checkpoint named by the get_base_model manifest."""
     from lora_tradeoff.model_source import read_manifest
 
     model_dir = read_manifest(manifest_path)["model_dir"]
-    return load_model_and_tokenizer(Path(model_dir), adapter_dir, device, quantization=quantization)
+    return load_model_and_tokenizer(Path(model_dir), weights_dir, device, quantization=quantization)

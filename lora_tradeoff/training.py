@@ -1,19 +1,30 @@
-"""LoRA / QLoRA supervised fine-tuning with TRL's ``SFTTrainer`` and a PEFT ``LoraConfig``.
+"""Supervised fine-tuning with TRL's ``SFTTrainer``: LoRA and QLoRA (a PEFT ``LoraConfig``) or full.
 
 One run = one :class:`RunSpec` (every hyper-parameter, from ``config.training.runs[<name>]``)
-trained by :func:`train_lora` into ``results/runs/<name>/``:
+trained by :func:`fine_tune` into ``results/runs/<name>/``:
 
-* ``adapter/``          the final LoRA adapter (written atomically, so a killed run never
-                        leaves a directory that looks complete);
+* ``weights/``          the fine-tuned weights: the LoRA adapter (``method: lora``), or the whole
+                        model in float32 with its tokenizer (``method: full``); written atomically,
+                        so a killed run never leaves a directory that looks complete;
 * ``train_log.csv``     step, epoch, loss, learning_rate, grad_norm, tokens_per_s, appended
                         while training so a crash keeps the log;
 * ``hyperparams.json``  every value actually used, library versions, data and speed figures;
-* ``checkpoints/``      Trainer checkpoints (two kept) from which a killed run resumes; deleted
-                        once the adapter and ``hyperparams.json`` are written (a finished run
-                        has nothing to resume, and an r64 run's checkpoints hold ~450 MB).
-* ``steps/adapter-step<N>/`` the adapter after step N for each of ``eval_steps`` (the trade-off
+* ``checkpoints/``      Trainer checkpoints from which a killed run resumes (two kept for LoRA;
+                        one for full fine-tuning, whose checkpoint holds the float32 weights and
+                        AdamW's two moments, 16 bytes per parameter: 24 GB for 1.5B parameters);
+                        deleted once the weights and ``hyperparams.json`` are written (a finished
+                        run has nothing to resume).
+* ``steps/weights-step<N>/`` the weights after step N for each of ``eval_steps`` (the trade-off
                         along training, :mod:`lora_tradeoff.curve`); kept, unlike the checkpoints,
-                        and copied into ``adapter-step<N>/`` by the rule export_checkpoint.
+                        and copied into ``weights-step<N>/`` by the rule export_checkpoint.
+
+Full fine-tuning (``method: full``) is the same trainer without a PEFT config: the weights stay
+float32 (the optimizer's master copy; bf16 weights alone round away updates smaller than 1/256
+of a weight) and the forward and backward passes run under bf16 autocast on a GPU. Its memory is
+the weights, gradients and AdamW state, 16 bytes per parameter, plus activations: 42 GB at batch
+32 with gradient checkpointing for a 1.5B model. The lean path for a 24 GB card: ``optim:
+adamw_8bit`` (bitsandbytes; the two moments in 8 bits, 10 instead of 16 bytes per parameter),
+gradient checkpointing and a small ``per_device_batch_size`` with ``grad_accumulation``.
 
 Loss masking. The training text of an example is ``apply_chat_template(messages)``; the
 inference prompt is ``apply_chat_template(messages[:-1], add_generation_prompt=True)``. The
@@ -61,15 +72,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lora_tradeoff.config_check import PACKING_WITH_GROUP_BY_LENGTH, describe, load_schema, run_schema, with_defaults
+from lora_tradeoff.config_check import (
+    FULL_WITH_NF4,
+    PACKING_WITH_GROUP_BY_LENGTH,
+    describe,
+    load_schema,
+    run_schema,
+    with_defaults,
+)
 from lora_tradeoff.files import read_jsonl, write_json
 from lora_tradeoff.logs import Progress
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+# What save_pretrained writes for a whole model: one file, or an index of shards (models over 5 GB).
+MODEL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 TRAINER_STATE = "trainer_state.json"
 CHECKPOINT_PREFIX = "checkpoint-"
 FINGERPRINT = "run_fingerprint.json"
-SAVE_TOTAL_LIMIT = 2
+# Checkpoints kept: two of a LoRA run (small), one of a full run (16 bytes per parameter). One is
+# enough to resume: the Trainer deletes the older one only after the new one is written, and a
+# half-written one is removed before resuming (prepare_resume).
+SAVE_TOTAL_LIMIT = {"lora": 2, "full": 1}
 LOG_COLUMNS = ("step", "epoch", "loss", "learning_rate", "grad_norm", "tokens_per_s")
 
 
@@ -99,6 +122,7 @@ class RunSpec:
     """
 
     name: str
+    method: str
     r: int
     alpha: float
     dropout: float
@@ -114,6 +138,7 @@ class RunSpec:
     quantization: str
     warmup_ratio: float
     weight_decay: float
+    optim: str
     lr_scheduler: str
     logging_steps: int
     save_steps: int
@@ -141,14 +166,17 @@ class RunSpec:
         root = f"training.runs[{name}]"
         if errors:
             raise TrainingConfigError("; ".join(describe(error, schema, root) for error in errors))
-        if "seeds" in values:
-            raise TrainingConfigError(f"{config_key(name, 'seeds')}: one RunSpec per seed; expand the seeds first")
+        for key, expander in (("seeds", "seeds"), ("sweep", "sweep's points")):
+            if key in values:
+                raise TrainingConfigError(f"{config_key(name, key)}: one RunSpec per run; expand the {expander} first")
         for key in ("target_modules", "layers_to_transform", "eval_steps"):
             if isinstance(values[key], list):
                 values[key] = tuple(values[key])
         spec = cls(**values)
         if spec.packing and spec.group_by_length:
             raise TrainingConfigError(f"{config_key(name, 'group_by_length')}: {PACKING_WITH_GROUP_BY_LENGTH}")
+        if spec.method == "full" and spec.quantization == "nf4":
+            raise TrainingConfigError(f"{config_key(name, 'quantization')}: {FULL_WITH_NF4}")
         return spec
 
     def to_dict(self) -> dict[str, Any]:
@@ -205,6 +233,17 @@ def check_liger_supported(spec: RunSpec, device: str) -> None:
         raise TrainingConfigError(f"{key}: Liger's Triton kernels run on CUDA only; set it to false here")
     if importlib.util.find_spec("liger_kernel") is None:
         raise TrainingConfigError(f"{key}: needs the liger-kernel package (pip install liger-kernel) or false")
+
+
+def check_optimizer_supported(spec: RunSpec, device: str) -> None:
+    """bitsandbytes' 8-bit optimizers need CUDA and the package: say so before loading anything."""
+    if "8bit" not in spec.optim:
+        return
+    key = config_key(spec.name, "optim")
+    if device != "cuda":
+        raise TrainingConfigError(f"{key}: {spec.optim} (bitsandbytes) runs on CUDA only; use adamw_torch_fused here")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise TrainingConfigError(f"{key}: {spec.optim} needs the bitsandbytes package (pip install bitsandbytes)")
 
 
 def resolve_bf16(spec: RunSpec, device: str) -> bool:
@@ -281,12 +320,12 @@ def build_train_dataset(tokenizer: Any, rows: Sequence[dict[str, Any]], max_seq_
 
 
 def is_complete_checkpoint(path: Path) -> bool:
-    """A Trainer checkpoint is complete when its adapter weights exist and its state parses.
+    """A Trainer checkpoint is complete when its weights (adapter or model) exist and its state parses.
 
     The Trainer writes ``trainer_state.json`` last, so a readable state means the weights,
     optimizer, scheduler and RNG states before it were written too.
     """
-    if not (path / ADAPTER_WEIGHTS).is_file():
+    if not any((path / name).is_file() for name in (ADAPTER_WEIGHTS, *MODEL_WEIGHTS)):
         return False
     try:
         json.loads((path / TRAINER_STATE).read_text())
@@ -400,7 +439,8 @@ def build_sft_config(spec: RunSpec, checkpoint_dir: Path, bf16: bool, device: st
         logging_steps=spec.logging_steps,
         save_strategy="steps",
         save_steps=spec.save_steps,
-        save_total_limit=SAVE_TOTAL_LIMIT,
+        save_total_limit=SAVE_TOTAL_LIMIT[spec.method],
+        optim=spec.optim,
         bf16=bf16,
         fp16=False,
         gradient_checkpointing=spec.gradient_checkpointing,
@@ -422,7 +462,12 @@ def build_sft_config(spec: RunSpec, checkpoint_dir: Path, bf16: bool, device: st
 
 
 def load_base_model(spec: RunSpec, model_dir: Path, bf16: bool) -> Any:
-    """The base model for training: float32 on CPU, bf16 on GPU, 4-bit NF4 for QLoRA."""
+    """The base model for training: float32 on CPU, bf16 on GPU, 4-bit NF4 for QLoRA.
+
+    Full fine-tuning keeps float32 weights also with bf16 (autocast computes in bf16): the
+    weights are the optimizer's master copy, and in bf16 (8 bits of mantissa) an update smaller
+    than 1/256 of a weight would be rounded away, as most are at learning rates near 1e-5.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -434,7 +479,7 @@ def load_base_model(spec: RunSpec, model_dir: Path, bf16: bool) -> Any:
         kwargs["device_map"] = {"": torch.cuda.current_device()}
         kwargs["dtype"] = torch.bfloat16
     else:
-        kwargs["dtype"] = torch.bfloat16 if bf16 else torch.float32
+        kwargs["dtype"] = torch.bfloat16 if bf16 and spec.method == "lora" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
     if spec.quantization == "nf4":
         from peft import prepare_model_for_kbit_training
@@ -464,14 +509,15 @@ def build_trainer(
     bf16 = resolve_bf16(spec, device)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     dataset, data_stats = build_train_dataset(tokenizer, rows, spec.max_seq_len)
+    check_optimizer_supported(spec, device)
     model = load_base_model(spec, model_dir, bf16)
-    target_modules = resolve_target_modules(model, spec.target_modules)
+    target_modules = resolve_target_modules(model, spec.target_modules) if spec.method == "lora" else []
     trainer = SFTTrainer(
         model=model,
         args=build_sft_config(spec, checkpoint_dir, bf16, device),
         train_dataset=dataset,
         processing_class=tokenizer,
-        peft_config=build_lora_config(spec, target_modules),
+        peft_config=build_lora_config(spec, target_modules) if spec.method == "lora" else None,
         callbacks=list(callbacks),
     )
     trainer.remove_callback(PrinterCallback)  # progress goes through TrainLogCallback instead
@@ -549,10 +595,11 @@ class FiniteGradientGuard(_Hooks):
         )
 
 
-class StepAdapterCallback(_Hooks):
-    """Saves the adapter after each optimizer step listed in ``steps`` to :func:`step_adapter_dir` of ``out_dir``.
+class StepWeightsCallback(_Hooks):
+    """Saves the weights after each optimizer step listed in ``steps`` to :func:`step_weights_dir` of ``out_dir``.
 
-    Written atomically (:func:`save_adapter_atomic`), so a run killed while saving leaves no
+    The adapter of a LoRA run, the whole model of a full one. Written atomically
+    (:func:`save_weights_atomic`), so a run killed while saving leaves no
     folder that looks complete. A step beyond the run's last step is refused before training
     starts (:class:`TrainingConfigError` naming ``eval_steps``).
     """
@@ -572,24 +619,24 @@ class StepAdapterCallback(_Hooks):
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if state.global_step in self.steps:
-            save_adapter_atomic(model, step_adapter_dir(self.out_dir, state.global_step))
+            save_weights_atomic(model, step_weights_dir(self.out_dir, state.global_step))
 
 
-def step_adapter_dir(out_dir: Path, step: int) -> Path:
-    """Where :func:`train_lora` keeps the adapter after ``step`` (the run folder's ``steps/``)."""
-    return Path(out_dir) / "steps" / f"adapter-step{step}"
+def step_weights_dir(out_dir: Path, step: int) -> Path:
+    """Where :func:`fine_tune` keeps the weights after ``step`` (the run folder's ``steps/``)."""
+    return Path(out_dir) / "steps" / f"weights-step{step}"
 
 
-def export_step_adapter(out_dir: Path, step: int, dest: Path) -> None:
-    """Copy the adapter kept after ``step`` to ``dest`` (rule export_checkpoint).
+def export_step_weights(out_dir: Path, step: int, dest: Path) -> None:
+    """Copy the weights kept after ``step`` to ``dest`` (rule export_checkpoint).
 
-    Raises FileNotFoundError naming the folder and the fix when training did not keep it.
+    Raises FileNotFoundError naming the folder and the fix when training did not keep them.
     """
-    source = step_adapter_dir(out_dir, step)
-    if not (source / "adapter_config.json").is_file():
+    source = step_weights_dir(out_dir, step)
+    if not any((source / name).is_file() for name in ("adapter_config.json", "config.json")):
         raise FileNotFoundError(
-            f"{source}: no adapter kept after step {step}; the run was trained without this step in "
-            f"eval_steps: rerun it (snakemake --forcerun train_lora)"
+            f"{source}: no weights kept after step {step}; the run was trained without this step in "
+            f"eval_steps: rerun it (snakemake --forcerun fine_tune)"
         )
     replace_dir_atomic(Path(dest), lambda tmp: shutil.copytree(source, tmp))
 
@@ -693,9 +740,16 @@ def replace_dir_atomic(directory: Path, write: Callable[[Path], Any]) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def save_adapter_atomic(model: Any, adapter_dir: Path) -> None:
-    """The PEFT adapter of ``model`` saved to ``adapter_dir`` (:func:`replace_dir_atomic`)."""
-    replace_dir_atomic(adapter_dir, model.save_pretrained)
+def save_weights_atomic(model: Any, weights_dir: Path, tokenizer: Any = None) -> None:
+    """What ``model.save_pretrained`` writes, into ``weights_dir`` (:func:`replace_dir_atomic`): a PEFT
+    model's adapter, a whole model's config and weights; with ``tokenizer``, its files too."""
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(folder)
+
+    replace_dir_atomic(weights_dir, write)
 
 
 def library_versions() -> dict[str, str]:
@@ -721,7 +775,7 @@ def recorded_sft_args(args: Any) -> dict[str, Any]:
     return {key: getattr(args, key) for key in keys}
 
 
-def train_lora(
+def fine_tune(
     spec: RunSpec,
     model_dir: Path,
     train_jsonl: Path,
@@ -753,22 +807,25 @@ def train_lora(
     started = time.perf_counter()
     callbacks: list[Any] = [log_callback]
     if spec.eval_steps:
-        callbacks.append(StepAdapterCallback(spec.name, spec.eval_steps, out_dir))
+        callbacks.append(StepWeightsCallback(spec.name, spec.eval_steps, out_dir))
     trainer, facts = build_trainer(spec, model_dir, read_jsonl(train_jsonl), checkpoint_dir, callbacks)
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    save_adapter_atomic(trainer.model, out_dir / "adapter")
-    missing = [step for step in spec.eval_steps or () if not step_adapter_dir(out_dir, step).is_dir()]
+    # A whole model folder carries its tokenizer, so it loads on its own; an adapter needs the base's.
+    tokenizer = trainer.processing_class if spec.method == "full" else None
+    save_weights_atomic(trainer.model, out_dir / "weights", tokenizer)
+    missing = [step for step in spec.eval_steps or () if not step_weights_dir(out_dir, step).is_dir()]
     if missing:
-        raise RuntimeError(f"[{spec.name}] no adapter was kept after eval_steps {missing} (see the log)")
+        raise RuntimeError(f"[{spec.name}] no weights were kept after eval_steps {missing} (see the log)")
     wall_s = time.perf_counter() - started
 
-    trainable, total = trainer.model.get_nb_trainable_parameters()
+    trainable, total = count_parameters(trainer.model)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     train_runtime = result.metrics.get("train_runtime", math.nan)
     record = {
         "run": spec.name,
         "spec": spec.to_dict(),
-        "lora_config": _jsonable(trainer.model.peft_config["default"].to_dict()),
+        "method": spec.method,
+        "lora_config": _jsonable(trainer.model.peft_config["default"].to_dict()) if spec.method == "lora" else None,
         "sft_args": recorded_sft_args(trainer.args),
         "effective_batch_size": spec.per_device_batch_size * spec.grad_accumulation,
         "versions": library_versions(),
@@ -805,6 +862,15 @@ def train_lora(
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     progress(f"[{spec.name}] done: {trainer.state.global_step} steps, final loss {record['final_loss']}")
     return record
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameters: PEFT's count for an adapter (4-bit weights counted unpacked),
+    else the parameters with and without ``requires_grad``."""
+    if hasattr(model, "get_nb_trainable_parameters"):
+        return model.get_nb_trainable_parameters()
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
 def memory_path(model: Any, spec: RunSpec) -> dict[str, Any]:

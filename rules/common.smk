@@ -16,6 +16,7 @@ os.environ.update(LORA_TRADEOFF_SOURCE=workflow.basedir)
 from lora_tradeoff.config_check import config_problems
 from lora_tradeoff.curve import expand_eval_steps
 from lora_tradeoff.replicates import expand_seed_replicates
+from lora_tradeoff.sweeps import expand_sweeps
 
 _problems = config_problems(
     config, workflow.source_path("../schemas/config.schema.yaml")
@@ -38,9 +39,11 @@ if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
 
 
 try:
+    # A run with `sweep` becomes one run per point, e.g. <name>_lr1e-3 (lora_tradeoff/sweeps.py).
+    _runs, SWEEPS = expand_sweeps(config["training"]["runs"])
     # A run with `seeds` becomes one run <name>_s<seed> per seed (lora_tradeoff/replicates.py).
-    _runs, REPLICATES = expand_seed_replicates(config["training"]["runs"])
-    # A run with `eval_steps` keeps its adapter at those steps; each is evaluated as the
+    _runs, REPLICATES = expand_seed_replicates(_runs)
+    # A run with `eval_steps` keeps its weights at those steps; each is evaluated as the
     # model <run>_step<N> (lora_tradeoff/curve.py).
     _runs, CHECKPOINTS = expand_eval_steps(_runs)
 except ValueError as error:
@@ -124,13 +127,13 @@ def get_generation_prompts(wildcards):
     return f"results/spider/prompts/{prompt_style(wildcards.model)}.jsonl"
 
 
-def get_adapter(wildcards):
-    """The run's adapter folder, or the checkpoint's; nothing for the base model rows."""
+def get_weights(wildcards):
+    """The run's fine-tuned weights (adapter or whole model), or the checkpoint's; nothing for the base model rows."""
     if wildcards.model in RUNS:
-        return [f"results/runs/{wildcards.model}/adapter"]
+        return [f"results/runs/{wildcards.model}/weights"]
     if wildcards.model in CHECKPOINTS:
         kept = CHECKPOINTS[wildcards.model]
-        return [f"results/runs/{kept['run']}/adapter-step{kept['step']}"]
+        return [f"results/runs/{kept['run']}/weights-step{kept['step']}"]
     return []
 
 
@@ -141,7 +144,7 @@ def get_model_quantization(wildcards):
     return run["quantization"] if run else "none"
 
 
-# A run's config goes to train_lora as one params entry per key, each a one-entry dict
+# A run's config goes to fine_tune as one params entry per key, each a one-entry dict
 # {key: value}: Snakemake records params by value, without their names, so a whole dict
 # would make a dry run's reason print the run twice; this way it names the key that changed.
 # eval_steps, present in some runs only, travels in the save_steps entry (every run has one):

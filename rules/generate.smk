@@ -1,11 +1,11 @@
-# SQL generation: one batched, greedy code path for the base model and every adapter.
+# SQL generation: one batched, greedy code path for the base model and every fine-tuned run.
 
 
 rule generate_sql:
     input:
         prompts=get_generation_prompts,
         model="results/model/base_model.json",
-        adapter=get_adapter,
+        weights=get_weights,
     output:
         "results/{model}/spider_predictions.jsonl",
     log:

@@ -30,7 +30,7 @@ rule score_mmlu:
         suite="results/mmlu/suite.csv",
         dev="results/data/mmlu/dev.jsonl",
         model="results/model/base_model.json",
-        adapter=get_adapter,
+        weights=get_weights,
     output:
         "results/{model}/mmlu_scored.csv",
     log:

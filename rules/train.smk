@@ -1,7 +1,7 @@
-# LoRA / QLoRA fine-tuning, one job per run in config.training.runs.
+# Fine-tuning (LoRA, QLoRA or full), one job per run in config.training.runs.
 
 
-rule train_lora:
+rule fine_tune:
     input:
         train="results/spider/sft_train.jsonl",
         model="results/model/base_model.json",
@@ -9,13 +9,15 @@ rule train_lora:
         # Checkpoints go to results/runs/{run}/checkpoints/, deliberately not an
         # output: Snakemake deletes the outputs of a failed or killed job, and the
         # checkpoints are what lets the rerun continue instead of starting over.
-        adapter=directory("results/runs/{run}/adapter"),
+        # The fine-tuned weights: a PEFT adapter (LoRA/QLoRA) or a whole model folder
+        # (full fine-tuning); the evaluation rules take either (lora_tradeoff/modeling.py).
+        weights=directory("results/runs/{run}/weights"),
         train_log="results/runs/{run}/train_log.csv",
         hyperparams="results/runs/{run}/hyperparams.json",
     log:
-        "results/logs/train_lora/{run}.log",
+        "results/logs/fine_tune/{run}.log",
     benchmark:
-        "results/benchmarks/train_lora/{run}.tsv"
+        "results/benchmarks/fine_tune/{run}.tsv"
     conda:
         "../envs/torch.yaml"
     threads: 2
@@ -25,16 +27,16 @@ rule train_lora:
     params:
         **get_run_params(),
     script:
-        "../workflow_scripts/train_lora.py"
+        "../workflow_scripts/fine_tune.py"
 
 
-# The adapter a run kept after one of its eval_steps, as an evaluated model's adapter
-# (copied: the kept folder is not an output of train_lora, which cannot name per-run outputs).
+# The weights a run kept after one of its eval_steps, as an evaluated model's weights
+# (copied: the kept folder is not an output of fine_tune, which cannot name per-run outputs).
 rule export_checkpoint:
     input:
         hyperparams="results/runs/{run}/hyperparams.json",
     output:
-        directory("results/runs/{run}/adapter-step{step}"),
+        directory("results/runs/{run}/weights-step{step}"),
     log:
         "results/logs/export_checkpoint/{run}_step{step}.log",
     benchmark:

@@ -1,4 +1,4 @@
-"""Rule generate_sql: greedy SQL for every prompt, base model or adapter alike."""
+"""Rule generate_sql: greedy SQL for every prompt, base model or fine-tuned run alike."""
 
 import torch
 
@@ -12,9 +12,9 @@ log = rule_logger(snakemake.log[0], f"generate_sql[{snakemake.wildcards.model}]"
 if (gpu := claim_gpu()) is not None:  # several GPUs: this job's own (lora_tradeoff/gpus.py)
     log.info("on GPU %s", gpu)
 torch.set_num_threads(snakemake.threads)
-adapter = snakemake.input.adapter[0] if snakemake.input.adapter else None
-model, tokenizer = load_from_manifest(snakemake.input.model, adapter, quantization=snakemake.params.quantization)
-log.info("model on %s, adapter %s", model.device, adapter)
+weights = snakemake.input.weights[0] if snakemake.input.weights else None
+model, tokenizer = load_from_manifest(snakemake.input.model, weights, quantization=snakemake.params.quantization)
+log.info("model on %s, fine-tuned weights %s", model.device, weights)
 rows = generate_sql(
     model,
     tokenizer,

@@ -1,4 +1,4 @@
-"""Rule score_mmlu: n-shot MMLU answers of one model (base or adapter) on the suite."""
+"""Rule score_mmlu: n-shot MMLU answers of one model (base or fine-tuned) on the suite."""
 
 import pandas as pd
 import torch
@@ -14,8 +14,8 @@ log = rule_logger(snakemake.log[0], f"score_mmlu[{snakemake.wildcards.model}]")
 if (gpu := claim_gpu()) is not None:  # several GPUs: this job's own (lora_tradeoff/gpus.py)
     log.info("on GPU %s", gpu)
 torch.set_num_threads(snakemake.threads)
-adapter = snakemake.input.adapter[0] if snakemake.input.adapter else None
-model, tokenizer = load_from_manifest(snakemake.input.model, adapter, quantization=snakemake.params.quantization)
+weights = snakemake.input.weights[0] if snakemake.input.weights else None
+model, tokenizer = load_from_manifest(snakemake.input.model, weights, quantization=snakemake.params.quantization)
 suite = read_suite_csv(snakemake.input.suite)
 dev = group_by_subject(read_jsonl(snakemake.input.dev))
 use_chat = snakemake.params.use_chat_template

@@ -243,6 +243,6 @@ def test_run_key_combinations_fail_before_any_job(config):
         "config.training.runs[0].eval_steps: step(s) [13, 50] lie beyond max_steps 12; list steps up to 12 or "
         "raise max_steps",
     ]
-    del config["training"]["runs"][0]["max_steps"]  # bounded by num_epochs: train_lora checks when it starts
+    del config["training"]["runs"][0]["max_steps"]  # bounded by num_epochs: fine_tune checks when it starts
     config["training"]["runs"][0]["packing"] = False
     assert problems(config) == []

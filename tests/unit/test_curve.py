@@ -16,7 +16,7 @@ def test_eval_steps_become_checkpoint_models_and_null_leaves_the_run_as_it_was()
     expanded, checkpoints = expand_eval_steps(runs)
     assert expanded == [
         {"name": "r16_qv", "r": 16, "eval_steps": [6, 12]},
-        {"name": "r64_all", "r": 64},  # the same train_lora params as before eval_steps existed
+        {"name": "r64_all", "r": 64},  # the same fine_tune params as before eval_steps existed
         {"name": "plain", "r": 8},
     ]
     assert checkpoints == {"r16_qv_step6": {"run": "r16_qv", "step": 6}, "r16_qv_step12": {"run": "r16_qv", "step": 12}}

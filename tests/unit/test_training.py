@@ -26,12 +26,12 @@ from lora_tradeoff.training import (
     RunSpec,
     TrainingConfigError,
     build_trainer,
-    export_step_adapter,
+    export_step_weights,
     is_complete_checkpoint,
     read_train_log,
-    step_adapter_dir,
+    step_weights_dir,
     tokenize_sft_example,
-    train_lora,
+    fine_tune,
 )
 
 pytestmark = pytest.mark.slow
@@ -89,7 +89,7 @@ def trained(tmp_path_factory, base_model_dir: Path, train_jsonl: Path) -> tuple[
     out_dir = tmp_path_factory.mktemp("runs") / "tiny"
     spec = RunSpec.from_config("tiny", {**TEST_RUN, "max_steps": 6, "save_steps": 100, "eval_steps": [2, 4]})
     messages: list[str] = []
-    record = train_lora(spec, base_model_dir, train_jsonl, out_dir, progress=messages.append)
+    record = fine_tune(spec, base_model_dir, train_jsonl, out_dir, progress=messages.append)
     progress = [message for message in messages if "trained" in message]
     assert [message.split(",")[0] for message in progress][-1] == "[tiny] trained 6/6 steps"
     assert all(re.search(r"steps/s, ETA \d+:\d\d:\d\d, loss [\d.]+, [\d,]+ tokens/s$", line) for line in progress)
@@ -112,14 +112,16 @@ def test_run_spec_reads_config_and_names_bad_keys():
 
 def test_run_spec_takes_its_fields_and_defaults_from_the_schema():
     schema = run_schema(load_schema())
-    assert {field.name for field in dataclasses.fields(RunSpec)} == set(schema["properties"]) - {"seeds"}
+    assert {field.name for field in dataclasses.fields(RunSpec)} == set(schema["properties"]) - {"seeds", "sweep"}
     spec = RunSpec.from_config("plain", {})
     for key, value in spec.to_dict().items():
         assert value == schema["properties"][key].get("default", "plain"), key
     with pytest.raises(TrainingConfigError, match=r"training\.runs\[a\]\.group_by_length: is for padded batches"):
         RunSpec.from_config("a", {"packing": True, "group_by_length": True})
-    with pytest.raises(TrainingConfigError, match=r"training\.runs\[a\]\.seeds: one RunSpec per seed"):
+    with pytest.raises(TrainingConfigError, match=r"training\.runs\[a\]\.seeds: one RunSpec per run; expand the seeds"):
         RunSpec.from_config("a", {"seeds": [1, 2]})
+    with pytest.raises(TrainingConfigError, match=r"training\.runs\[a\]\.sweep: one RunSpec per run; expand the sweep"):
+        RunSpec.from_config("a", {"sweep": {"r": [8, 16]}})
 
 
 def test_nf4_without_cuda_fails_at_once_naming_the_key(tmp_path: Path):
@@ -130,7 +132,7 @@ def test_nf4_without_cuda_fails_at_once_naming_the_key(tmp_path: Path):
     spec = RunSpec.from_config("qlora", {"quantization": "nf4"})
     with pytest.raises(TrainingConfigError) as error:
         # Paths that do not exist: nothing may be read before the check.
-        train_lora(spec, tmp_path / "no-model", tmp_path / "no-data.jsonl", tmp_path / "out")
+        fine_tune(spec, tmp_path / "no-model", tmp_path / "no-data.jsonl", tmp_path / "out")
     assert "training.runs[qlora].quantization: nf4 needs a CUDA GPU" in str(error.value)
     assert "no CUDA" in str(error.value)
     assert not (tmp_path / "out").exists()
@@ -208,9 +210,9 @@ def test_loss_falls_and_everything_is_on_record(trained):
     assert losses[-1] < 0.7 * losses[0], losses
     assert all(row["tokens_per_s"] > 0 and row["grad_norm"] > 0 for row in log)
 
-    assert (out_dir / "adapter" / "adapter_model.safetensors").is_file()
-    assert (out_dir / "adapter" / "adapter_config.json").is_file()
-    assert not list(out_dir.glob(".adapter*"))  # no temp dir left behind
+    assert (out_dir / "weights" / "adapter_model.safetensors").is_file()
+    assert (out_dir / "weights" / "adapter_config.json").is_file()
+    assert not list(out_dir.glob(".weights*"))  # no temp dir left behind
     saved = json.loads((out_dir / "hyperparams.json").read_text())
     assert saved == json.loads(json.dumps(record))
     assert saved["spec"]["r"] == 8 and saved["spec"]["layers_to_transform"] == [27, 28, 29]
@@ -247,7 +249,7 @@ def test_saved_adapter_loads_for_inference_and_changes_greedy_output(trained, ba
 
     out_dir, _ = trained
     outputs = []
-    for adapter_dir in (None, out_dir / "adapter"):
+    for adapter_dir in (None, out_dir / "weights"):
         model, tokenizer = load_model_and_tokenizer(base_model_dir, adapter_dir, device="cpu")
         prompt = tokenizer.apply_chat_template(
             sft_rows[0]["messages"][:-1], add_generation_prompt=True, return_tensors="pt", return_dict=True
@@ -265,18 +267,18 @@ def test_same_seed_gives_the_same_losses(trained, tmp_path, base_model_dir, trai
 
     out_dir, _ = trained
     spec = RunSpec.from_config("tiny", {**TEST_RUN, "max_steps": 2, "save_steps": 100})
-    train_lora(spec, base_model_dir, train_jsonl, tmp_path / "again")
+    fine_tune(spec, base_model_dir, train_jsonl, tmp_path / "again")
     first = [row["loss"] for row in read_train_log(out_dir / "train_log.csv")][:2]
     again = [row["loss"] for row in read_train_log(tmp_path / "again" / "train_log.csv")]
     assert again == first
-    assert sorted(path.name for path in (out_dir / "steps").iterdir()) == ["adapter-step2", "adapter-step4"]
+    assert sorted(path.name for path in (out_dir / "steps").iterdir()) == ["weights-step2", "weights-step4"]
     weights = {
         name: load_file(folder / "adapter_model.safetensors")
         for name, folder in {
-            "step2": step_adapter_dir(out_dir, 2),
-            "step4": step_adapter_dir(out_dir, 4),
-            "final": out_dir / "adapter",
-            "two_steps": tmp_path / "again" / "adapter",
+            "step2": step_weights_dir(out_dir, 2),
+            "step4": step_weights_dir(out_dir, 4),
+            "final": out_dir / "weights",
+            "two_steps": tmp_path / "again" / "weights",
         }.items()
     }
     assert weights["step2"].keys() == weights["two_steps"].keys()
@@ -284,12 +286,12 @@ def test_same_seed_gives_the_same_losses(trained, tmp_path, base_model_dir, trai
     for later in ("step4", "final"):
         assert not all(torch_equal(weights["step2"][key], weights[later][key]) for key in weights["step2"])
     # rule export_checkpoint copies the kept adapter into its own folder.
-    export_step_adapter(out_dir, 4, tmp_path / "adapter-step4")
+    export_step_weights(out_dir, 4, tmp_path / "adapter-step4")
     assert (tmp_path / "adapter-step4" / "adapter_model.safetensors").read_bytes() == (
-        step_adapter_dir(out_dir, 4) / "adapter_model.safetensors"
+        step_weights_dir(out_dir, 4) / "adapter_model.safetensors"
     ).read_bytes()
-    with pytest.raises(FileNotFoundError, match="no adapter kept after step 3.*--forcerun train_lora"):
-        export_step_adapter(out_dir, 3, tmp_path / "adapter-step3")
+    with pytest.raises(FileNotFoundError, match="no weights kept after step 3.*--forcerun fine_tune"):
+        export_step_weights(out_dir, 3, tmp_path / "adapter-step3")
 
 
 def torch_equal(a, b) -> bool:
@@ -301,7 +303,7 @@ def torch_equal(a, b) -> bool:
 def test_eval_step_beyond_the_last_step_fails_before_training(tmp_path, base_model_dir, train_jsonl):
     spec = RunSpec.from_config("tiny", {**TEST_RUN, "max_steps": 2, "eval_steps": [1, 3]})
     with pytest.raises(TrainingConfigError, match=r"runs\[tiny\]\.eval_steps: step\(s\) \[3\] lie beyond"):
-        train_lora(spec, base_model_dir, train_jsonl, tmp_path / "beyond")
+        fine_tune(spec, base_model_dir, train_jsonl, tmp_path / "beyond")
     assert not (tmp_path / "beyond" / "train_log.csv").exists()
     with pytest.raises(TrainingConfigError, match=r"eval_steps: \[2, 2\] has non-unique elements"):
         RunSpec.from_config("tiny", {"eval_steps": [2, 2]})
@@ -311,8 +313,8 @@ def test_killed_run_resumes_from_its_last_complete_checkpoint(trained, tmp_path,
     out_dir = tmp_path / "resumable"
     config = {**TEST_RUN, "max_steps": 4, "save_steps": 2}
     code = (
-        "import json, sys; from pathlib import Path; from lora_tradeoff.training import RunSpec, train_lora; "
-        "train_lora(RunSpec.from_config('resumable', json.loads(sys.argv[1])), *map(Path, sys.argv[2:]))"
+        "import json, sys; from pathlib import Path; from lora_tradeoff.training import RunSpec, fine_tune; "
+        "fine_tune(RunSpec.from_config('resumable', json.loads(sys.argv[1])), *map(Path, sys.argv[2:]))"
     )
     process = subprocess.Popen(
         [sys.executable, "-c", code, json.dumps(config), str(base_model_dir), str(train_jsonl), str(out_dir)],
@@ -330,14 +332,14 @@ def test_killed_run_resumes_from_its_last_complete_checkpoint(trained, tmp_path,
     complete = [path for path in (out_dir / "checkpoints").glob("checkpoint-*") if is_complete_checkpoint(path)]
     killed_at = max(int(path.name.split("-")[1]) for path in complete)
     assert killed_at < 4, "the run finished before it could be killed"
-    assert not (out_dir / "adapter").exists()
+    assert not (out_dir / "weights").exists()
     # A checkpoint the kill interrupted while saving: weights written, state not yet.
     partial = out_dir / "checkpoints" / f"checkpoint-{killed_at + 1}"
     partial.mkdir()
     shutil.copyfile(first / "adapter_model.safetensors", partial / "adapter_model.safetensors")
 
     spec = RunSpec.from_config("resumable", config)
-    record = train_lora(spec, base_model_dir, train_jsonl, out_dir)
+    record = fine_tune(spec, base_model_dir, train_jsonl, out_dir)
 
     assert record["resumed"] is True and record["resumed_from_step"] == killed_at
     assert record["global_steps"] == 4
@@ -369,3 +371,102 @@ def test_non_finite_gradients_stop_training_before_the_optimizer_step(tmp_path, 
     ):
         trainer.train()
     assert torch.equal(lora[0].detach(), before)  # the step was refused: no NaN written into the adapter
+
+
+# Full fine-tuning: every weight of the real model trains (float32 master weights), all layers.
+FULL_RUN = {
+    "method": "full",
+    "learning_rate": 1e-4,
+    "lr_scheduler": "constant",
+    "warmup_ratio": 0.0,
+    "per_device_batch_size": 2,
+    "max_seq_len": 256,
+    "logging_steps": 1,
+    "seed": 7,
+}
+
+
+@pytest.fixture(scope="module")
+def trained_full(tmp_path_factory, base_model_dir: Path, train_jsonl: Path) -> tuple[Path, dict]:
+    out_dir = tmp_path_factory.mktemp("runs") / "full"
+    spec = RunSpec.from_config("full", {**FULL_RUN, "max_steps": 4, "save_steps": 100})
+    return out_dir, fine_tune(spec, base_model_dir, train_jsonl, out_dir)
+
+
+def test_full_fine_tuning_trains_every_weight_into_a_model_folder(trained_full, base_model_dir, sft_rows):
+    from safetensors.torch import load_file
+
+    from lora_tradeoff.modeling import is_full_model, load_model_and_tokenizer
+
+    out_dir, record = trained_full
+    losses = [row["loss"] for row in read_train_log(out_dir / "train_log.csv")]
+    assert len(losses) == 4 and losses[-1] < losses[0], losses
+    weights = out_dir / "weights"
+    assert is_full_model(weights) and (weights / "tokenizer.json").is_file()
+    assert not (weights / "adapter_config.json").exists()
+    saved = json.loads((out_dir / "hyperparams.json").read_text())
+    assert saved["method"] == "full" and saved["spec"]["method"] == "full" and saved["lora_config"] is None
+    assert saved["trainable_share"] == 1.0 and saved["trainable_parameters"] > 100_000_000
+    assert saved["base_dtype"] == "float32" and saved["sft_args"]["optim"] == "adamw_torch_fused"
+    assert saved["tokens_per_s"] > 0 and saved["global_steps"] == 4
+    # Every layer moved, the first decoder layer too (LoRA in these tests adapts the top three only).
+    tuned = load_file(weights / "model.safetensors")
+    base = load_file(base_model_dir / "model.safetensors")
+    first = "model.layers.0.mlp.down_proj.weight"
+    assert tuned[first].dtype == base[first].dtype
+    assert not torch_equal(tuned[first], base[first])
+    # The folder loads for inference in place of the base model, with the base model's tokenizer.
+    outputs = []
+    for weights_dir in (None, weights):
+        model, tokenizer = load_model_and_tokenizer(base_model_dir, weights_dir, device="cpu")
+        prompt = tokenizer.apply_chat_template(
+            sft_rows[0]["messages"][:-1], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        generated = model.generate(**prompt, max_new_tokens=16, do_sample=False)
+        outputs.append(generated[0, prompt["input_ids"].shape[1] :].tolist())
+    assert outputs[0] != outputs[1]
+
+
+def test_full_fine_tuning_resumes_after_sigkill(trained_full, tmp_path, base_model_dir, train_jsonl):
+    """Killed after its checkpoint at step 2 (weights, AdamW state, RNG), the rerun continues the
+    uninterrupted run's trajectory; only the newest checkpoint is kept (16 bytes per parameter)."""
+    out_dir = tmp_path / "full_resumable"
+    config = {**FULL_RUN, "max_steps": 4, "save_steps": 1}
+    code = (
+        "import json, sys; from pathlib import Path; from lora_tradeoff.training import RunSpec, fine_tune; "
+        "fine_tune(RunSpec.from_config('full_resumable', json.loads(sys.argv[1])), *map(Path, sys.argv[2:]))"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, json.dumps(config), str(base_model_dir), str(train_jsonl), str(out_dir)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    second = out_dir / "checkpoints" / "checkpoint-2"
+    deadline = time.monotonic() + 300
+    while not is_complete_checkpoint(second):
+        assert process.poll() is None, "training exited before its second checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint within 5 minutes"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    complete = [path for path in (out_dir / "checkpoints").glob("checkpoint-*") if is_complete_checkpoint(path)]
+    assert len(complete) == 1, complete  # save_total_limit 1 for full fine-tuning
+    killed_at = int(complete[0].name.split("-")[1])
+    assert 2 <= killed_at < 4, "the run finished before it could be killed"
+    assert (complete[0] / "optimizer.pt").is_file() and (complete[0] / "model.safetensors").is_file()
+    assert not (out_dir / "weights").exists()
+
+    record = fine_tune(RunSpec.from_config("full_resumable", config), base_model_dir, train_jsonl, out_dir)
+    assert record["resumed_from_step"] == killed_at and record["global_steps"] == 4
+    assert not (out_dir / "checkpoints").exists()
+    resumed = [row["loss"] for row in read_train_log(out_dir / "train_log.csv")]
+    uninterrupted = [row["loss"] for row in read_train_log(trained_full[0] / "train_log.csv")]
+    assert resumed == pytest.approx(uninterrupted, rel=1e-4)
+
+
+def test_full_fine_tuning_refuses_nf4_and_8bit_adam_without_cuda(tmp_path, base_model_dir, train_jsonl):
+    with pytest.raises(TrainingConfigError, match=r"runs\[f\]\.quantization: nf4 is QLoRA.*method: lora"):
+        RunSpec.from_config("f", {"method": "full", "quantization": "nf4"})
+    spec = RunSpec.from_config("f", {**FULL_RUN, "max_steps": 1, "optim": "adamw_8bit"})
+    with pytest.raises(TrainingConfigError, match=r"runs\[f\]\.optim: adamw_8bit \(bitsandbytes\) runs on CUDA only"):
+        fine_tune(spec, base_model_dir, train_jsonl, tmp_path / "f")

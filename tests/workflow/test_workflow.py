@@ -40,7 +40,7 @@ def test_dry_run_lists_the_whole_dag(tmp_path_factory, base_model_dir):
         select_fewshot_examples=1,
         format_spider_prompts=2,
         format_spider_train=1,
-        train_lora=2,
+        fine_tune=2,
         generate_sql=4,
         score_spider=4,
         build_mmlu_suite=1,
@@ -57,7 +57,7 @@ def test_a_run_with_two_seeds_is_two_runs_in_the_dag(tmp_path_factory, base_mode
     dry = snakemake(workdir, "-n")
     jobs = planned_jobs(workdir)
     # tiny_qv becomes tiny_qv_s1 and tiny_qv_s2: one more run to train, generate, score on Spider and MMLU
-    assert (jobs["train_lora"], jobs["generate_sql"], jobs["score_spider"], jobs["score_mmlu"]) == (3, 5, 5, 4)
+    assert (jobs["fine_tune"], jobs["generate_sql"], jobs["score_spider"], jobs["score_mmlu"]) == (3, 5, 5, 4)
     for run in ("tiny_qv_s1", "tiny_qv_s2"):
         assert f"results/runs/{run}/hyperparams.json" in dry.stdout
     assert "results/runs/tiny_qv/" not in dry.stdout
@@ -76,7 +76,7 @@ def test_eval_steps_add_exactly_each_checkpoints_jobs(tmp_path_factory, base_mod
         assert jobs == plain + added, steps
     dry = snakemake(workdir, "-n")
     for step in (1, 2):
-        assert f"results/runs/tiny_qv/adapter-step{step}" in dry.stdout
+        assert f"results/runs/tiny_qv/weights-step{step}" in dry.stdout
         assert f"results/tiny_qv_step{step}/mmlu_scored.csv" in dry.stdout
     assert "tiny_last_step" not in dry.stdout
 
@@ -115,7 +115,7 @@ def test_fewshot_seed_reruns_only_its_downstream(finished_run, base_model_dir):
 def test_one_runs_learning_rate_reruns_only_that_run(finished_run, base_model_dir):
     jobs = changed_plan(finished_run, base_model_dir, **{"training.runs.1.learning_rate": 5e-4})
     assert jobs == collections.Counter(
-        train_lora=1, generate_sql=1, score_spider=1, score_mmlu=1, mmlu_regression=1, report=1, all=1
+        fine_tune=1, generate_sql=1, score_spider=1, score_mmlu=1, mmlu_regression=1, report=1, all=1
     )
     # The dry run's reason names the key that changed, not the whole run config twice.
     write_config(finished_run, base_model_dir, **{"training.runs.1.learning_rate": 5e-4})
@@ -129,11 +129,11 @@ def test_one_runs_learning_rate_reruns_only_that_run(finished_run, base_model_di
 
 
 def test_adding_eval_steps_retrains_that_run_and_adds_its_checkpoints_jobs(finished_run, base_model_dir):
-    # The kept adapters come from training: train_lora reruns (its eval_steps changed), and with it the
+    # The kept adapters come from training: fine_tune reruns (its eval_steps changed), and with it the
     # run's own evaluation; the other run and the base model rerun nothing.
     jobs = changed_plan(finished_run, base_model_dir, **{"training.runs.0.eval_steps": [1]})
     assert jobs == collections.Counter(
-        train_lora=1,
+        fine_tune=1,
         export_checkpoint=1,
         generate_sql=2,
         score_spider=2,
@@ -217,7 +217,7 @@ def test_killed_training_is_rerun_and_resumes(finished_run, base_model_dir, tmp_
     assert list(checkpoints.glob("checkpoint-*")), "no checkpoint was written before the deadline"
     assert not (workdir / target).exists()  # Snakemake removed the old output before the job started
     # Only mtime: the job must rerun because its output is missing/incomplete, not because of params.
-    assert planned_jobs(workdir, target, "--rerun-triggers", "mtime")["train_lora"] == 1
+    assert planned_jobs(workdir, target, "--rerun-triggers", "mtime")["fine_tune"] == 1
     snakemake(workdir, "--unlock")  # a killed Snakemake leaves its lock, as after a power loss
     snakemake(workdir, target)
     hyperparams = json.loads((workdir / target).read_text())

@@ -1,4 +1,4 @@
-"""Rule train_lora: one LoRA/QLoRA run from its config entry (resumes from checkpoints)."""
+"""Rule fine_tune: one LoRA/QLoRA run from its config entry (resumes from checkpoints)."""
 
 from pathlib import Path
 
@@ -7,16 +7,16 @@ import torch
 from lora_tradeoff.gpus import claim_gpu
 from lora_tradeoff.logs import rule_logger
 from lora_tradeoff.model_source import read_manifest
-from lora_tradeoff.training import RunSpec, train_lora
+from lora_tradeoff.training import RunSpec, fine_tune
 
-log = rule_logger(snakemake.log[0], f"train_lora[{snakemake.wildcards.run}]")
+log = rule_logger(snakemake.log[0], f"fine_tune[{snakemake.wildcards.run}]")
 if (gpu := claim_gpu()) is not None:  # several GPUs: this job's own (lora_tradeoff/gpus.py)
     log.info("on GPU %s", gpu)
 torch.set_num_threads(snakemake.threads)
 # params: one {key: value} entry per key of the run's config (rules/common.smk, get_run_params)
 run = {key: value for entry in snakemake.params for key, value in entry.items()}
 spec = RunSpec.from_config(snakemake.wildcards.run, run)
-train_lora(
+fine_tune(
     spec,
     model_dir=Path(read_manifest(snakemake.input.model)["model_dir"]),
     train_jsonl=Path(snakemake.input.train),
