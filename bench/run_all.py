@@ -8,7 +8,10 @@ stop the others), for every ``--model``:
                        one-prompt loop and stock batched HF ``generate`` (dynamic and static cache)
                        on the same prompts; our q/s as a ratio to each;
 * bench_training.py    real (non-padding) training tokens/s and peak memory per configuration,
-                       each as a ratio to a plain TRL ``SFTTrainer`` on padded batches (the anchor);
+                       each as a ratio to a plain TRL ``SFTTrainer`` on padded batches (the anchor):
+                       LoRA (benchmark ``training``), and full fine-tuning (``full_training``: ours
+                       against plain TRL full fine-tuning on padded batches, its own anchor, on the
+                       same data in the same run; each row says whether it fits the 24 GB card);
 * bench_mmlu.py        seconds per model for the 150-question 4-shot suite, and on a GPU for the
                        whole test split (14,042 questions);
 
@@ -25,8 +28,8 @@ benchmarks one after another there); the table and its JSON are rewritten after 
 so a run cut short keeps what it measured.
 
 A model is recognised by its architecture (config.json: model_type, hidden size, layers), which
-sets its targets (those of the issues, GPU figures) and its training configurations; an unknown
-one gets the table without targets. On a CPU the table still prints, and a target that belongs to
+sets its targets (those of the issues, GPU figures) and its training configurations (LoRA and
+full); an unknown one gets the table without targets. On a CPU the table still prints, and a target that belongs to
 a GPU reads "n/a (CPU)".
 """
 
@@ -53,6 +56,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 
 from bench.bench_training import CONFIGS as TRAINING_CONFIGS  # noqa: E402
+from bench.bench_training import config_method  # noqa: E402
 from lora_tradeoff.files import write_json  # noqa: E402
 
 
@@ -81,7 +85,9 @@ class ModelProfile:
 
     ``training_memory_gb``: the training target is judged on the fastest configuration whose peak
     memory is within it (None: on the fastest of all). ``training_anchor`` is the plain TRL
-    configuration every training figure is divided by.
+    configuration every LoRA training figure is divided by; ``full_training_anchor`` the plain TRL
+    full fine-tuning every full one is divided by (full fine-tuning has no target of its own: its
+    rows say whether they fit ``training_memory_gb``).
     """
 
     label: str
@@ -92,6 +98,8 @@ class ModelProfile:
     training_memory_gb: float | None = None
     training_configs: str = "padded,grouped-64,packed-flex"
     training_anchor: str = "padded"
+    full_training_configs: str = "full-padded-32,full-grouped-32"
+    full_training_anchor: str = "full-padded-32"
 
 
 def _gpu(goal: float, at_least: bool) -> Target:
@@ -112,6 +120,10 @@ PROFILES: dict[tuple[str, int, int], ModelProfile] = {
         training_memory_gb=24,
         training_configs="padded-16,packed-flex-128-gc",
         training_anchor="padded-16",
+        # Full fine-tuning: plain TRL at batch 32 (with recomputation: without it a 1.5B model does not
+        # fit 80 GB), config/frontier.yaml's micro-batch 16, and 8-bit AdamW for a 24 GB card.
+        full_training_configs="full-padded-32-gc,full-grouped-16-gc,full-grouped-16-gc-8bit,full-grouped-8-gc-8bit",
+        full_training_anchor="full-padded-32-gc",
     ),
     ("llama", 576, 30): ModelProfile(
         "SmolLM2-135M",
@@ -119,8 +131,13 @@ PROFILES: dict[tuple[str, int, int], ModelProfile] = {
         mmlu_seconds=_gpu(5, at_least=False),
         training_tokens_per_s=_gpu(100_000, at_least=True),
         training_configs="padded,grouped-64-liger,packed-flex",
+        # Full fine-tuning of 135M parameters needs no recomputation (the profile's default configs).
     ),
 }
+# On a CPU (no --training-configs / --full-training-configs): configurations that train there
+# (no flex attention, Liger or 8-bit optimizer), SmolLM2's anchors among them.
+CPU_TRAINING_CONFIGS = "padded,grouped"
+CPU_FULL_TRAINING_CONFIGS = "full-padded-32,full-grouped-32"
 SCORING_SECONDS = Target(5, at_least=False, gpu_only=False)
 
 
@@ -270,11 +287,39 @@ def rows_for_generation(report: dict[str, Any] | None, profile: ModelProfile) ->
     return rows
 
 
+def _method(row: dict[str, Any]) -> str:
+    """A bench_training row's fine-tuning method: its own, or its config's (rows written before it was recorded)."""
+    if isinstance(row.get("method"), str):
+        return row["method"]
+    return config_method(row["config"]) if row.get("config") in TRAINING_CONFIGS else "lora"
+
+
 def rows_for_training(table: list[dict[str, Any]] | None, profile: ModelProfile) -> list[dict[str, Any]]:
-    """Each configuration's real tokens/s as a ratio to the plain TRL anchor; the target judged on
-    the fastest configuration within the profile's memory (or the fastest of all)."""
-    measured = [row for row in table or [] if isinstance(row.get("tokens_per_s"), (int, float))]
-    failed = [row for row in table or [] if isinstance(row.get("error"), str)]
+    """Each LoRA configuration's real tokens/s as a ratio to the plain TRL anchor; the target judged on
+    the fastest configuration within the profile's memory (or the fastest of all). Full fine-tuning
+    rows in ``table`` (named in --training-configs) follow, divided by the full anchor."""
+    lora = [row for row in table or [] if _method(row) == "lora"]
+    full = [row for row in table or [] if _method(row) == "full"]
+    return (_lora_rows(lora, profile) if lora or not full else []) + (_full_rows(full, profile) if full else [])
+
+
+def rows_for_full_training(table: list[dict[str, Any]] | None, profile: ModelProfile) -> list[dict[str, Any]]:
+    """Each full fine-tuning configuration's real tokens/s and peak memory as ratios to plain TRL full
+    fine-tuning (the full anchor), and whether it fits the profile's memory."""
+    return _full_rows([row for row in table or [] if _method(row) == "full"], profile)
+
+
+def _measured_and_failed(table: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    measured = [row for row in table if isinstance(row.get("tokens_per_s"), (int, float))]
+    return measured, [row for row in table if isinstance(row.get("error"), str)]
+
+
+def _failed_rows(failed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [_row(f"real tokens/s, {row['config']}", None, detail=f"failed: {row['error']}") for row in failed]
+
+
+def _lora_rows(table: list[dict[str, Any]], profile: ModelProfile) -> list[dict[str, Any]]:
+    measured, failed = _measured_and_failed(table)
     if not measured:
         detail = "; ".join(f"{row['config']}: {row['error']}" for row in failed)
         return [_row("real tokens/s", None, profile.training_tokens_per_s, detail)]
@@ -297,8 +342,43 @@ def rows_for_training(table: list[dict[str, Any]] | None, profile: ModelProfile)
         rows.append(_row(f"real tokens/s, {row['config']}", row["tokens_per_s"], target, detail))
     if judged is None and profile.training_tokens_per_s:
         rows.append(_row(f"real tokens/s within {cap:g} GB", None, profile.training_tokens_per_s, "no configuration"))
-    rows += [_row(f"real tokens/s, {row['config']}", None, detail=f"failed: {row['error']}") for row in failed]
-    return rows
+    return rows + _failed_rows(failed)
+
+
+def _full_rows(table: list[dict[str, Any]], profile: ModelProfile) -> list[dict[str, Any]]:
+    """Full fine-tuning: no target; each row's ratios to the full anchor and, for GPU memory, its fit."""
+    measured, failed = _measured_and_failed(table)
+    if not measured:
+        detail = "; ".join(f"{row['config']}: {row['error']}" for row in failed)
+        return [_row("real tokens/s, full fine-tuning", None, detail=detail)]
+    cap = profile.training_memory_gb
+
+    def judged(row: dict[str, Any]) -> bool:  # GPU memory against a cap; a CPU's process RSS is no card's
+        return cap is not None and row["peak_mem_kind"] == "cuda allocated"
+
+    fitting = [row for row in measured if judged(row) and row["peak_mem_gb"] <= cap]
+    fastest = max(fitting, key=lambda row: row["tokens_per_s"]) if fitting else None
+    anchor = next((row for row in measured if row["config"] == profile.full_training_anchor), None)
+    rows = []
+    for row in measured:
+        reserved = f", {row['peak_reserved_gb']} GB reserved" if row.get("peak_reserved_gb") is not None else ""
+        detail = (
+            f"batch {row['batch']}, optim {row.get('optim', '?')}, peak {row['peak_mem_gb']} GB "
+            f"({row['peak_mem_kind']}{reserved}), {row['step_ms']} ms/step"
+        )
+        if row is anchor:
+            detail += "; the plain TRL SFTTrainer, full fine-tuning on padded batches (the full anchor)"
+        elif anchor:
+            detail += (
+                f"; **{row['tokens_per_s'] / anchor['tokens_per_s']:.2f}x** the full anchor's tokens/s "
+                f"({anchor['config']}) at {row['peak_mem_gb'] / anchor['peak_mem_gb']:.2f}x its peak memory"
+            )
+        if judged(row):
+            detail += f"; {'fits' if row['peak_mem_gb'] <= cap else 'over'} {cap:g} GB"
+            if row is fastest:
+                detail += f", the fastest within {cap:g} GB"
+        rows.append(_row(f"real tokens/s, {row['config']}", row["tokens_per_s"], detail=detail))
+    return rows + _failed_rows(failed)
 
 
 def _mmlu_rows(figure: str, report: dict[str, Any] | None, target: Target | None) -> list[dict[str, Any]]:
@@ -354,6 +434,7 @@ def markdown_table(rows: list[dict[str, Any]], on_gpu: bool) -> str:
 MODEL_BENCHES: dict[str, tuple[str, str, Callable[[Any, ModelProfile], list[dict[str, Any]]]]] = {
     "generation": ("bench_generation.py", "--json-out", rows_for_generation),
     "training": ("bench_training.py", "--out", rows_for_training),
+    "full_training": ("bench_training.py", "--out", rows_for_full_training),
     "mmlu": ("bench_mmlu.py", "--json-out", rows_for_mmlu),
     "mmlu_full": ("bench_mmlu.py", "--json-out", rows_for_mmlu_full),
 }
@@ -371,8 +452,13 @@ def bench_arguments(
             sizes = ["--n", "1034", "--reference-n", "4", "--batch-size", "1034", "--anchor-batch-size", "512"]
             sizes += ["--max-new-tokens", "128"]
         return [*model, "--spider-dir", str(args.spider_dir), *sizes, "--anchors", args.anchors]
-    if name == "training":
-        configs = args.training_configs or (profile.training_configs if on_gpu else "padded,grouped")
+    if name in ("training", "full_training"):
+        if name == "training":
+            configs = args.training_configs or (profile.training_configs if on_gpu else CPU_TRAINING_CONFIGS)
+        else:
+            configs = args.full_training_configs or (
+                profile.full_training_configs if on_gpu else CPU_FULL_TRAINING_CONFIGS
+            )
         sizes = ["--warmup", "3", "--steps", "10"]
         if args.quick:
             sizes = ["--batch-size", "2", "--warmup", "1", "--steps", "2", "--limit", "64", "--max-seq-len", "512"]
@@ -445,11 +531,17 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
             parse_anchors(args.anchors)
         except ValueError as error:
             parser.error(str(error))
-    if args.training_configs is not None:
+    if args.training_configs is not None:  # LoRA or full (full rows are divided by the full anchor)
         bad = [name for name in args.training_configs.split(",") if name not in TRAINING_CONFIGS]
         if bad:
             parser.error(f"--training-configs: unknown config {bad[0]!r}; known: {', '.join(TRAINING_CONFIGS)}")
-    needs = {"spider_dir": {"generation", "training", "scoring"}, "mmlu_dir": {"mmlu", "mmlu_full"}}
+    if args.full_training_configs is not None:
+        full = [name for name in TRAINING_CONFIGS if config_method(name) == "full"]
+        for name in args.full_training_configs.split(","):
+            if name not in full:
+                why = "a LoRA config (name it in --training-configs)" if name in TRAINING_CONFIGS else "unknown config"
+                parser.error(f"--full-training-configs: {why} {name!r}; known: {', '.join(full)}")
+    needs = {"spider_dir": {"generation", "training", "full_training", "scoring"}, "mmlu_dir": {"mmlu", "mmlu_full"}}
     for option, benches in needs.items():
         folder = getattr(args, option)
         if benches & set(only) and not folder.is_dir():
@@ -494,7 +586,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--training-configs",
-        help="bench_training.py --configs for every model (default: the model's own on CUDA; padded,grouped on CPU)",
+        help="bench_training.py --configs for every model, LoRA or full "
+        f"(default: the model's own LoRA configs on CUDA; {CPU_TRAINING_CONFIGS} on CPU)",
+    )
+    parser.add_argument(
+        "--full-training-configs",
+        help="bench_training.py --configs of benchmark full_training for every model, full fine-tuning ones "
+        f"(default: the model's own on CUDA; {CPU_FULL_TRAINING_CONFIGS} on CPU)",
     )
     parser.add_argument("--out", type=Path, help="write the table (markdown) and the raw figures (.json) here")
     args = parser.parse_args(argv)

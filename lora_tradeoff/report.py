@@ -1,11 +1,12 @@
-"""The report: what each LoRA run buys (Spider EX) and costs (MMLU), with its hyper-parameters and cost.
+"""The report: what each fine-tuned run (LoRA, QLoRA, full) buys (Spider EX) and costs (MMLU), with its cost.
 
 :func:`write_report` runs the report's steps in order, each in its own module:
 
 1. inputs (:mod:`lora_tradeoff.report_inputs`): the files the other rules write, read once;
    nothing is re-scored;
 2. statistics (:mod:`lora_tradeoff.report_summary`, with :mod:`lora_tradeoff.stats`): every
-   number, as ``summary.json``; each headline number is also recomputed straight from the
+   number, as ``summary.json``, with the trade-off frontier (:mod:`lora_tradeoff.frontier`); each
+   headline number and each frontier row's changes are also recomputed straight from the
    per-item CSV rows (:mod:`lora_tradeoff.report_checks`) and a report whose numbers disagree
    with those rows is not written;
 3. sections (:mod:`lora_tradeoff.report_sections`, one renderer per section of ``summary.md``),
@@ -49,6 +50,7 @@ def write_report(
     replicates: Mapping[str, Sequence[str]] | None = None,
     checkpoints: Mapping[str, Mapping[str, Any]] | None = None,
     n_shot: int = 4,
+    sweeps: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write :data:`TABLE_FILES` and every figure of :data:`lora_tradeoff.report_plots.FIGURES` into ``out_dir``.
 
@@ -56,8 +58,10 @@ def write_report(
     Raises ValueError, writing nothing, when a summary number disagrees with its recomputation
     from the per-item files the inputs were read from. Returns the summary.
     """
-    summary = build_summary(inputs, baseline, prompt_styles, n_resamples, seed, replicates, checkpoints, n_shot)
-    recomputed = recompute_from_items(inputs.item_paths["spider_scored"], inputs.item_paths["mmlu_scored"])
+    summary = build_summary(inputs, baseline, prompt_styles, n_resamples, seed, replicates, checkpoints, n_shot, sweeps)
+    recomputed = recompute_from_items(
+        inputs.item_paths["spider_scored"], inputs.item_paths["mmlu_scored"], baseline=baseline
+    )
     problems = headline_mismatches(summary, recomputed)
     if problems:
         raise ValueError("report numbers disagree with the per-item rows:\n  " + "\n  ".join(problems))

@@ -3,21 +3,29 @@
 :func:`lora_tradeoff.report.write_report` refuses to write a report whose summary
 (:mod:`lora_tradeoff.report_summary`) disagrees with :func:`recompute_from_items`
 (:func:`headline_mismatches`). The recomputation reads the files again and shares no
-code with the summary beyond reading a CSV.
+code with the summary beyond reading a CSV. The frontier's verdicts and Pareto flags are
+policies, not numbers: they are derived again from the recomputed changes with the policy's
+own functions (:func:`lora_tradeoff.frontier.frontier_verdict`, :func:`lora_tradeoff.frontier.pareto_optimal`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lora_tradeoff.report_inputs import read_mmlu_scored, read_spider_scored
+import pandas as pd
+
+from lora_tradeoff.frontier import frontier_verdict, pareto_optimal
+from lora_tradeoff.report_inputs import BASELINE, read_mmlu_scored, read_spider_scored
 from lora_tradeoff.stats import OVERALL
 
 
 def recompute_headlines(
-    results_dir: Path | str, models: Sequence[str] | None = None, mmlu_models: Sequence[str] | None = None
+    results_dir: Path | str,
+    models: Sequence[str] | None = None,
+    mmlu_models: Sequence[str] | None = None,
+    baseline: str = BASELINE,
 ) -> dict[str, Any]:
     """The headline numbers straight from the per-item rows under ``results_dir``.
 
@@ -30,12 +38,20 @@ def recompute_headlines(
     if mmlu_models is None:
         mmlu_models = sorted(p.parent.name for p in root.glob("*/mmlu_scored.csv"))
     return recompute_from_items(
-        {m: root / m / "spider_scored.csv" for m in models}, {m: root / m / "mmlu_scored.csv" for m in mmlu_models}
+        {m: root / m / "spider_scored.csv" for m in models},
+        {m: root / m / "mmlu_scored.csv" for m in mmlu_models},
+        baseline=baseline,
     )
 
 
+def _paired_delta_points(base: pd.Series, other: pd.Series) -> float | None:
+    """Mean of ``other - base`` over the ids both have a value for, in points (None: no such id)."""
+    both = pd.concat([base.rename("base"), other.rename("other")], axis=1, join="inner").dropna()
+    return float(100 * (both["other"].mean() - both["base"].mean())) if len(both) else None
+
+
 def recompute_from_items(
-    spider_scored: Mapping[str, Path | str], mmlu_scored: Mapping[str, Path | str]
+    spider_scored: Mapping[str, Path | str], mmlu_scored: Mapping[str, Path | str], baseline: str | None = None
 ) -> dict[str, Any]:
     """The headline numbers from the per-item CSV files, independently of the summaries, in percent.
 
@@ -43,6 +59,11 @@ def recompute_from_items(
     "by_hardness": {level: ex_pct}}}, "mmlu": {model: {"n", "accuracy_pct", "by_category":
     {category: accuracy_pct}, "by_subject": {subject: accuracy_pct}}}}``. EX is the mean score of
     the rows whose status is not "skipped".
+
+    With a ``baseline`` that has both files, also ``"deltas": {model: {"delta_spider_ex_points",
+    "delta_mmlu_overall_points", "delta_mmlu_points": {category: points}}}`` for every model with
+    both files: Spider's change over the question ids scored (not skipped) for both, MMLU's over the
+    ids both answered (the same suite), each the difference of the mean outcomes in points.
     """
     spider: dict[str, Any] = {}
     for model, path in spider_scored.items():
@@ -68,7 +89,35 @@ def recompute_from_items(
             if "subject" in rows
             else {},
         }
-    return {"spider": spider, "mmlu": mmlu}
+    recomputed: dict[str, Any] = {"spider": spider, "mmlu": mmlu}
+    if baseline is not None and baseline in spider_scored and baseline in mmlu_scored:
+        recomputed["deltas"] = _deltas(spider_scored, mmlu_scored, baseline)
+    return recomputed
+
+
+def _deltas(
+    spider_scored: Mapping[str, Path | str], mmlu_scored: Mapping[str, Path | str], baseline: str
+) -> dict[str, Any]:
+    def spider_scores(path: Path | str) -> pd.Series:
+        rows = read_spider_scored(path)
+        return rows[rows["status"] != "skipped"].set_index("id")["score"]
+
+    def mmlu_outcomes(path: Path | str) -> pd.DataFrame:
+        return read_mmlu_scored(path).set_index("id")[["category", "correct"]]
+
+    base_ex, base_mmlu = spider_scores(spider_scored[baseline]), mmlu_outcomes(mmlu_scored[baseline])
+    deltas: dict[str, Any] = {}
+    for model in spider_scored.keys() & mmlu_scored.keys():
+        ex, answers = spider_scores(spider_scored[model]), mmlu_outcomes(mmlu_scored[model])
+        deltas[model] = {
+            "delta_spider_ex_points": _paired_delta_points(base_ex, ex),
+            "delta_mmlu_overall_points": _paired_delta_points(base_mmlu["correct"], answers["correct"]),
+            "delta_mmlu_points": {
+                str(category): _paired_delta_points(group["correct"], answers["correct"].reindex(group.index))
+                for category, group in base_mmlu.groupby("category", sort=False)
+            },
+        }
+    return deltas
 
 
 def headline_mismatches(summary: Mapping[str, Any], recomputed: Mapping[str, Any], tol: float = 1e-4) -> list[str]:
@@ -124,4 +173,50 @@ def headline_mismatches(summary: Mapping[str, Any], recomputed: Mapping[str, Any
             mmlu_rows = recomputed["mmlu"]
             delta = mmlu_rows[model]["accuracy_pct"] - mmlu_rows[baseline]["accuracy_pct"]
             check(f"curve {run} step {row['step']} delta_mmlu_overall_points", row["delta_mmlu_overall_points"], delta)
+    problems += _frontier_mismatches(summary.get("frontier") or [], recomputed.get("deltas"), check)
+    return problems
+
+
+def _frontier_mismatches(
+    rows: Sequence[Mapping[str, Any]],
+    deltas: Mapping[str, Any] | None,
+    check: Callable[[str, Any, Any], None],
+) -> list[str]:
+    """Each frontier row's changes against the item rows' (``check`` records a difference); then its
+    verdict and Pareto flag derived again from those changes. Returns the problems ``check`` cannot
+    express (no recomputation; a verdict or flag that differs)."""
+    if not rows:
+        return []
+    if deltas is None:
+        return ["frontier: no changes recomputed from the item rows (recompute_from_items needs the baseline)"]
+    problems = []
+    recomputed_points = {}
+    for row in rows:
+        run = row["run"]
+        if run not in deltas:
+            problems.append(f"frontier {run}: no Spider and MMLU item rows to recompute it from")
+            continue
+        expected = deltas[run]
+        for key in ("delta_spider_ex_points", "delta_mmlu_overall_points"):
+            check(f"frontier {run} {key}", row[key], expected[key])
+        for category, value in expected["delta_mmlu_points"].items():
+            reported = row["mmlu_categories"].get(category, {}).get("delta_points")
+            check(f"frontier {run} {category} delta_points", reported, value)
+        recomputed_points[run] = (expected["delta_mmlu_overall_points"], expected["delta_spider_ex_points"])
+        verdict = frontier_verdict(
+            {
+                **row,
+                "delta_spider_ex_points": expected["delta_spider_ex_points"],
+                "delta_mmlu_overall_points": expected["delta_mmlu_overall_points"],
+            }
+        )
+        if row["verdict"] != verdict:
+            problems.append(f"frontier {run} verdict: summary {row['verdict']!r} vs item rows {verdict!r}")
+    optimal = pareto_optimal(recomputed_points)
+    for row in rows:
+        if row["run"] in recomputed_points and row["pareto_optimal"] != (row["run"] in optimal):
+            problems.append(
+                f"frontier {row['run']} pareto_optimal: summary {row['pareto_optimal']!r} vs item rows "
+                f"{row['run'] in optimal!r}"
+            )
     return problems

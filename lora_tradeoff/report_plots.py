@@ -1,7 +1,8 @@
 """The report's figures (matplotlib, no pyplot state): each saved as PNG and SVG.
 
 Colours: the Okabe-Ito palette (colour-blind safe), one fixed colour per model across all
-figures; the baseline is grey.
+figures; the baseline is grey. The frontier figure instead gives each method family its
+colour and marker (:data:`FAMILY_STYLES`).
 """
 
 from __future__ import annotations
@@ -13,18 +14,21 @@ from typing import Any
 
 import matplotlib
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.text import Annotation, Text
 from matplotlib.ticker import MaxNLocator
-from matplotlib.transforms import offset_copy
+from matplotlib.transforms import Bbox, offset_copy
 
+from lora_tradeoff.frontier import FAMILIES, FULL, LORA, QLORA
 from lora_tradeoff.report_inputs import BASE_ZERO_SHOT, ReportInputs
 from lora_tradeoff.report_summary import mmlu_shots
 from lora_tradeoff.spider_scoring import HARDNESS_LEVELS
 from lora_tradeoff.stats import OVERALL, wilson_interval
 
 # The figures plot_all() writes, each in every format (rules/report.smk lists the same names).
-FIGURES = ("mmlu_accuracy", "tradeoff", "tradeoff_curve", "spider_hardness", "train_loss")
+FIGURES = ("frontier", "mmlu_accuracy", "tradeoff", "tradeoff_curve", "spider_hardness", "train_loss")
 FIGURE_FORMATS = ("png", "svg")
 
 GREY = "#999999"
@@ -369,7 +373,7 @@ def plot_tradeoff(summary: Mapping[str, Any], out_dir: Path) -> None:
             va="bottom",
         )
     ax.set_title(
-        "What each LoRA run buys (Spider) and costs (MMLU)\nwhiskers: 95% paired bootstrap interval of each change",
+        "What each run buys (Spider) and costs (MMLU)\nwhiskers: 95% paired bootstrap interval of each change",
         pad=6 + NOTE_LINE_PT * len(notes),
     )
     whisker = Line2D([], [], color="#555555", marker="|", markersize=8, linewidth=1, label="95% CI of the change")
@@ -380,7 +384,7 @@ def plot_tradeoff(summary: Mapping[str, Any], out_dir: Path) -> None:
 
 def plot_tradeoff_curve(summary: Mapping[str, Any], out_dir: Path) -> None:
     """Δ Spider EX (y) against Δ MMLU overall (x) through each run's checkpoints (small markers labelled
-    with the step), joined in step order and ending at the final adapter (large marker)."""
+    with the step), joined in step order and ending at the final weights (large marker)."""
     colours = model_colours(summary["models"], summary["baseline"])
     fig = Figure(figsize=(6.8, 5.2))
     ax = fig.subplots()
@@ -403,10 +407,10 @@ def plot_tradeoff_curve(summary: Mapping[str, Any], out_dir: Path) -> None:
         labels.append(f"{run} (steps {steps})")
     ax.set_xlabel(f"Δ MMLU overall accuracy (points vs {summary['baseline']})")
     ax.set_ylabel(f"Δ Spider execution accuracy (points vs {summary['baseline']})")
-    ax.set_title("Trade-off along training: each run through its checkpoints to its final adapter")
+    ax.set_title("Trade-off along training: each run through its checkpoints to its final weights")
     if not summary.get("checkpoints"):
         ax.text(
-            0.5, 1.0, "no run lists eval_steps: final adapters only", transform=ax.transAxes,
+            0.5, 1.0, "no run lists eval_steps: final weights only", transform=ax.transAxes,
             ha="center", va="bottom", fontsize=8, color="#555555",
         )  # fmt: skip
     _legend_below(ax, handles, labels, title="run (number at a point: optimizer step; large marker: final)")
@@ -455,7 +459,8 @@ def plot_train_loss(summary: Mapping[str, Any], inputs: ReportInputs, out_dir: P
     for i, run in enumerate(summary["runs"]):
         log = inputs.train_logs[run].dropna(subset=["step", "loss"]).sort_values("step")
         hyper = summary["hyperparameters"][run]
-        label = f"{run} (r={hyper['r']}, α={hyper['alpha']:g}, lr={hyper['learning_rate']:g})"
+        adapter = "full" if hyper["method_family"] == FULL else f"r={hyper['r']}, α={hyper['alpha']:g}"
+        label = f"{run} ({adapter}, lr={hyper['learning_rate']:g})"
         ax.plot(
             log["step"],
             log["loss"],
@@ -468,7 +473,7 @@ def plot_train_loss(summary: Mapping[str, Any], inputs: ReportInputs, out_dir: P
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss (cross-entropy, nats per answer token)")
-    ax.set_title("Training loss of every LoRA run")
+    ax.set_title("Training loss of every run")
     ax.grid(color="#dddddd", linewidth=0.6)
     ax.set_axisbelow(True)
     ax.legend(loc="upper right", frameon=False, title="run")
@@ -477,8 +482,211 @@ def plot_train_loss(summary: Mapping[str, Any], inputs: ReportInputs, out_dir: P
 
 def plot_all(summary: Mapping[str, Any], inputs: ReportInputs, out_dir: Path) -> None:
     with matplotlib.rc_context(STYLE):
+        plot_frontier(summary, out_dir)
         plot_mmlu_accuracy(summary, out_dir)
         plot_tradeoff(summary, out_dir)
         plot_tradeoff_curve(summary, out_dir)
         plot_spider_hardness(summary, inputs, out_dir)
         plot_train_loss(summary, inputs, out_dir)
+
+
+# The frontier figure: one colour and marker per method family (Okabe-Ito blue, bluish green, vermillion).
+FAMILY_STYLES = {LORA: ("#0072B2", "o"), QLORA: ("#009E73", "s"), FULL: ("#D55E00", "^")}
+SWEEP_LINESTYLES = ("-", "--", ":", "-.")
+MIXED_FAMILY_LINE = "#444444"  # a sweep over the method itself joins points of several families
+# Where a run's name may go, in points from its marker: each distance in each direction, nearest
+# first; the first place that covers no marker and no other name wins.
+LABEL_DISTANCES_PT = (9, 18, 28, 40, 54, 70)
+LABEL_DIRECTIONS = ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1))
+MARKER_CLEARANCE_PT = 8  # a name keeps this far from any marker's centre
+MIN_FRONTIER_SPAN_PT = 4.0  # the narrowest axis range: runs all at the origin still get a readable scale
+
+
+def _overlap(a: Bbox, b: Bbox) -> float:
+    width = min(a.x1, b.x1) - max(a.x0, b.x0)
+    height = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return max(0.0, width) * max(0.0, height)
+
+
+def _place_labels(ax: Any, labels: Sequence[tuple[str, float, float, bool]]) -> list[Annotation]:
+    """Name each marker without covering a marker or another name: for each label ``(text, x, y, bold)``
+    in order, the first free place of :data:`LABEL_DISTANCES_PT` x :data:`LABEL_DIRECTIONS` (else the
+    least covered one; leaving the axes counts as covering), joined to its marker by a thin leader line
+    beyond the nearest distance. The markers stay at their coordinates; only the names move."""
+    renderer = ax.figure.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    clearance = MARKER_CLEARANCE_PT * ax.figure.dpi / 72
+    taken = []  # display boxes no name may cover: every marker, then every name written
+    for _, x, y, _ in labels:
+        px, py = ax.transData.transform((x, y))
+        taken.append(Bbox.from_extents(px - clearance, py - clearance, px + clearance, py + clearance))
+    places = [(distance, dx, dy) for distance in LABEL_DISTANCES_PT for dx, dy in LABEL_DIRECTIONS]
+    names = []
+    for text, x, y, bold in labels:
+        best: tuple[float, Annotation, Bbox] | None = None
+        for distance, dx, dy in places:
+            scale = distance * (0.75 if dx and dy else 1.0)
+            annotation = ax.annotate(
+                text,
+                (x, y),
+                xytext=(dx * scale, dy * scale),
+                textcoords="offset points",
+                ha={1: "left", -1: "right", 0: "center"}[dx],
+                va={1: "bottom", -1: "top", 0: "center"}[dy],
+                fontsize=7.5,
+                fontweight="bold" if bold else "normal",
+                bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.75},
+                arrowprops=None
+                if distance == LABEL_DISTANCES_PT[0]
+                else {"arrowstyle": "-", "color": "#888888", "linewidth": 0.6, "shrinkA": 0, "shrinkB": 4},
+                zorder=6,
+            )
+            box = _text_box(annotation, renderer)
+            cost = sum(_overlap(box, other) for other in taken) + box.width * box.height - _overlap(box, frame)
+            if best is not None and cost >= best[0]:
+                annotation.remove()
+                continue
+            if best is not None:
+                best[1].remove()
+            best = (cost, annotation, box)
+            if cost == 0:
+                break
+        if best is not None:
+            taken.append(best[2])
+            names.append(best[1])
+    return names
+
+
+def _text_box(annotation: Annotation, renderer: Any) -> Bbox:
+    """Where an annotation's text is drawn, in display units: the text only, not its leader line."""
+    annotation.update_positions(renderer)
+    return Text.get_window_extent(annotation, renderer)
+
+
+def _column(rows: Sequence[Mapping[str, Any]], key: str) -> Any:
+    return np.array([row[key] for row in rows], dtype=float)
+
+
+def _frontier_limits(rows: Sequence[Mapping[str, Any]], low: str, high: str) -> tuple[float, float]:
+    """Axis limits holding 0 and every whisker, at least :data:`MIN_FRONTIER_SPAN_PT` wide, with 8 % of
+    the span to spare on each side."""
+    values = [0.0, *(row[key] for row in rows for key in (low, high) if row[key] is not None)]
+    values = [v for v in values if np.isfinite(v)]
+    lowest, highest = min(values), max(values)
+    if highest - lowest < MIN_FRONTIER_SPAN_PT:
+        centre = (lowest + highest) / 2
+        lowest, highest = centre - MIN_FRONTIER_SPAN_PT / 2, centre + MIN_FRONTIER_SPAN_PT / 2
+    spare = 0.08 * (highest - lowest)
+    return lowest - spare, highest + spare
+
+
+def _frontier_names(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, float, float, bool]]:
+    """One name per point ``(text, x, y, bold)``: runs at exactly the same point share one label, a
+    name per line (their markers coincide; a run at the same point is equally Pareto-optimal).
+    Pareto-optimal points first: they get the best places."""
+    points: dict[tuple[float, float], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        if row["delta_spider_ex_points"] is not None:
+            points.setdefault((row["delta_mmlu_overall_points"], row["delta_spider_ex_points"]), []).append(row)
+    names = [
+        ("\n".join(row["run"] for row in group), x, y, group[0]["pareto_optimal"]) for (x, y), group in points.items()
+    ]
+    return sorted(names, key=lambda name: not name[3])
+
+
+def plot_frontier(summary: Mapping[str, Any], out_dir: Path) -> Figure:
+    """The trade-off frontier: Δ Spider EX (y) against Δ MMLU overall (x) for every run, at their true
+    coordinates, with both 95% paired bootstrap whiskers; marker and colour by method family; each
+    sweep's points joined in swept-value order; Pareto-optimal runs ringed and named in bold.
+    Saves ``frontier.png``/``.svg`` and returns the Figure (its axes are ``fig.axes[0]``)."""
+    rows = summary.get("frontier") or []
+    baseline = summary["baseline"]
+    fig = Figure(figsize=(7.6, 6.4))
+    FigureCanvasAgg(fig)  # a renderer to measure the names while placing them
+    ax = fig.subplots()
+    ax.axhline(0, color="#777777", linewidth=0.8, linestyle="--", zorder=0)
+    ax.axvline(0, color="#777777", linewidth=0.8, linestyle="--", zorder=0)
+    handles = [
+        ax.scatter(
+            [0], [0], marker="+", s=140, color="black", linewidths=1.6, zorder=3, gid="baseline",
+            label=f"{baseline} (origin: no change)",
+        )
+    ]  # fmt: skip
+    ax.set_xlim(*_frontier_limits(rows, "mmlu_ci_low_points", "mmlu_ci_high_points"))
+    ax.set_ylim(*_frontier_limits(rows, "spider_ci_low_points", "spider_ci_high_points"))
+    for family in FAMILIES:
+        members = [row for row in rows if row["method_family"] == family and row["delta_spider_ex_points"] is not None]
+        if not members:
+            continue
+        colour, marker = FAMILY_STYLES[family]
+        xs, ys = _column(members, "delta_mmlu_overall_points"), _column(members, "delta_spider_ex_points")
+        # Whiskers from bound to bound (errorbar() would need the point inside its interval, which a
+        # percentile bootstrap does not promise).
+        whiskers = {"colors": colour, "linewidth": 0.9, "alpha": 0.45, "zorder": 1}
+        ax.hlines(ys, _column(members, "mmlu_ci_low_points"), _column(members, "mmlu_ci_high_points"), **whiskers)
+        ax.vlines(xs, _column(members, "spider_ci_low_points"), _column(members, "spider_ci_high_points"), **whiskers)
+        handles.append(
+            ax.scatter(
+                xs, ys, marker=marker, s=55, color=colour, edgecolors="black", linewidths=0.5, alpha=0.8,
+                zorder=4, gid=f"family:{family}",
+                label=f"{family} ({len(members)} run{'s' if len(members) != 1 else ''})",
+            )
+        )  # fmt: skip
+    optimal = [row for row in rows if row["pareto_optimal"]]
+    if optimal:
+        handles.append(
+            ax.scatter(
+                [row["delta_mmlu_overall_points"] for row in optimal],
+                [row["delta_spider_ex_points"] for row in optimal],
+                marker="o", s=160, facecolors="none", edgecolors="black", linewidths=1.0, zorder=5,
+                gid="pareto", label="Pareto-optimal (ringed, name in bold)",
+            )
+        )  # fmt: skip
+    styles: dict[str, str] = {}  # sweep -> its line style
+    drawn_lines: dict[str, int] = {}  # sweep -> lines drawn so far
+    for line in summary.get("frontier_lines") or []:
+        sweep = line["sweep"]
+        style = styles.setdefault(sweep, SWEEP_LINESTYLES[len(styles) % len(SWEEP_LINESTYLES)])
+        colour = FAMILY_STYLES[line["families"][0]][0] if len(line["families"]) == 1 else MIXED_FAMILY_LINE
+        order = "ascending" if line["ascending"] else "as configured"
+        first = drawn_lines.get(sweep, 0)
+        drawn_lines[sweep] = first + 1
+        (drawn,) = ax.plot(
+            line["delta_mmlu_overall_points"],
+            line["delta_spider_ex_points"],
+            color=colour,
+            linestyle=style,
+            linewidth=1.2,
+            alpha=0.8,
+            zorder=2,
+            gid=f"sweep:{line['sweep']}:{first}",
+            label=f"sweep {line['sweep']}: joined by {line['key']}, {order}",
+        )
+        if first == 0:
+            handles.append(drawn)
+        groups = [i for i, run in enumerate(line["runs"]) if run not in {row["run"] for row in rows}]
+        if groups:  # a point trained with several seeds: the line passes through their mean
+            mean = ax.scatter(
+                [line["delta_mmlu_overall_points"][i] for i in groups],
+                [line["delta_spider_ex_points"][i] for i in groups],
+                marker="D", s=30, facecolors="white", edgecolors=colour, linewidths=1, zorder=3, gid="replicate-mean",
+                label="mean of a sweep point's seeds",
+            )  # fmt: skip
+            if not any(handle.get_gid() == "replicate-mean" for handle in handles):
+                handles.append(mean)
+    _place_labels(ax, _frontier_names(rows))
+    if not rows:
+        ax.text(0.5, 0.9, "no fine-tuned run", transform=ax.transAxes, ha="center", fontsize=9, color="#555555")
+    ax.set_xlabel(f"Δ MMLU overall accuracy vs {baseline} (percentage points)")
+    ax.set_ylabel(f"Δ Spider execution accuracy vs {baseline} (percentage points)")
+    ax.set_title(
+        "Trade-off frontier: what each run buys (Spider) and costs (MMLU)\n"
+        "whiskers: 95% paired bootstrap interval of each change; up and right is better"
+    )
+    ax.grid(color="#eeeeee", linewidth=0.6)
+    ax.set_axisbelow(True)
+    whisker = Line2D([], [], color="#555555", marker="|", markersize=8, linewidth=1, label="95% CI of the change")
+    handles.append(whisker)
+    _legend_below(ax, handles, [handle.get_label() for handle in handles])
+    _save(fig, out_dir, "frontier")
+    return fig

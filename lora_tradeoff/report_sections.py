@@ -12,6 +12,15 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from lora_tradeoff.frontier import (
+    COLLAPSE,
+    COLLAPSE_MDD_MULTIPLE,
+    FAMILIES,
+    FORGETTING,
+    FORGETTING_BELOW_POINTS,
+    FULL,
+    NO_FORGETTING,
+)
 from lora_tradeoff.report_inputs import BASE_ZERO_SHOT
 from lora_tradeoff.report_summary import mmlu_shots
 from lora_tradeoff.spider_scoring import HARDNESS_LEVELS
@@ -62,9 +71,9 @@ def render_intro(summary: Mapping[str, Any]) -> list[str]:
     """The title, what the report measures and in which units, and the base model."""
     baseline = summary["baseline"]
     lines = [
-        "# LoRA trade-off report",
+        "# Fine-tuning trade-off report",
         "",
-        "What LoRA fine-tuning buys (Spider execution accuracy, EX) and costs "
+        "What fine-tuning (LoRA, QLoRA or full) buys (Spider execution accuracy, EX) and costs "
         f"(MMLU {mmlu_shots(summary)} accuracy), against "
         f"the baseline `{baseline}`. Accuracies in percent of questions; changes (Δ) in percentage points "
         f'("pts") against `{baseline}`, relative changes in percent of `{baseline}`\'s accuracy. Every number '
@@ -132,6 +141,142 @@ def render_headline(summary: Mapping[str, Any]) -> list[str]:
             "",
             f"`{BASE_ZERO_SHOT}` is the baseline's weights with a zero-shot Spider prompt; MMLU does not use that "
             f"prompt, so its MMLU accuracy is `{baseline}`'s and is not measured again (n/a).",
+        ]
+    return lines
+
+
+def _value(value: Any) -> str:
+    """A swept value as written in the report: ``0.001``, ``1e-05``, ``q_proj+v_proj``."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return "+".join(str(item) for item in value)
+    return str(value)
+
+
+def _swept(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{key}={_value(value)}" for key, value in values.items()) or "—"
+
+
+def _names(runs: Sequence[str]) -> str:
+    return ", ".join(f"`{run}`" for run in runs)
+
+
+def _verdict_policy() -> str:
+    """The verdict rule in words, from :mod:`lora_tradeoff.frontier`'s thresholds."""
+    times = "" if COLLAPSE_MDD_MULTIPLE == 1 else f"{COLLAPSE_MDD_MULTIPLE:g} times "
+    return (
+        f"**Verdict**: *{COLLAPSE}* when Δ EX and Δ MMLU are both drops larger than {times}their MDD "
+        "(an MDD of n/a is never exceeded); else "
+        f"*{FORGETTING}* when the 95% interval of Δ MMLU lies below {FORGETTING_BELOW_POINTS:g}; else "
+        f"*{NO_FORGETTING}*, which is not proof of no change (see the MDD). **Pareto-optimal**: no other run "
+        "has both changes at least as high and one higher."
+    )
+
+
+def _family_findings(family: str, rows: Sequence[Mapping[str, Any]]) -> str:
+    """Where forgetting begins in one method family, which runs escape it, and its MMLU cost per EX point."""
+    forgetting = [row for row in rows if row["verdict"] != NO_FORGETTING]  # rows by Δ MMLU, highest first
+    clean = [row["run"] for row in rows if row["verdict"] == NO_FORGETTING]
+    sentences = [f"**{family}** ({len(rows)} run{'s' if len(rows) != 1 else ''})."]
+    if forgetting:
+        first = forgetting[0]
+        sentences.append(
+            f"Forgetting begins at `{first['run']}` (Δ MMLU {_signed(first['delta_mmlu_overall_points'])} pts "
+            f"{_interval(first['mmlu_ci_low_points'], first['mmlu_ci_high_points'])}, {first['verdict']})."
+        )
+        sentences.append(f"No forgetting detected: {_names(clean)}." if clean else "Every run shows forgetting.")
+        collapsed = [row["run"] for row in rows if row["verdict"] == COLLAPSE]
+        if collapsed:
+            sentences.append(f"Collapse: {_names(collapsed)}.")
+    else:
+        sentences.append("No forgetting detected in any run.")
+    costs = [row for row in rows if row["mmlu_cost_per_ex_point"] is not None]
+    sentences.append(
+        "MMLU cost per point of EX gained: "
+        + (
+            ", ".join(f"`{row['run']}` {_signed(row['mmlu_cost_per_ex_point'], 2)} MMLU pts per EX pt" for row in costs)
+            if costs
+            else "none detected"
+        )
+        + "."
+    )
+    return " ".join(sentences)
+
+
+def _sweep_findings(line: Mapping[str, Any]) -> str:
+    """The first swept value at which a sweep's verdict changes, or that it does not."""
+    key, values, verdicts = line["key"], line["values"], line["verdicts"]
+    where = f"Sweep `{line['sweep']}`" + (f" at {_swept(line['fixed'])}" if line["fixed"] else "")
+    span = f"{key} {', '.join(_value(v) for v in values)}"
+    change = next((i for i, verdict in enumerate(verdicts) if verdict != verdicts[0]), None)
+    if change is None:
+        return f"{where} ({span}): {verdicts[0]} at every value."
+    return (
+        f"{where} ({span}): {verdicts[0]} up to {key}={_value(values[change - 1])}; "
+        f"{verdicts[change]} from {key}={_value(values[change])} (`{line['runs'][change]}`)."
+    )
+
+
+def render_frontier(summary: Mapping[str, Any]) -> list[str]:
+    """The trade-off frontier: one row per run by Δ MMLU (least forgetting first), then findings from the rows."""
+    rows = summary.get("frontier") or []
+    if not rows:
+        return []
+    categories = [c for c in summary["mmlu_categories"] if c != OVERALL]
+    table = markdown_table(
+        [
+            "run",
+            "method",
+            "swept values",
+            "Δ EX pts [95% CI]",
+            "MDD EX pts",
+            "Δ MMLU pts [95% CI]",
+            "MDD MMLU pts",
+            *(f"Δ {category.replace('_', ' ')} pts" for category in categories),
+            "Pareto-optimal",
+            "verdict",
+        ],
+        [
+            [
+                row["run"],
+                row["method_family"],
+                _swept(row["swept_values"]),
+                f"{_signed(row['delta_spider_ex_points'])} "
+                f"{_interval(row['spider_ci_low_points'], row['spider_ci_high_points'])}",
+                _fmt(row["spider_mdd_points"]),
+                f"{_signed(row['delta_mmlu_overall_points'])} "
+                f"{_interval(row['mmlu_ci_low_points'], row['mmlu_ci_high_points'])}",
+                _fmt(row["mmlu_mdd_points"]),
+                *(_signed(row["mmlu_categories"].get(c, {}).get("delta_points")) for c in categories),
+                "yes" if row["pareto_optimal"] else "",
+                row["verdict"],
+            ]
+            for row in rows
+        ],
+    )
+    lines = [
+        "## Trade-off frontier",
+        "",
+        f"Every fine-tuned run, by Δ MMLU overall (least forgetting first); changes in points against "
+        f"{summary['baseline']} with 95% paired bootstrap intervals (figure: frontier.png). Per-category Δ "
+        "MMLU intervals are in summary.json and the MMLU section.",
+        "",
+        *table,
+        "",
+        _verdict_policy(),
+    ]
+    for family in FAMILIES:
+        members = [row for row in rows if row["method_family"] == family]
+        if members:
+            lines += ["", _family_findings(family, members)]
+    findings = [_sweep_findings(line) for line in summary.get("frontier_lines") or []]
+    if findings:
+        lines += ["", " ".join(findings)]
+    if any(row["replicate_of"] for row in rows):
+        lines += [
+            "",
+            "Seed replicates are rows of their own; on a sweep's line a point with several seeds is their mean.",
         ]
     return lines
 
@@ -344,7 +489,7 @@ def render_curve(summary: Mapping[str, Any]) -> list[str]:
     return [
         "## Trade-off along training",
         "",
-        f"Each run's adapter after the steps in its `eval_steps`, then its final adapter, evaluated like any run; "
+        f"Each run's weights after the steps in its `eval_steps`, then its final weights, evaluated like any run; "
         f"changes in points against {summary['baseline']} with 95% paired bootstrap intervals "
         "(figure: tradeoff_curve.png).",
         "",
@@ -388,10 +533,10 @@ def render_replicates(summary: Mapping[str, Any]) -> list[str]:
             rows,
         ),
         "",
-        "Each seed is a full run (`<run>_s<seed>`, its own adapter, scored on the same questions). The interval "
+        "Each seed is a full run (`<run>_s<seed>`, its own weights, scored on the same questions). The interval "
         "across seeds is mean ± t(0.975; k−1)·sd/√k over the k seeds' changes (Student's t): what another "
         "training seed could give. The per-seed intervals are the paired bootstrap over the questions: what "
-        "other questions could give for that one adapter.",
+        "other questions could give for that one set of weights.",
     ]
 
 
@@ -456,6 +601,7 @@ def render_mmlu(summary: Mapping[str, Any]) -> list[str]:
 
 
 HYPERPARAMETER_LABELS = (
+    ("method_family", "method family"),
     ("r", "r (rank)"),
     ("alpha", "alpha"),
     ("dropout", "dropout"),
@@ -466,6 +612,7 @@ HYPERPARAMETER_LABELS = (
     ("lr_scheduler", "lr_scheduler"),
     ("warmup_ratio", "warmup_ratio"),
     ("weight_decay", "weight_decay"),
+    ("optim", "optimizer"),
     ("num_epochs", "num_epochs"),
     ("max_steps", "max_steps (overrides epochs)"),
     ("per_device_batch_size", "per-device batch size"),
@@ -483,12 +630,18 @@ HYPERPARAMETER_LABELS = (
 )
 
 
+# Hyper-parameters of the adapter, which full fine-tuning has not got (its spec keeps their defaults).
+LORA_ONLY_KEYS = ("r", "alpha", "dropout", "target_modules", "resolved_target_modules", "layers_to_transform")
+
+
 def render_hyperparameters(summary: Mapping[str, Any]) -> list[str]:
     """One column per run: its resolved hyper-parameters and parameter counts."""
     runs, hyper = summary["runs"], summary["hyperparameters"]
 
     def cell(run: str, key: str) -> str:
         value = hyper[run][key]
+        if key in LORA_ONLY_KEYS and hyper[run]["method_family"] == FULL:
+            return "unused (full)"
         if value is None and key == "layers_to_transform":
             return "all"
         if key == "trainable_share_pct" and value is not None:
@@ -520,6 +673,8 @@ def render_training_cost(summary: Mapping[str, Any]) -> list[str]:
             "tokens trained",
             "wall time s",
             "tokens/s",
+            "peak GPU memory GB",
+            "precision",
             "final loss",
         ],
         [
@@ -533,6 +688,8 @@ def render_training_cost(summary: Mapping[str, Any]) -> list[str]:
                 _int(cost[run]["tokens_trained"]),
                 _fmt(cost[run]["wall_time_s"]),
                 _fmt(cost[run]["tokens_per_s"]),
+                _fmt(cost[run].get("peak_gpu_memory_gb")),
+                _fmt(cost[run].get("precision")),
                 _fmt(cost[run]["final_loss"], 4),
             ]
             for run in runs
@@ -540,8 +697,9 @@ def render_training_cost(summary: Mapping[str, Any]) -> list[str]:
     )
     lines += [
         "",
-        "Wall time: loading, training and saving the adapter; tokens trained: non-padding tokens (prompt and "
-        "answer) the training process passed through the model (after a resume, only those since the resume); "
+        "Wall time: loading, training and saving the weights (adapter or whole model); tokens trained: "
+        "non-padding tokens (prompt and answer) the training process passed through the model (after a resume, "
+        "only those since the resume); "
         "final loss: the last logged training loss (mean token cross-entropy of the answer tokens, nats).",
     ]
     packages = sorted({name for run in runs for name in cost[run]["versions"]})
@@ -557,6 +715,7 @@ def render_training_cost(summary: Mapping[str, Any]) -> list[str]:
 SECTIONS: tuple[Callable[[Mapping[str, Any]], list[str]], ...] = (
     render_intro,
     render_headline,
+    render_frontier,
     render_replicates,
     render_curve,
     render_spider,

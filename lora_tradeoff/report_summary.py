@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from lora_tradeoff.curve import curve_rows
+from lora_tradeoff.frontier import frontier_rows, method_family, sweep_lines
 from lora_tradeoff.replicates import across_seeds
 from lora_tradeoff.report_inputs import BASE_ZERO_SHOT, BASELINE, ReportInputs
 from lora_tradeoff.stats import OVERALL, paired_comparison, wilson_interval
@@ -124,6 +125,7 @@ HYPERPARAMETER_KEYS = (
     "lr_scheduler",
     "warmup_ratio",
     "weight_decay",
+    "optim",
     "num_epochs",
     "max_steps",
     "per_device_batch_size",
@@ -140,6 +142,7 @@ def hyperparameter_row(record: Mapping[str, Any]) -> dict[str, Any]:
     """The hyper-parameters of one run from its hyperparams.json (the resolved spec and model facts)."""
     spec = record["spec"]
     return {
+        "method_family": method_family(record),
         **{key: spec.get(key) for key in HYPERPARAMETER_KEYS},
         "effective_batch_size": record.get("effective_batch_size"),
         "resolved_target_modules": record.get("target_modules"),
@@ -148,6 +151,16 @@ def hyperparameter_row(record: Mapping[str, Any]) -> dict[str, Any]:
         "total_parameters": record.get("total_parameters"),
         "trainable_share_pct": _pct(record.get("trainable_share")),
     }
+
+
+def training_precision(record: Mapping[str, Any]) -> str | None:
+    """How one run computed, from its hyperparams.json: the dtype of the model's weights as loaded
+    (float32 for full fine-tuning's master weights; bfloat16 or 4-bit for a frozen LoRA base) and
+    whether the passes ran under bf16 autocast."""
+    dtype = record.get("base_dtype")
+    if dtype is None:
+        return None
+    return f"{dtype} weights, bf16 autocast" if record.get("bf16") else f"{dtype} weights"
 
 
 def training_cost_row(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -164,6 +177,8 @@ def training_cost_row(record: Mapping[str, Any]) -> dict[str, Any]:
         "wall_time_s": record.get("wall_time_s"),
         "train_runtime_s": record.get("train_runtime_s"),
         "tokens_per_s": record.get("tokens_per_s"),
+        "peak_gpu_memory_gb": record.get("peak_gpu_memory_gb"),
+        "precision": training_precision(record),
         "final_loss": record.get("final_loss"),
         "versions": record.get("versions", {}),
     }
@@ -184,6 +199,7 @@ def build_summary(
     replicates: Mapping[str, Sequence[str]] | None = None,
     checkpoints: Mapping[str, Mapping[str, Any]] | None = None,
     n_shot: int = 4,
+    sweeps: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """All numbers of the report as one JSON-ready dict (see the module doc for units).
 
@@ -198,6 +214,10 @@ def build_summary(
     ``checkpoints`` (``{model: {"run", "step"}}``, see :mod:`lora_tradeoff.curve`) names the
     models that are a run's adapter at a step; ``curve[run]`` is :func:`lora_tradeoff.curve.curve_rows`.
     ``n_shot``: the MMLU prompts' solved examples (``config.mmlu.n_shot``), named in the prose.
+    ``sweeps`` (``{sweep: {"keys", "runs", "values"}}``, see :mod:`lora_tradeoff.sweeps`) names the
+    runs a hyper-parameter sweep made; ``frontier`` is :func:`lora_tradeoff.frontier.frontier_rows`
+    (every run, its method family, swept values, Pareto flag and verdict) and ``frontier_lines``
+    :func:`lora_tradeoff.frontier.sweep_lines`.
     Raises ValueError when the baseline has no Spider or MMLU results, or no Spider question scored.
     """
     if baseline not in inputs.spider_scored or baseline not in inputs.mmlu_scored:
@@ -251,6 +271,8 @@ def build_summary(
     unknown = sorted({name for names in (replicates or {}).values() for name in names} - set(inputs.runs))
     if unknown:
         raise ValueError(f"replicates name runs without results: {unknown}")
+    sweeps = {name: dict(entry) for name, entry in (sweeps or {}).items()}
+    frontier = frontier_rows(inputs.runs, tradeoff, spider, mmlu, inputs.hyperparams, sweeps, replicates)
     return {
         "baseline": baseline,
         "base_model": describe_base_model(inputs.model_manifest),
@@ -268,6 +290,9 @@ def build_summary(
         "tradeoff": tradeoff,
         "checkpoints": checkpoints,
         "curve": curve,
+        "sweeps": sweeps,
+        "frontier": frontier,
+        "frontier_lines": sweep_lines(sweeps, frontier, replicates or {}),
         "hyperparameters": {run: hyperparameter_row(inputs.hyperparams[run]) for run in inputs.runs},
         "training_cost": {run: training_cost_row(inputs.hyperparams[run]) for run in inputs.runs},
         "intervals": {

@@ -27,5 +27,6 @@ summary = write_report(
     replicates=params.replicates,
     checkpoints=params.checkpoints,
     n_shot=params.n_shot,
+    sweeps=params.sweeps,
 )
 log.info("trade-off per run (points vs %s): %s", params.baseline, summary["tradeoff"])

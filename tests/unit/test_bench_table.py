@@ -8,15 +8,20 @@ from pathlib import Path
 
 import pytest
 
+from bench.bench_training import CONFIGS, config_method
 from bench.run_all import (
+    CPU_FULL_TRAINING_CONFIGS,
     PROFILES,
     SCORING_SECONDS,
     ModelProfile,
+    bench_arguments,
+    check_arguments,
     main,
     markdown_table,
     model_profile,
     parse_model,
     render,
+    rows_for_full_training,
     rows_for_generation,
     rows_for_mmlu,
     rows_for_scoring,
@@ -103,6 +108,146 @@ def test_training_is_judged_within_the_memory_cap_and_divided_by_the_plain_trl_a
     assert "real tokens/s within 24 GB | — | >= 40000 | no figure |" in lines
 
 
+def _full(name: str, tokens_per_s: float, peak: float, optim: str = "adamw_torch_fused") -> dict:
+    """A full fine-tuning row as bench_training.py writes it on a GPU."""
+    return {
+        "config": name,
+        "method": "full",
+        "optim": optim,
+        "batch": CONFIGS[name]["per_device_batch_size"],
+        "tokens_per_s": tokens_per_s,
+        "peak_mem_gb": peak,
+        "peak_mem_kind": "cuda allocated",
+        "peak_reserved_gb": peak + 1.5,
+        "step_ms": 900.0,
+    }
+
+
+FULL_TABLE = [
+    _full("full-padded-32-gc", 17_100.0, 42.1),
+    _full("full-grouped-16-gc", 25_650.0, 30.0),
+    _full("full-grouped-16-gc-8bit", 24_000.0, 22.5, "adamw_8bit"),
+    _full("full-grouped-8-gc-8bit", 20_000.0, 18.0, "adamw_8bit"),
+]
+
+
+def _line(table: str, config: str) -> str:
+    return next(line for line in table.splitlines() if f"| real tokens/s, {config} |" in line)
+
+
+def test_full_fine_tuning_is_divided_by_the_full_anchor_and_says_whether_it_fits_24_gb():
+    rows = rows_for_full_training([*FULL_TABLE, {"config": "full-padded-32", "error": "CUDA out of memory"}], QWEN)
+    table = markdown_table([{"benchmark": "full_training", **row} for row in rows], on_gpu=True)
+    anchor = _line(table, "full-padded-32-gc")
+    assert "| 17,100.0 |  |  |" in anchor  # no target: nothing judged
+    assert "(the full anchor)" in anchor and "peak 42.1 GB (cuda allocated, 43.6 GB reserved)" in anchor
+    assert anchor.endswith("; over 24 GB |")
+    grouped = _line(table, "full-grouped-16-gc")
+    assert "**1.50x** the full anchor's tokens/s (full-padded-32-gc) at 0.71x its peak memory; over 24 GB" in grouped
+    lean = _line(table, "full-grouped-16-gc-8bit")
+    assert "optim adamw_8bit" in lean and "**1.40x** the full anchor's tokens/s" in lean
+    assert lean.endswith("; fits 24 GB, the fastest within 24 GB |")
+    assert _line(table, "full-grouped-8-gc-8bit").endswith("; fits 24 GB |")  # fits, but slower
+    assert "| real tokens/s, full-padded-32 | — |  |  | failed: CUDA out of memory |" in table
+    assert ">= 40000" not in table  # LoRA's target is not full fine-tuning's
+    # Without the full anchor measured, no ratio is printed (never one to the LoRA anchor).
+    lora_anchor = {**_full("full-padded-32-gc", 10_000.0, 70.0), "config": "padded-16", "method": "lora"}
+    table = markdown_table(rows_for_full_training([lora_anchor, *FULL_TABLE[1:]], QWEN), on_gpu=True)
+    assert "anchor" not in table and "padded-16" not in table
+    # SmolLM2 has no memory cap: no fit is claimed; a CPU's process RSS is never judged against one.
+    table = markdown_table(rows_for_full_training(FULL_TABLE, SMOLLM2), on_gpu=True)
+    assert "24 GB" not in table and "fits" not in table
+    cpu = [row | {"peak_mem_kind": "process RSS", "peak_reserved_gb": None} for row in FULL_TABLE]
+    table = markdown_table(rows_for_full_training(cpu, QWEN), on_gpu=False)
+    assert "fits" not in table and "over 24 GB" not in table and "reserved" not in table
+    assert "**1.50x** the full anchor's tokens/s" in table
+    only_failed = [{"config": "full-grouped-16-gc-8bit", "error": "CUDA only"}]
+    failed = markdown_table(rows_for_full_training(only_failed, QWEN), on_gpu=True)
+    assert "| real tokens/s, full fine-tuning | — |  |  | full-grouped-16-gc-8bit: CUDA only |" in failed
+
+
+def test_full_rows_named_in_training_configs_keep_their_own_anchor_and_out_of_the_lora_target():
+    lora = [
+        {"config": "padded-16", "batch": 16, "tokens_per_s": 10_000.0, "peak_mem_gb": 70.0},
+        {"config": "packed-flex-128-gc", "batch": 128, "tokens_per_s": 37_500.0, "peak_mem_gb": 13.8},
+    ]
+    for row in lora:
+        row |= {"peak_mem_kind": "cuda allocated", "step_ms": 100.0}  # no "method": rows before it was recorded
+    # A full row faster than every LoRA one and within 24 GB; its "method" key dropped too: known by its config.
+    fast_full = {
+        key: value for key, value in _full("full-grouped-8-gc-8bit", 90_000.0, 20.0).items() if key != "method"
+    }
+    table = markdown_table(rows_for_training([*lora, FULL_TABLE[0], fast_full], QWEN), on_gpu=True)
+    judged = [line for line in table.splitlines() if "| >= 40000 |" in line]
+    assert len(judged) == 1 and "| real tokens/s, packed-flex-128-gc | 37,500.0 | >= 40000 | NO |" in judged[0]
+    assert "**3.75x** the anchor (padded-16)" in judged[0]
+    assert "**5.26x** the full anchor's tokens/s (full-padded-32-gc)" in _line(table, "full-grouped-8-gc-8bit")
+    assert "(padded-16)" not in _line(table, "full-grouped-8-gc-8bit")
+    # Only full rows: no LoRA row without a figure.
+    assert "| >= 40000 |" not in markdown_table(rows_for_training(FULL_TABLE, QWEN), on_gpu=True)
+
+
+def test_full_training_renders_as_its_own_benchmark_from_the_saved_figures():
+    raw = {"device": "NVIDIA H100 80GB HBM3", "torch": "2.11.0", "quick": False, "side_by_side_gpus": 1}
+    raw["models"] = {"qwen": {"training": None, "full_training": FULL_TABLE}}
+    raw["failures"] = {"qwen/training": "exit 1, see training.log"}
+    lines = render(json.loads(json.dumps(raw)), {"qwen": QWEN}, on_gpu=True).splitlines()
+    full = [line for line in lines if line.startswith("| qwen (Qwen2.5(-Coder)-1.5B) | full_training |")]
+    assert [line.split(" | ")[2] for line in full] == [f"real tokens/s, {row['config']}" for row in FULL_TABLE]
+    assert "| training | real tokens/s | — | >= 40000 | no figure | failed: exit 1, see training.log |" in "\n".join(
+        lines
+    )
+
+
+def test_each_profile_names_full_configs_of_its_own_anchor_and_the_cpu_gets_ones_that_train_there(tmp_path):
+    for profile in [*PROFILES.values(), ModelProfile("unknown")]:
+        full = profile.full_training_configs.split(",")
+        assert profile.full_training_anchor in full
+        assert all(config_method(name) == "full" for name in full)
+        assert all(config_method(name) == "lora" for name in profile.training_configs.split(","))
+    for name in CPU_FULL_TRAINING_CONFIGS.split(","):  # no 8-bit optimizer (bitsandbytes is CUDA only)
+        assert config_method(name) == "full" and "optim" not in CONFIGS[name]
+    assert SMOLLM2.full_training_anchor in CPU_FULL_TRAINING_CONFIGS.split(",")
+
+    args = argparse.Namespace(quick=False, spider_dir=tmp_path, training_configs=None, full_training_configs=None)
+
+    def configs(profile: ModelProfile, on_gpu: bool) -> str:
+        arguments = bench_arguments("full_training", args, tmp_path, profile, on_gpu)
+        return arguments[arguments.index("--configs") + 1]
+
+    assert configs(QWEN, on_gpu=True) == QWEN.full_training_configs
+    assert "full-grouped-16-gc-8bit" in configs(QWEN, on_gpu=True)
+    assert configs(QWEN, on_gpu=False) == CPU_FULL_TRAINING_CONFIGS
+    args.full_training_configs = "full-grouped-8-gc-8bit"
+    assert configs(QWEN, on_gpu=True) == "full-grouped-8-gc-8bit"
+    assert bench_arguments("training", args, tmp_path, QWEN, True)[5] == QWEN.training_configs  # LoRA's untouched
+
+
+def test_training_configs_accept_full_ones_and_full_training_configs_only_full_ones(tmp_path):
+    def check(**options: str | None) -> set[str]:
+        args = argparse.Namespace(
+            models=[("x", tmp_path)],
+            only="training,full_training",
+            anchors=None,
+            out=None,
+            spider_dir=tmp_path,
+            mmlu_dir=tmp_path,
+            training_configs=None,
+            full_training_configs=None,
+        )
+        for key, value in options.items():
+            setattr(args, key, value)
+        return check_arguments(argparse.ArgumentParser(), args)
+
+    assert check(training_configs="padded-16,full-padded-32-gc") == {"training", "full_training"}
+    full = ",".join(name for name in CONFIGS if name.startswith("full-"))
+    assert check(full_training_configs=full) == {"training", "full_training"}
+    with pytest.raises(SystemExit):
+        check(full_training_configs="full-padded-32-gc,grouped-64")  # a LoRA config
+    with pytest.raises(SystemExit):
+        check(spider_dir=tmp_path / "none", only="full_training")  # full_training reads Spider too
+
+
 def test_a_model_is_recognised_by_its_architecture(base_model_dir, tmp_path):
     assert model_profile(base_model_dir) is SMOLLM2  # the default model's converted checkpoint
     (tmp_path / "config.json").write_text(
@@ -138,6 +283,9 @@ def test_a_model_is_recognised_by_its_architecture(base_model_dir, tmp_path):
         (["--model", "x", "--anchors", "bogus"], "--anchors: unknown cache 'bogus'"),
         (["--model", "x", "--training-configs", "padded,bogus"], "unknown config 'bogus'"),
         (["--model", "x", "--training-configs", ""], "unknown config ''"),
+        (["--model", "x", "--full-training-configs", "full-padded-32-gc,bogus"], "unknown config 'bogus'"),
+        (["--model", "x", "--full-training-configs", ""], "--full-training-configs: unknown config ''"),
+        (["--model", "x", "--full-training-configs", "padded-16"], "a LoRA config (name it in --training-configs)"),
         (["--model", "x", "--out", "OUT"], "is a folder; name the table's file in it"),
         (["--model", "x", "--out", "OUT/figures.json"], "the figures go to a .json beside the table"),
         (["--model", "x", "--spider-dir", "OUT/none"], "--spider-dir OUT/none is not a folder"),

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from lora_tradeoff.config_check import config_problems, describe, load_schema, run_schema, with_defaults
+from lora_tradeoff.sweeps import expand_sweeps
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO / "schemas" / "config.schema.yaml"
@@ -36,7 +37,14 @@ def test_nan_and_infinity_are_refused_though_they_pass_minimum_and_maximum(confi
     ]
 
 
-@pytest.mark.parametrize("overlays", [["qwen2.5-coder-1.5b.yaml"], ["qwen2.5-coder-1.5b.yaml", "mmlu-full.yaml"]])
+@pytest.mark.parametrize(
+    "overlays",
+    [
+        ["qwen2.5-coder-1.5b.yaml"],
+        ["qwen2.5-coder-1.5b.yaml", "mmlu-full.yaml"],
+        ["qwen2.5-coder-1.5b.yaml", "mmlu-full.yaml", "frontier.yaml"],
+    ],
+)
 def test_shipped_overlays_give_valid_configs(config, overlays):
     """The README's commands stack these files on config.yaml, as Snakemake merges --configfile."""
     from snakemake.utils import update_config
@@ -47,6 +55,12 @@ def test_shipped_overlays_give_valid_configs(config, overlays):
     if "mmlu-full.yaml" in overlays:
         filled, errors = with_defaults(config, load_schema(SCHEMA))
         assert errors == [] and filled["mmlu"]["suite"] == "full" and filled["mmlu"]["pad_tolerance"] == 0.5
+    if "frontier.yaml" in overlays:
+        runs, sweeps = expand_sweeps(config["training"]["runs"])
+        assert [run["name"] for run in runs] == [
+            "r16_qv", "r64_all_lr1e-4", "r64_all_lr3e-4", "r64_all_lr1e-3", "r16_qv_nf4", "full_lr1e-5", "full_lr5e-5",
+        ]  # fmt: skip
+        assert set(sweeps) == {"r64_all", "full"}
 
 
 def test_misspelt_run_key_names_path_and_allowed_keys(config):

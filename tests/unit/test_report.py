@@ -155,6 +155,8 @@ def _runs(root: Path) -> None:
             "device": "cpu",
             "device_name": "cpu (2 threads)",
             "bf16": False,
+            "base_dtype": "float32",
+            "peak_gpu_memory_gb": None,
             "target_modules": list(spec.target_modules) if i == 0 else ["q_proj", "k_proj", "v_proj", "o_proj"],
             "train_examples": 296,
             "train_examples_too_long": 4,
@@ -348,7 +350,8 @@ def test_summary_md_has_the_tables(built: dict) -> None:
         "| trainable parameters | 460,800 | 4,608,000 |",
     ):
         assert row in text
-    assert "| r16_qv | cpu (2 threads) | 20 | 0.27 | 296 (4) | 120,000 | 32,000 | 95.3 | 355.2 | 0.6100 |" in text
+    cost_row = "| r16_qv | cpu (2 threads) | 20 | 0.27 | 296 (4) | 120,000 | 32,000 | 95.3 | 355.2 |"
+    assert f"{cost_row} n/a | float32 weights | 0.6100 |" in text
     assert "| base_zero_shot (zero-shot) | 16.7 | -33.3 [" in text and "n/a (= base)" in text
     assert "| base (few-shot) | 50.0 | (reference) | 36.7 | (reference) |" in text
     # The suite's sizes come from the data: 10 questions per category, 30 overall.

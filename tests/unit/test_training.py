@@ -27,11 +27,11 @@ from lora_tradeoff.training import (
     TrainingConfigError,
     build_trainer,
     export_step_weights,
+    fine_tune,
     is_complete_checkpoint,
     read_train_log,
     step_weights_dir,
     tokenize_sft_example,
-    fine_tune,
 )
 
 pytestmark = pytest.mark.slow
@@ -450,14 +450,18 @@ def test_full_fine_tuning_resumes_after_sigkill(trained_full, tmp_path, base_mod
     process.send_signal(signal.SIGKILL)
     process.wait()
     complete = [path for path in (out_dir / "checkpoints").glob("checkpoint-*") if is_complete_checkpoint(path)]
-    assert len(complete) == 1, complete  # save_total_limit 1 for full fine-tuning
-    killed_at = int(complete[0].name.split("-")[1])
+    # save_total_limit 1: the older checkpoint goes once the newer one is written (two only if the kill
+    # fell between the two).
+    assert len(complete) <= 2, complete
+    newest = max(complete, key=lambda path: int(path.name.split("-")[1]))
+    killed_at = int(newest.name.split("-")[1])
     assert 2 <= killed_at < 4, "the run finished before it could be killed"
-    assert (complete[0] / "optimizer.pt").is_file() and (complete[0] / "model.safetensors").is_file()
+    assert (newest / "optimizer.pt").is_file() and (newest / "model.safetensors").is_file()
     assert not (out_dir / "weights").exists()
 
     record = fine_tune(RunSpec.from_config("full_resumable", config), base_model_dir, train_jsonl, out_dir)
     assert record["resumed_from_step"] == killed_at and record["global_steps"] == 4
+    assert record["sft_args"]["save_total_limit"] == 1
     assert not (out_dir / "checkpoints").exists()
     resumed = [row["loss"] for row in read_train_log(out_dir / "train_log.csv")]
     uninterrupted = [row["loss"] for row in read_train_log(trained_full[0] / "train_log.csv")]
@@ -470,3 +474,26 @@ def test_full_fine_tuning_refuses_nf4_and_8bit_adam_without_cuda(tmp_path, base_
     spec = RunSpec.from_config("f", {**FULL_RUN, "max_steps": 1, "optim": "adamw_8bit"})
     with pytest.raises(TrainingConfigError, match=r"runs\[f\]\.optim: adamw_8bit \(bitsandbytes\) runs on CUDA only"):
         fine_tune(spec, base_model_dir, train_jsonl, tmp_path / "f")
+
+
+def test_memory_path_sees_the_fused_lm_head_under_accelerates_autocast_wrapper():
+    """A full model trained in bf16: accelerate replaces its forward by an autocast wrapper and keeps the
+    forward it wrapped (TRL's fused LM head) as ``_original_forward``; the record must name the fused head."""
+    from types import MethodType
+
+    import torch
+
+    from lora_tradeoff.training import memory_path
+
+    def _fused_forward(self, *args, **kwargs):
+        return None
+
+    model = torch.nn.Linear(2, 2)
+    spec = RunSpec.from_config("m", {"method": "full"})
+    model.forward = MethodType(_fused_forward, model)
+    assert memory_path(model, spec)["lm_head_loss"] == "trl_fused_chunked"
+    model._original_forward = model.forward
+    model.forward = MethodType(torch.autocast("cpu", dtype=torch.bfloat16)(model.forward.__func__), model)
+    assert memory_path(model, spec)["lm_head_loss"] == "trl_fused_chunked"
+    del model._original_forward
+    assert memory_path(model, spec)["lm_head_loss"] == "full_logits"  # the wrapper alone hides it

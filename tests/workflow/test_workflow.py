@@ -32,7 +32,7 @@ def finished_run(tmp_path_factory, base_model_dir) -> Path:
 def test_dry_run_lists_the_whole_dag(tmp_path_factory, base_model_dir):
     workdir = new_workdir(tmp_path_factory, "dry", base_model_dir)
     jobs = planned_jobs(workdir)
-    # models: base, base_zero_shot and the two runs of tests/config/smoke.yaml
+    # models: base, base_zero_shot, the two LoRA runs and the two points of the full fine-tuning sweep
     assert jobs == collections.Counter(
         get_base_model=1,
         get_spider=1,
@@ -40,11 +40,11 @@ def test_dry_run_lists_the_whole_dag(tmp_path_factory, base_model_dir):
         select_fewshot_examples=1,
         format_spider_prompts=2,
         format_spider_train=1,
-        fine_tune=2,
-        generate_sql=4,
-        score_spider=4,
+        fine_tune=4,
+        generate_sql=6,
+        score_spider=6,
         build_mmlu_suite=1,
-        score_mmlu=3,
+        score_mmlu=5,
         mmlu_regression=1,
         report=1,
         all=1,
@@ -57,7 +57,7 @@ def test_a_run_with_two_seeds_is_two_runs_in_the_dag(tmp_path_factory, base_mode
     dry = snakemake(workdir, "-n")
     jobs = planned_jobs(workdir)
     # tiny_qv becomes tiny_qv_s1 and tiny_qv_s2: one more run to train, generate, score on Spider and MMLU
-    assert (jobs["fine_tune"], jobs["generate_sql"], jobs["score_spider"], jobs["score_mmlu"]) == (3, 5, 5, 4)
+    assert (jobs["fine_tune"], jobs["generate_sql"], jobs["score_spider"], jobs["score_mmlu"]) == (5, 7, 7, 6)
     for run in ("tiny_qv_s1", "tiny_qv_s2"):
         assert f"results/runs/{run}/hyperparams.json" in dry.stdout
     assert "results/runs/tiny_qv/" not in dry.stdout
@@ -83,10 +83,19 @@ def test_eval_steps_add_exactly_each_checkpoints_jobs(tmp_path_factory, base_mod
 
 def test_full_run_writes_every_table(finished_run):
     results = finished_run / "results"
-    for model in ("base", "base_zero_shot", "tiny_qv", "tiny_last"):
+    full = ("tiny_full_lr1e-4", "tiny_full_lr1e-3")
+    for model in ("base", "base_zero_shot", "tiny_qv", "tiny_last", *full):
         assert len(pd.read_csv(results / model / "spider_scored.csv")) == 4
-    for model in ("base", "tiny_qv", "tiny_last"):
+    for model in ("base", "tiny_qv", "tiny_last", *full):
         assert len(pd.read_csv(results / model / "mmlu_scored.csv")) == 3
+    # Full fine-tuning: a whole model folder, evaluated in place of the base model.
+    for run in full:
+        assert (results / "runs" / run / "weights" / "config.json").is_file()
+        record = json.loads((results / "runs" / run / "hyperparams.json").read_text())
+        assert record["method"] == "full" and record["trainable_share"] == 1.0
+    assert (results / "tiny_full_lr1e-3/spider_predictions.jsonl").read_text() != (
+        results / "base_zero_shot/spider_predictions.jsonl"
+    ).read_text()
     hyperparams = json.loads((results / "runs/tiny_last/hyperparams.json").read_text())
     assert hyperparams["spec"]["layers_to_transform"] == [29] and hyperparams["global_steps"] == 2
     assert "## Hyper-parameters" in (results / "report/summary.md").read_text()
@@ -128,6 +137,22 @@ def test_one_runs_learning_rate_reruns_only_that_run(finished_run, base_model_di
     assert reasons[0].strip().endswith("before: {'learning_rate': 0.001} now: {'learning_rate': 0.0005}")
 
 
+def test_changing_one_swept_value_reruns_that_point_only(finished_run, base_model_dir):
+    # 1e-3 -> 3e-3: the point tiny_full_lr3e-3 is new (trained and evaluated), tiny_full_lr1e-3 leaves
+    # the study, tiny_full_lr1e-4 and every other model rerun nothing.
+    jobs = changed_plan(finished_run, base_model_dir, **{"training.runs.2.sweep": {"learning_rate": [1e-4, 3e-3]}})
+    assert jobs == collections.Counter(
+        fine_tune=1, generate_sql=1, score_spider=1, score_mmlu=1, mmlu_regression=1, report=1, all=1
+    )
+    write_config(finished_run, base_model_dir, **{"training.runs.2.sweep": {"learning_rate": [1e-4, 3e-3]}})
+    try:
+        dry = snakemake(finished_run, "-n")
+    finally:
+        write_config(finished_run, base_model_dir)
+    assert "results/runs/tiny_full_lr3e-3/weights" in dry.stdout
+    assert "results/runs/tiny_full_lr1e-4/weights" not in dry.stdout
+
+
 def test_adding_eval_steps_retrains_that_run_and_adds_its_checkpoints_jobs(finished_run, base_model_dir):
     # The kept adapters come from training: fine_tune reruns (its eval_steps changed), and with it the
     # run's own evaluation; the other run and the base model rerun nothing.
@@ -153,12 +178,12 @@ def test_adding_eval_steps_retrains_that_run_and_adds_its_checkpoints_jobs(finis
 
 def test_mmlu_seed_reruns_the_suite_and_its_downstream_only(finished_run, base_model_dir):
     jobs = changed_plan(finished_run, base_model_dir, **{"mmlu.seed": 99})
-    assert jobs == collections.Counter(build_mmlu_suite=1, score_mmlu=3, mmlu_regression=1, report=1, all=1)
+    assert jobs == collections.Counter(build_mmlu_suite=1, score_mmlu=5, mmlu_regression=1, report=1, all=1)
 
 
 def test_full_mmlu_suite_reruns_the_suite_and_its_downstream_only(finished_run, base_model_dir):
     jobs = changed_plan(finished_run, base_model_dir, **{"mmlu.suite": "full"})
-    assert jobs == collections.Counter(build_mmlu_suite=1, score_mmlu=3, mmlu_regression=1, report=1, all=1)
+    assert jobs == collections.Counter(build_mmlu_suite=1, score_mmlu=5, mmlu_regression=1, report=1, all=1)
 
 
 def test_target_runs_only_its_ancestors(tmp_path_factory, base_model_dir):
