@@ -19,6 +19,7 @@ gives its one schema line and no traceback.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import re
 from collections.abc import Iterator
@@ -250,24 +251,46 @@ def config_problems(config: dict[str, Any], schema_path: Path, base_dir: Path = 
 
 
 def sweep_problems(index: int, run: dict[str, Any], schema: dict[str, Any]) -> list[str]:
-    """Each swept value checked as the key itself would be, and each point's combination of keys.
+    """Each swept value checked as the key itself would be, then each point (a combination of
+    values) as a run.
 
     ``schema`` is the schema of one run (:func:`run_schema`); ``run`` has its defaults filled.
-    Messages name the value, e.g. ``config.training.runs[0].sweep.learning_rate[1]``.
+    Messages name the value, e.g. ``config.training.runs[0].sweep.learning_rate[1]``, or the point.
+    A LoRA-only key swept where a point fine-tunes fully is refused: those points would be the
+    same training several times.
     """
     sweep = run.get("sweep")
-    if not isinstance(sweep, dict):
+    if not isinstance(sweep, dict) or not all(isinstance(values, list) for values in sweep.values()):
         return []
+    root = f"config.training.runs[{index}].sweep"
     found = []
     for key, values in sweep.items():
-        for position, value in enumerate(values if isinstance(values, list) else []):
+        for position, value in enumerate(values):
             _, errors = with_defaults(value, schema["properties"][key])
-            root = f"config.training.runs[{index}].sweep.{key}[{position}]"
-            found += [describe(error, schema["properties"][key], root) for error in errors]
-            for name, message in run_problems({**run, key: value}):
-                found.append(f"{root}: {message}" if name == key else f"{root}: with {name}: {message}")
+            found += [describe(error, schema["properties"][key], f"{root}.{key}[{position}]") for error in errors]
+    if found:
+        return found
+    lora_only = [key for key in sweep if key in LORA_ONLY_KEYS]
+    seen = set()
+    for combination in itertools.product(*sweep.values()):
+        point = {**run, **dict(zip(sweep, combination, strict=True))}
+        values = ", ".join(f"{key} {value}" for key, value in zip(sweep, combination, strict=True))
+        for name, message in run_problems(point):
+            if (name, message) not in seen:
+                seen.add((name, message))
+                found.append(f"{root} (point {values}): {name}: {message}")
+        if point.get("method") == "full" and lora_only and "lora_only" not in seen:
+            seen.add("lora_only")
+            found.append(
+                f"{root}.{lora_only[0]}: unused by full fine-tuning (method: full), so its full points would be "
+                "the same training repeated; sweep it in a run with method: lora"
+            )
     return found
 
+
+# The keys that shape a LoRA adapter; full fine-tuning does not use them (training ignores them, the
+# workflow does not rerun a full run when they change, and a sweep of them is refused for full runs).
+LORA_ONLY_KEYS = ("r", "alpha", "dropout", "target_modules", "layers_to_transform")
 
 # RunSpec.from_config raises these too (lora_tradeoff.training).
 PACKING_WITH_GROUP_BY_LENGTH = "is for padded batches; packing already removes all padding: set one of them"

@@ -376,7 +376,7 @@ def plot_tradeoff(summary: Mapping[str, Any], out_dir: Path) -> None:
         "What each run buys (Spider) and costs (MMLU)\nwhiskers: 95% paired bootstrap interval of each change",
         pad=6 + NOTE_LINE_PT * len(notes),
     )
-    whisker = Line2D([], [], color="#555555", marker="|", markersize=8, linewidth=1, label="95% CI of the change")
+    whisker = Line2D([], [], color=WHISKER_COLOUR, marker="|", markersize=8, linewidth=1, label="95% CI of the change")
     handles.append(whisker)
     _legend_below(ax, handles, [handle.get_label() for handle in handles])
     _save(fig, out_dir, "tradeoff")
@@ -594,6 +594,9 @@ def _frontier_names(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, float,
     return sorted(names, key=lambda name: not name[3])
 
 
+WHISKER_COLOUR = "#8a8a8a"
+
+
 def plot_frontier(summary: Mapping[str, Any], out_dir: Path) -> Figure:
     """The trade-off frontier: Δ Spider EX (y) against Δ MMLU overall (x) for every run, at their true
     coordinates, with both 95% paired bootstrap whiskers; marker and colour by method family; each
@@ -608,7 +611,7 @@ def plot_frontier(summary: Mapping[str, Any], out_dir: Path) -> Figure:
     ax.axvline(0, color="#777777", linewidth=0.8, linestyle="--", zorder=0)
     handles = [
         ax.scatter(
-            [0], [0], marker="+", s=140, color="black", linewidths=1.6, zorder=3, gid="baseline",
+            [0], [0], marker="+", s=140, color="black", linewidths=1.6, zorder=6, gid="baseline",
             label=f"{baseline} (origin: no change)",
         )
     ]  # fmt: skip
@@ -621,8 +624,9 @@ def plot_frontier(summary: Mapping[str, Any], out_dir: Path) -> Figure:
         colour, marker = FAMILY_STYLES[family]
         xs, ys = _column(members, "delta_mmlu_overall_points"), _column(members, "delta_spider_ex_points")
         # Whiskers from bound to bound (errorbar() would need the point inside its interval, which a
-        # percentile bootstrap does not promise).
-        whiskers = {"colors": colour, "linewidth": 0.9, "alpha": 0.45, "zorder": 1}
+        # percentile bootstrap does not promise). Grey, as in the legend, so that a sweep's line (in the
+        # family's colour) is not mistaken for a whisker.
+        whiskers = {"colors": WHISKER_COLOUR, "linewidth": 0.9, "alpha": 0.7, "zorder": 1}
         ax.hlines(ys, _column(members, "mmlu_ci_low_points"), _column(members, "mmlu_ci_high_points"), **whiskers)
         ax.vlines(xs, _column(members, "spider_ci_low_points"), _column(members, "spider_ci_high_points"), **whiskers)
         handles.append(
@@ -656,8 +660,8 @@ def plot_frontier(summary: Mapping[str, Any], out_dir: Path) -> Figure:
             line["delta_spider_ex_points"],
             color=colour,
             linestyle=style,
-            linewidth=1.2,
-            alpha=0.8,
+            linewidth=2.0,
+            alpha=0.9,
             zorder=2,
             gid=f"sweep:{line['sweep']}:{first}",
             label=f"sweep {line['sweep']}: joined by {line['key']}, {order}",
@@ -685,7 +689,7 @@ def plot_frontier(summary: Mapping[str, Any], out_dir: Path) -> Figure:
     )
     ax.grid(color="#eeeeee", linewidth=0.6)
     ax.set_axisbelow(True)
-    whisker = Line2D([], [], color="#555555", marker="|", markersize=8, linewidth=1, label="95% CI of the change")
+    whisker = Line2D([], [], color=WHISKER_COLOUR, marker="|", markersize=8, linewidth=1, label="95% CI of the change")
     handles.append(whisker)
     _legend_below(ax, handles, [handle.get_label() for handle in handles])
     _save(fig, out_dir, "frontier")

@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from lora_tradeoff.config_check import LORA_ONLY_KEYS
 from lora_tradeoff.frontier import (
     COLLAPSE,
     COLLAPSE_MDD_MULTIPLE,
@@ -631,7 +632,7 @@ HYPERPARAMETER_LABELS = (
 
 
 # Hyper-parameters of the adapter, which full fine-tuning has not got (its spec keeps their defaults).
-LORA_ONLY_KEYS = ("r", "alpha", "dropout", "target_modules", "resolved_target_modules", "layers_to_transform")
+LORA_ONLY_ROWS = (*LORA_ONLY_KEYS, "resolved_target_modules")
 
 
 def render_hyperparameters(summary: Mapping[str, Any]) -> list[str]:
@@ -640,7 +641,7 @@ def render_hyperparameters(summary: Mapping[str, Any]) -> list[str]:
 
     def cell(run: str, key: str) -> str:
         value = hyper[run][key]
-        if key in LORA_ONLY_KEYS and hyper[run]["method_family"] == FULL:
+        if key in LORA_ONLY_ROWS and hyper[run]["method_family"] == FULL:
             return "unused (full)"
         if value is None and key == "layers_to_transform":
             return "all"

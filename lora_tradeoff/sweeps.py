@@ -15,19 +15,37 @@ import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-# Short forms of the swept keys in run names (readable: r64_all_lr1e-3, r16_qv_full); any
-# other sweepable key is written in full (r16_qv_alpha64).
-NAME_PARTS = {"learning_rate": "lr", "num_epochs": "ep", "max_steps": "steps", "method": ""}
+# How each sweepable key (schemas/config.schema.yaml, training.runs[].sweep) appears in run names:
+# a short prefix before the value (r64_all_lr1e-3, r16_qv_bs16), or the value alone where it names
+# itself (r16_qv_full, r16_qv_nf4, r16_qv_cosine, r16_qv_adamw_8bit).
+NAME_PARTS = {
+    "method": "",
+    "learning_rate": "lr",
+    "r": "r",
+    "alpha": "alpha",
+    "num_epochs": "ep",
+    "max_steps": "steps",
+    "quantization": "",
+    "weight_decay": "wd",
+    "warmup_ratio": "warmup",
+    "lr_scheduler": "",
+    "per_device_batch_size": "bs",
+    "grad_accumulation": "ga",
+    "optim": "",
+    "dropout": "dropout",
+}
 
 
 def format_value(value: Any) -> str:
     """A swept value as it appears in a run name: ``1e-3`` for 0.001, ``1p5e-5`` for 1.5e-05, ``2`` for 2.0."""
+    if value is None:
+        return "none"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, float):
         if value.is_integer() and abs(value) < 1e4:
             return str(int(value))
-        mantissa, exponent = f"{value:.6e}".split("e")
+        mantissa, exponent = f"{value:.12e}".split("e")
         mantissa = mantissa.rstrip("0").rstrip(".").replace(".", "p")  # a run name has no dots
         return f"{mantissa}e{int(exponent)}"
     return str(value).replace(".", "p")

@@ -74,6 +74,7 @@ from typing import Any
 
 from lora_tradeoff.config_check import (
     FULL_WITH_NF4,
+    LORA_ONLY_KEYS,
     PACKING_WITH_GROUP_BY_LENGTH,
     describe,
     load_schema,
@@ -180,9 +181,14 @@ class RunSpec:
         return spec
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready values (tuples as lists)."""
+        """JSON-ready values (tuples as lists); a full run's LoRA-only keys as None (not used)."""
         return {
-            key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(self).items()
+            key: None
+            if self.method == "full" and key in LORA_ONLY_KEYS
+            else list(value)
+            if isinstance(value, tuple)
+            else value
+            for key, value in dataclasses.asdict(self).items()
         }
 
 

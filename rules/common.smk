@@ -13,7 +13,7 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 sys.path.insert(0, workflow.basedir)
 os.environ.update(LORA_TRADEOFF_SOURCE=workflow.basedir)
 
-from lora_tradeoff.config_check import config_problems
+from lora_tradeoff.config_check import LORA_ONLY_KEYS, config_problems
 from lora_tradeoff.curve import expand_eval_steps
 from lora_tradeoff.replicates import expand_seed_replicates
 from lora_tradeoff.sweeps import expand_sweeps
@@ -156,6 +156,8 @@ def get_run_key(key):
     def run_key(wildcards):
         run = RUNS[wildcards.run]
         entry = {key: run[key]} if key in run else {}
+        if run.get("method") == "full" and key in LORA_ONLY_KEYS:
+            entry = {}  # unused by full fine-tuning: changing it reruns nothing
         if key == "save_steps" and "eval_steps" in run:
             entry["eval_steps"] = run["eval_steps"]
         return entry

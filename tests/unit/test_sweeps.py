@@ -20,6 +20,10 @@ def test_swept_values_read_in_run_names():
     assert point_name("r64_all", {"learning_rate": 1e-3}) == "r64_all_lr1e-3"
     assert point_name("base", {"method": "full", "num_epochs": 2, "r": 8}) == "base_full_ep2_r8"
     assert point_name("a", {"alpha": 64}) == "a_alpha64"
+    assert point_name("a", {"quantization": "nf4", "per_device_batch_size": 16, "optim": "adamw_8bit"}) == (
+        "a_nf4_bs16_adamw_8bit"
+    )
+    assert point_name("a", {"max_steps": None, "learning_rate": 0.12345678}) == "a_stepsnone_lr1p2345678e-1"
 
 
 def test_a_sweep_becomes_one_ordinary_run_per_point_first_key_slowest():
@@ -87,6 +91,24 @@ def test_config_check_names_each_bad_swept_value():
         _config([{"name": "a", "quantization": "nf4", "sweep": {"method": ["lora", "full"]}}]), SCHEMA_PATH, REPO
     )
     assert any(
-        p.startswith("config.training.runs[0].sweep.method[1]: with quantization: nf4 is QLoRA") for p in problems
+        p.startswith("config.training.runs[0].sweep (point method full): quantization: nf4 is QLoRA") for p in problems
     )
     assert config_problems(_config([{"name": "a", "sweep": {"learning_rate": [1e-4, 1e-3]}}]), SCHEMA_PATH, REPO) == []
+
+
+def test_each_point_of_a_product_is_checked_as_a_run():
+    """Each value alone is valid; their product makes a point that full fine-tuning cannot train, and
+    LoRA-only keys swept over full points would repeat one training."""
+    product = {"name": "s", "sweep": {"method": ["lora", "full"], "quantization": ["none", "nf4"]}}
+    assert config_problems(_config([product]), SCHEMA_PATH, REPO) == [
+        "config.training.runs[0].sweep (point method full, quantization nf4): quantization: nf4 is QLoRA "
+        "(a LoRA adapter on a frozen 4-bit base); full fine-tuning trains every weight: set method: lora or "
+        "quantization: none"
+    ]
+    for run in (
+        {"name": "f", "method": "full", "sweep": {"r": [8, 16]}},
+        {"name": "f", "sweep": {"method": ["lora", "full"], "alpha": [16, 32]}},
+    ):
+        (problem,) = config_problems(_config([run]), SCHEMA_PATH, REPO)
+        assert "unused by full fine-tuning" in problem and problem.startswith("config.training.runs[0].sweep."), problem
+    assert config_problems(_config([{"name": "l", "sweep": {"r": [8, 16]}}]), SCHEMA_PATH, REPO) == []

@@ -406,6 +406,7 @@ def test_full_fine_tuning_trains_every_weight_into_a_model_folder(trained_full, 
     assert not (weights / "adapter_config.json").exists()
     saved = json.loads((out_dir / "hyperparams.json").read_text())
     assert saved["method"] == "full" and saved["spec"]["method"] == "full" and saved["lora_config"] is None
+    assert saved["spec"]["r"] is None and saved["spec"]["target_modules"] is None  # unused by full fine-tuning
     assert saved["trainable_share"] == 1.0 and saved["trainable_parameters"] > 100_000_000
     assert saved["base_dtype"] == "float32" and saved["sft_args"]["optim"] == "adamw_torch_fused"
     assert saved["tokens_per_s"] > 0 and saved["global_steps"] == 4

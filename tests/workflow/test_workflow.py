@@ -153,6 +153,12 @@ def test_changing_one_swept_value_reruns_that_point_only(finished_run, base_mode
     assert "results/runs/tiny_full_lr1e-4/weights" not in dry.stdout
 
 
+def test_lora_keys_of_a_full_run_rerun_nothing(finished_run, base_model_dir):
+    assert changed_plan(finished_run, base_model_dir, **{"training.runs.2.r": 64, "training.runs.2.dropout": 0.1}) == (
+        collections.Counter()
+    )
+
+
 def test_adding_eval_steps_retrains_that_run_and_adds_its_checkpoints_jobs(finished_run, base_model_dir):
     # The kept adapters come from training: fine_tune reruns (its eval_steps changed), and with it the
     # run's own evaluation; the other run and the base model rerun nothing.
