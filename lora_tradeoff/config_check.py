@@ -270,21 +270,19 @@ def sweep_problems(index: int, run: dict[str, Any], schema: dict[str, Any]) -> l
             found += [describe(error, schema["properties"][key], f"{root}.{key}[{position}]") for error in errors]
     if found:
         return found
-    lora_only = [key for key in sweep if key in LORA_ONLY_KEYS]
-    seen = set()
+    first_problem: dict[tuple[str, str], str] = {}  # a problem shared by several points: named at the first
     for combination in itertools.product(*sweep.values()):
         point = {**run, **dict(zip(sweep, combination, strict=True))}
         values = ", ".join(f"{key} {value}" for key, value in zip(sweep, combination, strict=True))
         for name, message in run_problems(point):
-            if (name, message) not in seen:
-                seen.add((name, message))
-                found.append(f"{root} (point {values}): {name}: {message}")
-        if point.get("method") == "full" and lora_only and "lora_only" not in seen:
-            seen.add("lora_only")
-            found.append(
-                f"{root}.{lora_only[0]}: unused by full fine-tuning (method: full), so its full points would be "
-                "the same training repeated; sweep it in a run with method: lora"
-            )
+            first_problem.setdefault((name, message), f"{root} (point {values}): {name}: {message}")
+    found += first_problem.values()
+    lora_only = [key for key in sweep if key in LORA_ONLY_KEYS]
+    if lora_only and "full" in [run.get("method"), *sweep.get("method", [])]:
+        found.append(
+            f"{root}.{lora_only[0]}: unused by full fine-tuning (method: full), so its full points would be "
+            "the same training repeated; sweep it in a run with method: lora"
+        )
     return found
 
 

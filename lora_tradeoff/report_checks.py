@@ -65,9 +65,10 @@ def recompute_from_items(
     both files: Spider's change over the question ids scored (not skipped) for both, MMLU's over the
     ids both answered (the same suite), each the difference of the mean outcomes in points.
     """
+    spider_rows = {model: read_spider_scored(path) for model, path in spider_scored.items()}
+    mmlu_rows = {model: read_mmlu_scored(path) for model, path in mmlu_scored.items()}
     spider: dict[str, Any] = {}
-    for model, path in spider_scored.items():
-        rows = read_spider_scored(path)
+    for model, rows in spider_rows.items():
         scored = rows[rows["status"] != "skipped"]
         spider[model] = {
             "ex_pct": 100 * scored["score"].mean() if len(scored) else None,
@@ -79,8 +80,7 @@ def recompute_from_items(
             },
         }
     mmlu: dict[str, Any] = {}
-    for model, path in mmlu_scored.items():
-        rows = read_mmlu_scored(path)
+    for model, rows in mmlu_rows.items():
         mmlu[model] = {
             "n": len(rows),
             "accuracy_pct": 100 * rows["correct"].mean(),
@@ -91,24 +91,25 @@ def recompute_from_items(
         }
     recomputed: dict[str, Any] = {"spider": spider, "mmlu": mmlu}
     if baseline is not None and baseline in spider_scored and baseline in mmlu_scored:
-        recomputed["deltas"] = _deltas(spider_scored, mmlu_scored, baseline)
+        recomputed["deltas"] = _deltas(spider_rows, mmlu_rows, baseline)
     return recomputed
 
 
 def _deltas(
-    spider_scored: Mapping[str, Path | str], mmlu_scored: Mapping[str, Path | str], baseline: str
+    spider_rows: Mapping[str, pd.DataFrame], mmlu_rows: Mapping[str, pd.DataFrame], baseline: str
 ) -> dict[str, Any]:
-    def spider_scores(path: Path | str) -> pd.Series:
-        rows = read_spider_scored(path)
+    """Each model's paired changes against ``baseline``, from the item rows already read."""
+
+    def spider_scores(rows: pd.DataFrame) -> pd.Series:
         return rows[rows["status"] != "skipped"].set_index("id")["score"]
 
-    def mmlu_outcomes(path: Path | str) -> pd.DataFrame:
-        return read_mmlu_scored(path).set_index("id")[["category", "correct"]]
+    def mmlu_outcomes(rows: pd.DataFrame) -> pd.DataFrame:
+        return rows.set_index("id")[["category", "correct"]]
 
-    base_ex, base_mmlu = spider_scores(spider_scored[baseline]), mmlu_outcomes(mmlu_scored[baseline])
+    base_ex, base_mmlu = spider_scores(spider_rows[baseline]), mmlu_outcomes(mmlu_rows[baseline])
     deltas: dict[str, Any] = {}
-    for model in spider_scored.keys() & mmlu_scored.keys():
-        ex, answers = spider_scores(spider_scored[model]), mmlu_outcomes(mmlu_scored[model])
+    for model in spider_rows.keys() & mmlu_rows.keys():
+        ex, answers = spider_scores(spider_rows[model]), mmlu_outcomes(mmlu_rows[model])
         deltas[model] = {
             "delta_spider_ex_points": _paired_delta_points(base_ex, ex),
             "delta_mmlu_overall_points": _paired_delta_points(base_mmlu["correct"], answers["correct"]),

@@ -230,26 +230,36 @@ def check_attention_supported(spec: RunSpec, device: str) -> None:
         )
 
 
+def _require_cuda_package(key: str, device: str, module: str, off_cuda: str, missing: str) -> None:
+    """Raise :class:`TrainingConfigError` for ``key`` off CUDA, or when ``module`` is not installed."""
+    if device != "cuda":
+        raise TrainingConfigError(f"{key}: {off_cuda}")
+    if importlib.util.find_spec(module) is None:
+        raise TrainingConfigError(f"{key}: {missing}")
+
+
 def check_liger_supported(spec: RunSpec, device: str) -> None:
     """Liger's fused Triton kernels need CUDA and the liger-kernel package: say so before loading anything."""
-    if not spec.liger_kernel:
-        return
-    key = config_key(spec.name, "liger_kernel")
-    if device != "cuda":
-        raise TrainingConfigError(f"{key}: Liger's Triton kernels run on CUDA only; set it to false here")
-    if importlib.util.find_spec("liger_kernel") is None:
-        raise TrainingConfigError(f"{key}: needs the liger-kernel package (pip install liger-kernel) or false")
+    if spec.liger_kernel:
+        _require_cuda_package(
+            config_key(spec.name, "liger_kernel"),
+            device,
+            "liger_kernel",
+            "Liger's Triton kernels run on CUDA only; set it to false here",
+            "needs the liger-kernel package (pip install liger-kernel) or false",
+        )
 
 
 def check_optimizer_supported(spec: RunSpec, device: str) -> None:
     """bitsandbytes' 8-bit optimizers need CUDA and the package: say so before loading anything."""
-    if "8bit" not in spec.optim:
-        return
-    key = config_key(spec.name, "optim")
-    if device != "cuda":
-        raise TrainingConfigError(f"{key}: {spec.optim} (bitsandbytes) runs on CUDA only; use adamw_torch_fused here")
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise TrainingConfigError(f"{key}: {spec.optim} needs the bitsandbytes package (pip install bitsandbytes)")
+    if "8bit" in spec.optim:
+        _require_cuda_package(
+            config_key(spec.name, "optim"),
+            device,
+            "bitsandbytes",
+            f"{spec.optim} (bitsandbytes) runs on CUDA only; use adamw_torch_fused here",
+            f"{spec.optim} needs the bitsandbytes package (pip install bitsandbytes)",
+        )
 
 
 def resolve_bf16(spec: RunSpec, device: str) -> bool:

@@ -37,8 +37,9 @@ from lora_tradeoff.report_checks import headline_mismatches, recompute_headlines
 from lora_tradeoff.report_inputs import load_inputs, standard_paths
 from lora_tradeoff.report_plots import STYLE, plot_frontier
 from lora_tradeoff.spider_scoring import score_predictions, summarize_scores
-from lora_tradeoff.stats import minimum_detectable_difference, regression_table
+from lora_tradeoff.stats import minimum_detectable_difference
 from lora_tradeoff.training import LOG_COLUMNS, RunSpec
+from tests.mmlu_rows import mmlu_scored_frame, write_mmlu_tables
 
 N_SPIDER = 40  # dev questions 0..39, all of concert_singer
 MISSING_DB_INDEX = 100  # a question whose database the tree has not got: skipped for every model
@@ -118,25 +119,9 @@ def _mmlu(root: Path) -> None:
         correct = base_correct.copy()
         correct[right[:lost]] = False
         correct[wrong[:gained]] = True
-        gold = [("A", "B", "C", "D")[i % 4] for i in range(N_MMLU)]
-        frames[model] = pd.DataFrame(
-            {
-                "id": [f"mmlu-{i:03d}" for i in range(N_MMLU)],
-                "subject": [f"subject_{i % 8}" for i in range(N_MMLU)],
-                "category": [CATEGORIES[i % 4] for i in range(N_MMLU)],
-                "gold": gold,
-                "prediction": [g if ok else "A" if g != "A" else "B" for g, ok in zip(gold, correct, strict=True)],
-                **{f"prob_{letter}": 0.25 for letter in "ABCD"},
-                "correct": correct,
-                "parse_failed": False,
-                "completion": "",
-            }
-        )
-        frames[model].to_csv(root / model / "mmlu_scored.csv", index=False)
-    (root / "mmlu").mkdir()
-    regression_table(frames, base="base", n_resamples=2000, seed=1234).to_csv(
-        root / "mmlu" / "regression.csv", index=False
-    )
+        subjects = [f"subject_{i % 8}" for i in range(N_MMLU)]
+        frames[model] = mmlu_scored_frame(correct, subjects, [CATEGORIES[i % 4] for i in range(N_MMLU)])
+    write_mmlu_tables(root, frames)
 
 
 def _runs(root: Path) -> None:

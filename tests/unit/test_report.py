@@ -28,8 +28,9 @@ from lora_tradeoff.report_inputs import load_inputs, standard_paths
 from lora_tradeoff.report_plots import FIGURE_FORMATS, FIGURES
 from lora_tradeoff.report_sections import render_summary
 from lora_tradeoff.spider_scoring import score_predictions, summarize_scores
-from lora_tradeoff.stats import minimum_detectable_difference, regression_table, wilson_interval
+from lora_tradeoff.stats import minimum_detectable_difference, wilson_interval
 from lora_tradeoff.training import LOG_COLUMNS, RunSpec
+from tests.mmlu_rows import mmlu_scored_frame, write_mmlu_tables
 
 MODELS = ["base", "base_zero_shot", "r16_qv", "r64_all"]
 MMLU_MODELS = ["base", "r16_qv", "r64_all"]
@@ -104,25 +105,9 @@ def _mmlu_tables(root: Path) -> None:
     for model, flip in flips.items():
         correct = base_correct ^ (rng.random(30) < flip)
         probs = rng.dirichlet(np.ones(4), size=30)
-        gold = [("A", "B", "C", "D")[i % 4] for i in range(30)]
-        frames[model] = pd.DataFrame(
-            {
-                "id": [f"mmlu-{i:03d}" for i in range(30)],
-                "subject": ["abstract_algebra", "philosophy", "econometrics"] * 10,
-                "category": [categories[i % 3] for i in range(30)],
-                "gold": gold,
-                "prediction": [g if ok else "A" if g != "A" else "B" for g, ok in zip(gold, correct, strict=True)],
-                **{f"prob_{letter}": probs[:, j] for j, letter in enumerate("ABCD")},
-                "correct": correct,
-                "parse_failed": False,
-                "completion": "",
-            }
-        )
-        frames[model].to_csv(root / model / "mmlu_scored.csv", index=False)
-    (root / "mmlu").mkdir()
-    regression_table(frames, base="base", n_resamples=2000, seed=1234).to_csv(
-        root / "mmlu" / "regression.csv", index=False
-    )
+        subjects = ["abstract_algebra", "philosophy", "econometrics"] * 10
+        frames[model] = mmlu_scored_frame(correct, subjects, [categories[i % 3] for i in range(30)], probs)
+    write_mmlu_tables(root, frames)
 
 
 def _runs(root: Path) -> None:

@@ -309,27 +309,36 @@ def test_eval_step_beyond_the_last_step_fails_before_training(tmp_path, base_mod
         RunSpec.from_config("tiny", {"eval_steps": [2, 2]})
 
 
-def test_killed_run_resumes_from_its_last_complete_checkpoint(trained, tmp_path, base_model_dir, train_jsonl):
-    out_dir = tmp_path / "resumable"
-    config = {**TEST_RUN, "max_steps": 4, "save_steps": 2}
+def kill_after_checkpoint(
+    name: str, config: dict, base_model_dir: Path, train_jsonl: Path, out_dir: Path, step: int
+) -> list[Path]:
+    """Train run ``name`` in a child process, SIGKILL it once its checkpoint after ``step`` is complete,
+    and return the complete checkpoints it left."""
     code = (
         "import json, sys; from pathlib import Path; from lora_tradeoff.training import RunSpec, fine_tune; "
-        "fine_tune(RunSpec.from_config('resumable', json.loads(sys.argv[1])), *map(Path, sys.argv[2:]))"
+        f"fine_tune(RunSpec.from_config({name!r}, json.loads(sys.argv[1])), *map(Path, sys.argv[2:]))"
     )
     process = subprocess.Popen(
         [sys.executable, "-c", code, json.dumps(config), str(base_model_dir), str(train_jsonl), str(out_dir)],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
-    first = out_dir / "checkpoints" / "checkpoint-2"
+    checkpoint = out_dir / "checkpoints" / f"checkpoint-{step}"
     deadline = time.monotonic() + 300
-    while not is_complete_checkpoint(first):
-        assert process.poll() is None, "training exited before its first checkpoint"
+    while not is_complete_checkpoint(checkpoint):
+        assert process.poll() is None, f"training exited before its checkpoint after step {step}"
         assert time.monotonic() < deadline, "no checkpoint within 5 minutes"
-        time.sleep(0.5)
+        time.sleep(0.2)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    complete = [path for path in (out_dir / "checkpoints").glob("checkpoint-*") if is_complete_checkpoint(path)]
+    return [path for path in (out_dir / "checkpoints").glob("checkpoint-*") if is_complete_checkpoint(path)]
+
+
+def test_killed_run_resumes_from_its_last_complete_checkpoint(trained, tmp_path, base_model_dir, train_jsonl):
+    out_dir = tmp_path / "resumable"
+    config = {**TEST_RUN, "max_steps": 4, "save_steps": 2}
+    complete = kill_after_checkpoint("resumable", config, base_model_dir, train_jsonl, out_dir, step=2)
+    first = out_dir / "checkpoints" / "checkpoint-2"
     killed_at = max(int(path.name.split("-")[1]) for path in complete)
     assert killed_at < 4, "the run finished before it could be killed"
     assert not (out_dir / "weights").exists()
@@ -433,24 +442,7 @@ def test_full_fine_tuning_resumes_after_sigkill(trained_full, tmp_path, base_mod
     uninterrupted run's trajectory; only the newest checkpoint is kept (16 bytes per parameter)."""
     out_dir = tmp_path / "full_resumable"
     config = {**FULL_RUN, "max_steps": 4, "save_steps": 1}
-    code = (
-        "import json, sys; from pathlib import Path; from lora_tradeoff.training import RunSpec, fine_tune; "
-        "fine_tune(RunSpec.from_config('full_resumable', json.loads(sys.argv[1])), *map(Path, sys.argv[2:]))"
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-c", code, json.dumps(config), str(base_model_dir), str(train_jsonl), str(out_dir)],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    second = out_dir / "checkpoints" / "checkpoint-2"
-    deadline = time.monotonic() + 300
-    while not is_complete_checkpoint(second):
-        assert process.poll() is None, "training exited before its second checkpoint"
-        assert time.monotonic() < deadline, "no checkpoint within 5 minutes"
-        time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    complete = [path for path in (out_dir / "checkpoints").glob("checkpoint-*") if is_complete_checkpoint(path)]
+    complete = kill_after_checkpoint("full_resumable", config, base_model_dir, train_jsonl, out_dir, step=2)
     # save_total_limit 1: the older checkpoint goes once the newer one is written (two only if the kill
     # fell between the two).
     assert len(complete) <= 2, complete
