@@ -11,6 +11,7 @@ from deepeval.metrics.utils import check_llm_test_case_params, construct_verbose
 from deepeval.test_case import LLMTestCase, SingleTurnParams
 
 from lora_tradeoff.execution import DEFAULT_ROW_CAP, DEFAULT_TIMEOUT_S, Mode, check_limits, score_pair
+from lora_tradeoff.sql_extract import SqlBlock, check_sql_block
 
 DB_PATH_KEY = "db_path"
 
@@ -21,7 +22,8 @@ class ExecutionAccuracy(BaseMetric):
     Test case fields: `input` = the question, `actual_output` = raw model output
     (the SQL is extracted from it), `expected_output` = gold SQL,
     `metadata["db_path"]` = the SQLite database. Comparison rules are those of
-    `lora_tradeoff.execution.score_pair` in `mode`. A missing `db_path` (no metadata,
+    `lora_tradeoff.execution.score_pair` in `mode`; `sql_block` ("first" or "last") says which
+    SQL block of an output with several (a draft, then the final query) is scored. A missing `db_path` (no metadata,
     a misspelt key, a file that does not exist) fails the case with a reason naming the
     path: a skipped metric would let `evaluate()` report the case as passed. (The
     workflow's own scoring counts questions whose database is absent as skipped.)
@@ -50,8 +52,10 @@ class ExecutionAccuracy(BaseMetric):
         timeout_s: float = DEFAULT_TIMEOUT_S,
         row_cap: int = DEFAULT_ROW_CAP,
         verbose_mode: bool = False,
+        sql_block: SqlBlock = "first",
     ):
         check_limits(timeout_s, row_cap)  # a limit that fails every query is a setup error: say so now
+        self.sql_block = check_sql_block(sql_block)
         self.threshold = threshold
         self.mode = mode
         self.timeout_s = timeout_s
@@ -71,6 +75,7 @@ class ExecutionAccuracy(BaseMetric):
             mode=self.mode,
             timeout_s=self.timeout_s,
             row_cap=self.row_cap,
+            sql_block=self.sql_block,
         )
         self.extracted_sql = result.extracted_sql
         self.score = result.score

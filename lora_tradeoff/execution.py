@@ -49,7 +49,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Literal
 
-from lora_tradeoff.sql_extract import extract_statements, split_statements, sql_tokens
+from lora_tradeoff.sql_extract import SqlBlock, check_sql_block, extract_statements, split_statements, sql_tokens
 
 Mode = Literal["spider", "set"]
 MODES: tuple[Mode, ...] = ("spider", "set")
@@ -593,10 +593,12 @@ def score_pair(
     mode: Mode = "spider",
     timeout_s: float = DEFAULT_TIMEOUT_S,
     row_cap: int = DEFAULT_ROW_CAP,
+    sql_block: SqlBlock = "first",
 ) -> ScoreResult:
     """Score one model output against its gold query on one database.
 
-    The SQL is the first statement `extract_sql` takes from `raw_output` (any
+    The SQL is the first statement `extract_sql` takes from `raw_output`'s first or last
+    SQL block (`sql_block`, config generation.sql_block) (any
     further statements are counted in `ignored_statements`, never run); gold and prediction
     run in the sandbox (`execute_query`; gold results are cached per database
     and query), and the results are compared in `mode` (see the module doc).
@@ -608,7 +610,7 @@ def score_pair(
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     check_limits(timeout_s, row_cap)
     start = time.monotonic()
-    statements = extract_statements(raw_output)
+    statements = extract_statements(raw_output, sql_block)
     extracted = statements[0] if statements else ""
     path = None if db_path is None else Path(db_path)
     reason, category, gold_rows, pred_rows = _judge(path, gold_sql, raw_output, extracted, mode, timeout_s, row_cap)
@@ -626,8 +628,8 @@ def score_pair(
     )
 
 
-def _score_item(item: dict, mode: Mode, timeout_s: float, row_cap: int) -> ScoreResult:
-    return score_pair(item["db_path"], item["gold_sql"], item["raw_output"], mode, timeout_s, row_cap)
+def _score_item(item: dict, mode: Mode, timeout_s: float, row_cap: int, sql_block: SqlBlock) -> ScoreResult:
+    return score_pair(item["db_path"], item["gold_sql"], item["raw_output"], mode, timeout_s, row_cap, sql_block)
 
 
 def score_items(
@@ -636,6 +638,7 @@ def score_items(
     mode: Mode = "spider",
     timeout_s: float = DEFAULT_TIMEOUT_S,
     row_cap: int = DEFAULT_ROW_CAP,
+    sql_block: SqlBlock = "first",
 ) -> list[ScoreResult]:
     """`score_pair` over items {"db_path", "gold_sql", "raw_output"}, in input order.
 
@@ -646,7 +649,9 @@ def score_items(
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-    score = functools.partial(_score_item, mode=mode, timeout_s=timeout_s, row_cap=row_cap)
+    score = functools.partial(
+        _score_item, mode=mode, timeout_s=timeout_s, row_cap=row_cap, sql_block=check_sql_block(sql_block)
+    )
     if n_workers <= 1 or len(items) < 2:
         return [score(item) for item in items]
     with ThreadPoolExecutor(n_workers) as pool:

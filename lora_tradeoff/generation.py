@@ -16,9 +16,7 @@ from typing import Any
 from lora_tradeoff.inference.engine import BatchedEngine
 from lora_tradeoff.inference.profiling import PhaseTimer, phase
 from lora_tradeoff.logs import Progress
-from lora_tradeoff.sql_extract import answer_span, statement_terminator
-
-_FENCE = "```"
+from lora_tradeoff.sql_extract import SqlBlock, check_sql_block, sql_fence_end, statement_terminator
 
 
 class PromptTooLongError(ValueError):
@@ -74,22 +72,28 @@ def check_prompt_lengths(
 
 
 def stop_point(
-    new_ids: Sequence[int], eos_ids: frozenset[int], decode: Callable[[Sequence[int]], str], complete: bool
+    new_ids: Sequence[int],
+    eos_ids: frozenset[int],
+    decode: Callable[[Sequence[int]], str],
+    complete: bool,
+    sql_block: SqlBlock = "first",
 ) -> tuple[int, str, str] | None:
     """Where generation of one sequence stops: ``(tokens kept, text kept, reason)``, or None to go on.
 
     Reasons, earliest in the text wins:
 
-    * ``statement_end``: a ';' followed by a newline, or the code fence that
-      closes an opened one. The kept text ends with the ';' or the fence; the
-      kept tokens end with the token that completes it.
+    * ``statement_end`` (only with ``sql_block`` "first"): a ';' followed by a newline, or the
+      code fence that closes a block holding SQL (`statement_end`). The kept text ends with
+      the ';' or the fence; the kept tokens end with the token that completes it. With
+      ``sql_block`` "last" a reasoning model may write a draft and then its final query, so
+      only eos and the budget stop it.
     * ``eos``: an end-of-turn token. It counts as a kept token, its text is dropped.
     * ``max_new_tokens``: ``complete`` says the budget is spent.
     """
     eos_at = next((i for i, token in enumerate(new_ids) if token in eos_ids), None)
     body = new_ids if eos_at is None else new_ids[:eos_at]
     text = decode(body)
-    end = statement_end(text)
+    end = statement_end(text) if sql_block == "first" else None
     if end is not None:
         kept = next(n for n in range(1, len(body) + 1) if decode(body[:n]).startswith(text[:end]))
         return kept, text[:end], "statement_end"
@@ -106,32 +110,28 @@ def statement_end(text: str) -> int | None:
     A terminator is a ';' that a newline follows and that ends the answer's
     first statement as SQL reads it (`sql_extract.statement_terminator`, the
     lexing extraction uses: a ';' inside a string literal, quoted identifier,
-    ``--`` or ``/* */`` comment, or a reasoning block ends nothing), or a code
-    fence that closes an earlier one ("```sql\\nSELECT 1\\n```") outside reasoning. A ';' at
-    the very end is not one yet: the next token may still be a newline, or an eos.
+    ``--`` or ``/* */`` comment, a reasoning block or a harmony analysis message ends
+    nothing), or the ``` or ~~~ fence that closes a block holding a statement
+    (`sql_extract.sql_fence_end`: a fence without SQL, such as a schema excerpt, ends
+    nothing). A ';' at the very end is not one yet: the next token may still be a newline, or an eos.
     """
-    ends = []
-    terminator = statement_terminator(text)
-    if terminator is not None:
-        ends.append(terminator)
-    begin, end = answer_span(text)
-    opening = text.find(_FENCE, begin, end)
-    closing = text.find(_FENCE, opening + len(_FENCE), end) if opening >= 0 else -1
-    if closing >= 0:
-        ends.append(closing + len(_FENCE))
+    ends = [end for end in (statement_terminator(text), sql_fence_end(text)) if end is not None]
     return min(ends, default=None)
 
 
-_BYTE_STOPS = ("<0x3B>", "<0x60>")
+_STOP_CHARACTERS = (";", "`", "~")
+_BYTE_STOPS = ("<0x3B>", "<0x60>", "<0x7E>")
 
 
 def _stop_candidates(tokenizer: Any) -> frozenset[int]:
-    """Token ids whose text holds a ';' or a backtick: only a sequence with one of them can reach a statement end."""
+    """Token ids whose text holds a ';', a backtick or a tilde: only a sequence with one of them can reach a statement end."""
     vocabulary = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     # Byte-level BPE and SentencePiece pieces spell ';' and '`' as themselves; SentencePiece's
-    # byte-fallback pieces (Mistral, Llama-2) spell them <0x3B> and <0x60>.
+    # byte-fallback pieces (Mistral, Llama-2) spell them <0x3B>, <0x60> and <0x7E>.
     return frozenset(
-        i for i, token in enumerate(vocabulary) if token and (";" in token or "`" in token or token in _BYTE_STOPS)
+        i
+        for i, token in enumerate(vocabulary)
+        if token and (any(c in token for c in _STOP_CHARACTERS) or token in _BYTE_STOPS)
     )
 
 
@@ -156,8 +156,9 @@ class SqlStop:
     """The SQL stop rule (`lora_tradeoff.inference.base.StopRule`): decides, from token ids on the host,
     when a sequence has stopped (see `stop_point`)."""
 
-    def __init__(self, model: Any, tokenizer: Any, max_new_tokens: int) -> None:
+    def __init__(self, model: Any, tokenizer: Any, max_new_tokens: int, sql_block: SqlBlock = "first") -> None:
         self.tokenizer = tokenizer
+        self.sql_block = check_sql_block(sql_block)
         self.eos_ids = _eos_ids(model, tokenizer)
         self.candidates = _stop_candidates(tokenizer)
         self.max_new_tokens = max_new_tokens
@@ -168,10 +169,12 @@ class SqlStop:
     def check(self, new_ids: list[int]) -> tuple[list[int], str, str] | None:
         """``(kept token ids, kept text, reason)`` once ``new_ids`` hold a stop, else None."""
         complete = len(new_ids) >= self.max_new_tokens
-        # Decoding is the slow part; a sequence without eos or ';'/'`' tokens cannot have stopped.
-        if not complete and not any(token in self.eos_ids or token in self.candidates for token in new_ids):
+        # Decoding is the slow part; a sequence without eos or ';'/'`'/'~' tokens cannot have
+        # stopped, and with sql_block "last" only eos and the budget stop one.
+        candidates = self.candidates if self.sql_block == "first" else frozenset()
+        if not complete and not any(token in self.eos_ids or token in candidates for token in new_ids):
             return None
-        stop = stop_point(new_ids, self.eos_ids, self.decode, complete)
+        stop = stop_point(new_ids, self.eos_ids, self.decode, complete, self.sql_block)
         return None if stop is None else (new_ids[: stop[0]], stop[1], stop[2])
 
 
@@ -184,6 +187,7 @@ def generate_sql(
     progress: Callable[[str], None] | None = None,
     cuda_graphs: bool = True,
     timer: PhaseTimer | None = None,
+    sql_block: SqlBlock = "first",
 ) -> list[dict]:
     """Greedy answers to chat prompts, one result row per prompt row, in input order.
 
@@ -202,6 +206,9 @@ def generate_sql(
     * seconds: this item's share of its batch's wall time plus its share of the
       shared-prefix encoding, so the column sums to the total time.
 
+    ``sql_block`` (config generation.sql_block): "first" stops at the first statement end, as an
+    instruct model's answer needs; "last" lets a reasoning model write a draft and a final
+    block, stopping at eos or ``max_new_tokens`` only (see `stop_point`).
     ``cuda_graphs`` (CUDA only) replays each batch's decode step as a CUDA graph.
     ``progress`` receives one line per batch: items done of all, items/s, ETA.
     ``timer`` (profiling only, `lora_tradeoff.inference.profiling`) times tokenization,
@@ -223,7 +230,7 @@ def generate_sql(
             max_new_tokens,
         )
     with phase(timer, "stop_rule_setup"):
-        scanner = SqlStop(model, tokenizer, max_new_tokens)
+        scanner = SqlStop(model, tokenizer, max_new_tokens, sql_block)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(scanner.eos_ids)
     tracker = Progress(len(prompt_rows), "items", "generated", progress)
     engine = BatchedEngine(model, pad_id, cuda_graphs=cuda_graphs, timer=timer)

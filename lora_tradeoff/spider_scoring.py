@@ -12,6 +12,7 @@ import pandas as pd
 
 from lora_tradeoff.execution import DEFAULT_ROW_CAP, DEFAULT_TIMEOUT_S, Mode, score_items
 from lora_tradeoff.hardness import spider_hardness
+from lora_tradeoff.sql_extract import SqlBlock
 
 COLUMNS = [
     "id",
@@ -59,6 +60,7 @@ def score_predictions(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     row_cap: int = DEFAULT_ROW_CAP,
     n_workers: int = 1,
+    sql_block: SqlBlock = "first",
 ) -> pd.DataFrame:
     """Score each dev item's prediction by execution; one row per dev item, in dev order.
 
@@ -66,7 +68,8 @@ def score_predictions(
     `predictions`: {"id", "raw_output", ...}, exactly one per dev item (ValueError
     otherwise); `databases`: db_id -> sqlite path, None (or absent) when the
     database is missing, which makes its questions "skipped". Hardness is
-    "unknown" without a parsed "sql". `ignored_statements` counts the statements
+    "unknown" without a parsed "sql". `sql_block` (config generation.sql_block): whether
+    the first or the last SQL block of each output is scored. `ignored_statements` counts the statements
     after the first in the extracted SQL (only the first runs). See
     `execution.score_pair` for the rest.
     """
@@ -84,6 +87,7 @@ def score_predictions(
         mode=mode,
         timeout_s=timeout_s,
         row_cap=row_cap,
+        sql_block=sql_block,
     )
     rows = [
         {

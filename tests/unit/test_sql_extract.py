@@ -218,3 +218,126 @@ def test_sql_past_the_answer_limit_is_not_read() -> None:
 )
 def test_the_answer_ends_at_the_first_end_of_turn_token(output: str, sql: str) -> None:
     assert extract_sql(output) == sql
+
+
+# --- issue 31: answers in every shape real models write. Each kind: the issue's shape, then variants.
+ANSWER_SHAPES = {
+    "explanation after the statement, same line": [
+        f"{SINGERS}; this returns the number of singers",
+        f"{SINGERS};This returns 6.",
+        f"{SINGERS}; which counts every singer in the table",
+        f"```sql\n{SINGERS}; -- the count\n```",
+        f"SQL: {SINGERS}; It counts them, see above!",
+    ],
+    "answer tags and markup": [
+        f"<answer>{SINGERS}</answer>",
+        f"<sql>\n{SINGERS};\n</sql>",
+        f"<solution>\n```sql\n{SINGERS}\n```\n</solution>",
+        f"<answer>The query is <sql>{SINGERS}</sql></answer>",
+        f"**{SINGERS}**",
+        f"**SQL:** `{SINGERS}`",
+        f"__{SINGERS}__",
+        f"Use <code>{SINGERS}</code> to count them.",
+        f'<pre class="sql">{SINGERS}</pre>',
+        f"{SINGERS}\n| count(*) |\n|----------|\n| 6 |",
+        f"{SINGERS};\n+----------+\n| count(*) |\n+----------+",
+    ],
+    "end-of-turn tokens of other tokenizer families": [
+        f"{SINGERS}<\uff5cend\u2581of\u2581sentence\uff5c>",
+        f"<\uff5cAssistant\uff5c>{SINGERS}<\uff5cend\u2581of\u2581sentence\uff5c>SELECT 2",
+        f"{SINGERS}<|end|>\nSELECT 2",  # Phi-3
+        f"{SINGERS}<|eot|>",
+    ],
+    "gpt-oss harmony channels": [
+        "<|channel|>analysis<|message|>Maybe SELECT name FROM singer;\nNo, count them.<|end|>"
+        f"<|start|>assistant<|channel|>final<|message|>{SINGERS}<|return|>",
+        f"<|channel|>analysis<|message|>SELECT 1;<|end|><|channel|>final <|constrain|>sql<|message|>{SINGERS};",
+        f"analysisThe user wants a count. SELECT name FROM singer;assistantfinal{SINGERS}",
+        "<|channel|>commentary<|message|>SELECT 1<|end|><|start|>assistant<|channel|>final<|message|>"
+        f"```sql\n{SINGERS}\n```<|return|>",
+    ],
+    "~~~ fences": [
+        f"~~~sql\n{SINGERS};\n~~~",
+        f"~~~\n{SINGERS}\n~~~\nThat counts them.",
+        f"~~~~sqlite\n{SINGERS}\n~~~~",
+    ],
+    "a non-SQL fence before the SQL fence": [
+        f"The table:\n```\nsinger(singer_id, name, age)\n```\nThe query:\n```sql\n{SINGERS}\n```",
+        f"```text\nCount the rows.\n```\n~~~sql\n{SINGERS}\n~~~",
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    "raw", [raw for shapes in ANSWER_SHAPES.values() for raw in shapes], ids=lambda raw: raw[:40]
+)
+def test_answer_shapes_give_the_sql(raw: str) -> None:
+    assert extract_sql(raw) == SINGERS
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "<|channel|>analysis<|message|>SELECT count(*) FROM singer;<|end|>",  # the draft only: no final answer
+        "<|channel|>analysis<|message|>SELECT count(*) FROM singer;<|end|><|start|>assistant<|channel|>final"
+        "<|message|>I cannot answer that.<|return|>",
+        "<answer>I do not know.</answer>",
+        "<\uff5cend\u2581of\u2581sentence\uff5c>",
+        "~~~\nsinger(singer_id, name, age)\n~~~",
+        # prose in sentence case made of words that are SQLite keywords too
+        "Select every row of the singer table where the age is over 30",
+        "Select every row of the singer table.",
+        "Select all singers",
+        "Select all rows in the singer table",
+        "Explanation:\nSelect each singer and count them",
+    ],
+)
+def test_answer_shapes_without_sql_give_nothing(raw: str) -> None:
+    assert extract_sql(raw) == ""
+
+
+@pytest.mark.parametrize(
+    ("raw", "sql"),
+    [
+        ("Select name from singer", "Select name from singer"),  # sentence case that SQLite parses
+        ("Select 1", "Select 1"),
+        ("Select every row of the singer table:\nSELECT * FROM singer", "SELECT * FROM singer"),
+        ('<pre class="sql">SELECT name FROM singer WHERE age &gt; 30</pre>', "SELECT name FROM singer WHERE age > 30"),
+        ("SELECT first__name FROM t", "SELECT first__name FROM t"),  # identifiers keep their underscores
+        ("SELECT a FROM t /** doc */", "SELECT a FROM t /** doc */"),
+        ("SELECT a || b FROM t\n|| c", "SELECT a || b FROM t\n|| c"),  # "||" is concatenation, not a table
+        ("SELECT name FROM singer WHERE a < b AND c > d", "SELECT name FROM singer WHERE a < b AND c > d"),
+        (f"{SINGERS}; SELECT 2", SINGERS),  # a second statement is still a statement
+    ],
+)
+def test_sql_that_looks_like_markup_or_prose_is_kept(raw: str, sql: str) -> None:
+    assert extract_sql(raw) == sql
+
+
+DRAFT = "SELECT name FROM singer"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        f"```sql\n{DRAFT}\n```\nWait, the question asks for a count.\n```sql\n{SINGERS}\n```",
+        f"Draft:\n{DRAFT}\n\nFinal:\n{SINGERS}",
+        f"~~~sql\n{DRAFT}\n~~~\n```sql\n{SINGERS};\n```",
+        f'{{"sql": "{DRAFT}"}}\n{{"sql": "{SINGERS}"}}',
+    ],
+)
+def test_sql_block_chooses_the_draft_or_the_final_block(raw: str) -> None:
+    assert extract_sql(raw) == DRAFT
+    assert extract_sql(raw, "first") == DRAFT
+    assert extract_sql(raw, "last") == SINGERS
+
+
+def test_the_last_block_keeps_a_subquery_in_its_statement() -> None:
+    nested = "SELECT name FROM singer\nWHERE age IN (\nSELECT max(age) FROM singer)"
+    assert extract_sql(nested, "last") == nested
+    assert extract_sql(f"{DRAFT}\n\nFixed:\n{nested}", "last") == nested
+
+
+def test_an_unknown_sql_block_names_the_setting() -> None:
+    with pytest.raises(ValueError, match="generation.sql_block"):
+        extract_sql(SINGERS, "final")  # type: ignore[arg-type]
