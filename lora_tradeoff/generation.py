@@ -124,7 +124,8 @@ _BYTE_STOPS = ("<0x3B>", "<0x60>", "<0x7E>")
 
 
 def _stop_candidates(tokenizer: Any) -> frozenset[int]:
-    """Token ids whose text holds a ';', a backtick or a tilde: only a sequence with one of them can reach a statement end."""
+    """Token ids whose text holds a ';', a backtick or a tilde: only a sequence with one of them
+    can reach a statement end."""
     vocabulary = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     # Byte-level BPE and SentencePiece pieces spell ';' and '`' as themselves; SentencePiece's
     # byte-fallback pieces (Mistral, Llama-2) spell them <0x3B>, <0x60> and <0x7E>.

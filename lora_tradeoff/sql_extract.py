@@ -161,7 +161,9 @@ _SENTENCE_CASE_START = re.compile(r"[A-Z][a-z]+\b")
 # ("Select all singers": SELECT ALL singers), which no SQL answer does.
 _NOT_SQL_ERRORS = ("syntax error", "incomplete input", "unrecognized token", "no such column")
 _parser_local = threading.local()
-_READ_ACTIONS = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE})
+_READ_ACTIONS = frozenset(
+    {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
+)
 
 
 def sql_tokens(sql: str) -> list[str]:
@@ -319,9 +321,7 @@ def _parses(sql: str) -> bool:
     parser = getattr(_parser_local, "connection", None)
     if parser is None:
         parser = _parser_local.connection = sqlite3.connect(":memory:", check_same_thread=False)
-        parser.set_authorizer(
-            lambda action, *_: sqlite3.SQLITE_OK if action in _READ_ACTIONS else sqlite3.SQLITE_DENY
-        )
+        parser.set_authorizer(lambda action, *_: sqlite3.SQLITE_OK if action in _READ_ACTIONS else sqlite3.SQLITE_DENY)
     statements = split_statements(sql)
     if not statements:
         return False

@@ -268,9 +268,7 @@ ANSWER_SHAPES = {
 }
 
 
-@pytest.mark.parametrize(
-    "raw", [raw for shapes in ANSWER_SHAPES.values() for raw in shapes], ids=lambda raw: raw[:40]
-)
+@pytest.mark.parametrize("raw", [raw for shapes in ANSWER_SHAPES.values() for raw in shapes], ids=lambda raw: raw[:40])
 def test_answer_shapes_give_the_sql(raw: str) -> None:
     assert extract_sql(raw) == SINGERS
 
