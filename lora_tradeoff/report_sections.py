@@ -80,6 +80,12 @@ def render_intro(summary: Mapping[str, Any]) -> list[str]:
         f'("pts") against `{baseline}`, relative changes in percent of `{baseline}`\'s accuracy. Every number '
         "was checked against a recomputation from the per-question rows (spider_scored.csv, mmlu_scored.csv).",
     ]
+    blocks = summary.get("sql_blocks") or ["first"]
+    lines += [
+        "",
+        f"**SQL scored**: the {' / '.join(blocks)} SQL block of each answer (config generation.sql_block; "
+        "first stops generation at the first statement end, last lets a model write a draft, then its final query).",
+    ]
     model = summary.get("base_model") or {}
     if model:
         checksum = f", sha256 `{model['sha256']}`" if model.get("sha256") else ""

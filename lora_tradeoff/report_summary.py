@@ -213,6 +213,8 @@ def build_summary(
     :mod:`lora_tradeoff.replicates`) gives ``replicates[run]``: :func:`replicate_entry`.
     ``checkpoints`` (``{model: {"run", "step"}}``, see :mod:`lora_tradeoff.curve`) names the
     models that are a run's adapter at a step; ``curve[run]`` is :func:`lora_tradeoff.curve.curve_rows`.
+    ``sql_blocks``: the SQL blocks scored (config generation.sql_block; one value unless the
+    models' summaries disagree).
     ``n_shot``: the MMLU prompts' solved examples (``config.mmlu.n_shot``), named in the prose.
     ``sweeps`` (``{sweep: {"keys", "runs", "values"}}``, see :mod:`lora_tradeoff.sweeps`) names the
     runs a hyper-parameter sweep made; ``frontier`` is :func:`lora_tradeoff.frontier.frontier_rows`
@@ -282,6 +284,8 @@ def build_summary(
             run: replicate_entry(names, tradeoff, inputs.hyperparams) for run, names in (replicates or {}).items()
         },
         "prompt_styles": {m: prompt_styles.get(m) for m in inputs.models},
+        # Summaries written before generation.sql_block existed scored the first block.
+        "sql_blocks": sorted({inputs.spider_summary[m].get("sql_block", "first") for m in inputs.models}),
         "spider": spider,
         "mmlu": mmlu,
         "mmlu_categories": categories,

@@ -22,6 +22,7 @@ rule generate_sql:
         max_new_tokens=config["generation"]["max_new_tokens"],
         batch_size=config["generation"]["batch_size"],
         cuda_graphs=config["generation"]["cuda_graphs"],
+        sql_block=config["generation"]["sql_block"],
         quantization=get_model_quantization,
     script:
         "../workflow_scripts/generate_sql.py"

@@ -27,5 +27,6 @@ rule score_spider:
         mode=config["scoring"]["mode"],
         timeout_s=config["scoring"]["timeout_s"],
         row_cap=config["scoring"]["row_cap"],
+        sql_block=config["generation"]["sql_block"],
     script:
         "../workflow_scripts/score_spider.py"

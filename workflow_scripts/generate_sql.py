@@ -22,6 +22,7 @@ rows = generate_sql(
     max_new_tokens=snakemake.params.max_new_tokens,
     batch_size=snakemake.params.batch_size,
     cuda_graphs=snakemake.params.cuda_graphs,
+    sql_block=snakemake.params.sql_block,
     progress=log.info,
 )
 write_jsonl(rows, snakemake.output[0])

@@ -19,9 +19,10 @@ scored = score_predictions(
     timeout_s=snakemake.params.timeout_s,
     row_cap=snakemake.params.row_cap,
     n_workers=snakemake.threads,
+    sql_block=snakemake.params.sql_block,
 )
 scored.to_csv(snakemake.output.scored, index=False)
-summary = summarize_scores(scored)
+summary = {**summarize_scores(scored), "sql_block": snakemake.params.sql_block}
 with open(snakemake.output.summary, "w") as handle:
     json.dump({"model": snakemake.wildcards.model, **summary}, handle, indent=2)
 log.info("summary: %s", summary)

@@ -150,3 +150,50 @@ def test_long_function_call_times_out_in_the_metric(spider_dir: Path, spider_dev
     metric.measure(case_for(spider_dir, spider_dev[0], sql))
     assert (metric.score, metric.score_breakdown["category"]) == (0.0, "timeout")
     assert metric.score_breakdown["seconds"] < 2.0
+
+
+# Issue 31: the answer shapes real models write, through the metric on the real database.
+# {sql} is the gold query of dev 0 (How many singers do we have?), {draft} a wrong one.
+ANSWER_SHAPES = [
+    "{sql}; this returns the number of singers",
+    "<answer>{sql}</answer>",
+    "<solution>\n```sql\n{sql}\n```\n</solution>",
+    "**{sql}**",
+    "<pre><code>{sql}</code></pre>\n| count(*) |\n|---|\n| 6 |",
+    "{sql}<\uff5cend\u2581of\u2581sentence\uff5c>",
+    "<|channel|>analysis<|message|>{draft};\n<|end|><|start|>assistant<|channel|>final<|message|>{sql}<|return|>",
+    "~~~sql\n{sql}\n~~~",
+    "```\nsinger(singer_id, name, age)\n```\n```sql\n{sql}\n```",
+]
+NOT_ANSWERS = [
+    "<|channel|>analysis<|message|>{sql};<|end|>",  # the draft only: no final answer
+    "Select every row of the singer table",
+    "<answer>{draft}</answer>",
+    "~~~sql\n{draft}\n~~~",
+]
+DRAFT_SQL = "SELECT count(*) FROM stadium"
+
+
+@pytest.mark.parametrize("shape", ANSWER_SHAPES)
+def test_answer_shapes_score_one(shape: str, spider_dir: Path, spider_dev: list[dict]) -> None:
+    item = spider_dev[0]
+    metric = ExecutionAccuracy()
+    assert metric.measure(case_for(spider_dir, item, shape.format(sql=item["query"], draft=DRAFT_SQL))) == 1.0
+
+
+@pytest.mark.parametrize("shape", NOT_ANSWERS)
+def test_shapes_without_the_answer_score_zero(shape: str, spider_dir: Path, spider_dev: list[dict]) -> None:
+    item = spider_dev[0]
+    metric = ExecutionAccuracy()
+    assert metric.measure(case_for(spider_dir, item, shape.format(sql=item["query"], draft=DRAFT_SQL))) == 0.0
+
+
+def test_sql_block_scores_the_draft_or_the_final_query(spider_dir: Path, spider_dev: list[dict]) -> None:
+    item = spider_dev[0]
+    output = f"```sql\n{DRAFT_SQL}\n```\nNo: the question asks for singers.\n```sql\n{item['query']}\n```"
+    assert ExecutionAccuracy().measure(case_for(spider_dir, item, output)) == 0.0
+    last = ExecutionAccuracy(sql_block="last")
+    assert last.measure(case_for(spider_dir, item, output)) == 1.0
+    assert last.extracted_sql == item["query"]
+    with pytest.raises(ValueError, match="generation.sql_block"):
+        ExecutionAccuracy(sql_block="final")

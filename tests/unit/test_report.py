@@ -26,7 +26,7 @@ from lora_tradeoff.report_checks import headline_mismatches, recompute_headlines
 from lora_tradeoff.report_failures import FAILURE_RULE, failure_examples, render_failure_examples
 from lora_tradeoff.report_inputs import load_inputs, standard_paths
 from lora_tradeoff.report_plots import FIGURE_FORMATS, FIGURES
-from lora_tradeoff.report_sections import render_summary
+from lora_tradeoff.report_sections import render_intro, render_summary
 from lora_tradeoff.spider_scoring import score_predictions, summarize_scores
 from lora_tradeoff.stats import minimum_detectable_difference, wilson_interval
 from lora_tradeoff.training import LOG_COLUMNS, RunSpec
@@ -255,6 +255,13 @@ def test_the_report_names_the_model_its_source_and_checksum(built: dict) -> None
     text = (built["out"] / "summary.md").read_text()
     assert "**Base model**: Qwen2ForCausalLM, 1,777,088,000 parameters" in text
     assert f"sha256 `{QWEN_MANIFEST['sha256']}`" in text
+
+
+def test_the_report_names_the_sql_block_scored(built: dict) -> None:
+    """Summaries without generation.sql_block were scored on the first block; the report says so."""
+    assert built["summary"]["sql_blocks"] == ["first"]
+    assert "**SQL scored**: the first SQL block of each answer" in (built["out"] / "summary.md").read_text()
+    assert "the last SQL block" in "\n".join(render_intro({**built["summary"], "sql_blocks": ["last"]}))
 
 
 def test_a_summary_that_disagrees_with_the_item_rows_is_refused(built: dict, tmp_path: Path) -> None:
