@@ -384,19 +384,53 @@ def encode_contexts(
     return encoded
 
 
+def context_length(model: Any) -> int:
+    """The model's context in tokens (``max_position_embeddings`` of its text config)."""
+    return int(model.config.get_text_config(decoder=True).max_position_embeddings)
+
+
+def truncate_left(context_ids: Sequence[int], continuation_length: int, max_length: int) -> tuple[list[int], int]:
+    """``(kept context ids, tokens dropped)``: the context's tail that leaves room for the continuation.
+
+    lm-evaluation-harness (``HFLM._loglikelihood_tokens``) feeds ``(context + continuation)[-(max_length
+    + 1):][:-1]``: the model sees at most ``max_length`` tokens and the first tokens of the
+    context (its BOS, description and first examples) are the ones dropped. The context kept here
+    is that input's context part: at most ``max_length + 1 - continuation_length`` tokens.
+    """
+    keep = max(max_length + 1 - continuation_length, 1)
+    dropped = max(len(context_ids) - keep, 0)
+    return list(context_ids[dropped:]), dropped
+
+
 def loglikelihood_requests(
-    tokenizer: Any, prompts: Sequence[str], delimiter: str, groups: Sequence[str]
+    tokenizer: Any,
+    prompts: Sequence[str],
+    delimiter: str,
+    groups: Sequence[str],
+    max_length: int | None = None,
+    dropped: list[int] | None = None,
 ) -> list[LoglikelihoodRequest]:
     """Four requests per prompt, one per letter (``delimiter + letter`` after the prompt, see
-    :func:`encode_pairs`), question-major; ``groups[i]`` is prompt i's prefix-sharing hint."""
+    :func:`encode_pairs`), question-major; ``groups[i]`` is prompt i's prefix-sharing hint.
+
+    With ``max_length`` (the model's context) a prompt too long for it loses tokens from its
+    left (:func:`truncate_left`, for its longest letter, so the four letters keep one context)
+    and shares no prefix; ``dropped``, when given, receives each prompt's number of dropped tokens.
+    """
     if len(groups) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(groups)} groups")
     encoded = encode_contexts(tokenizer, prompts, [delimiter + letter for letter in LETTERS], bos_prefix(tokenizer))
-    return [
-        LoglikelihoodRequest(tuple(context_ids), tuple(ids), group)
-        for (context_ids, continuations), group in zip(encoded, groups, strict=True)
-        for ids in continuations
-    ]
+    requests = []
+    for (context_ids, continuations), group in zip(encoded, groups, strict=True):
+        lost = 0
+        if max_length is not None:
+            context_ids, lost = truncate_left(context_ids, max(map(len, continuations)), max_length)
+        if dropped is not None:
+            dropped.append(lost)
+        requests += [
+            LoglikelihoodRequest(tuple(context_ids), tuple(ids), "" if lost else group) for ids in continuations
+        ]
+    return requests
 
 
 def _loglik_predictions(
@@ -409,8 +443,12 @@ def _loglik_predictions(
     share_prefix: bool,
     tracker: Progress,
     pad_tolerance: float,
+    max_length: int,
 ) -> list[dict]:
     """One result row per prompt, from the engine's log-likelihoods of its four letters.
+
+    A prompt longer than ``max_length`` is cut from the left (:func:`loglikelihood_requests`);
+    its row's ``truncated_tokens`` says by how many tokens.
 
     With ``share_prefix`` the prompts are tokenized group by group (subjects, each whole, in
     order of first appearance) in a background thread while the engine scores the groups
@@ -437,9 +475,16 @@ def _loglik_predictions(
     order = [index for indices in members.values() for index in indices]  # prompt of each request // 4
     width = len(LETTERS)
     remaining = [width] * len(prompts)
+    truncated = [0] * len(prompts)
 
     def encode(indices: list[int]) -> list[LoglikelihoodRequest]:
-        return loglikelihood_requests(tokenizer, [prompts[i] for i in indices], delimiter, [groups[i] for i in indices])
+        dropped: list[int] = []
+        requests = loglikelihood_requests(
+            tokenizer, [prompts[i] for i in indices], delimiter, [groups[i] for i in indices], max_length, dropped
+        )
+        for index, lost in zip(indices, dropped, strict=True):
+            truncated[index] = lost
+        return requests
 
     def advance(request_indices: Sequence[int]) -> None:
         # A question is done once all its letters are scored (most questions are one row of four).
@@ -461,6 +506,7 @@ def _loglik_predictions(
     results = []
     for start in range(0, len(flat), width):
         letter_logliks = flat[start : start + width]
+        truncated_tokens = truncated[start // width]
         # The four log-likelihoods renormalized over the four choices.
         row_probs = torch.softmax(torch.tensor(letter_logliks, dtype=torch.float64), dim=-1).tolist()
         # max() keeps the first of tied letters, as the harness's argmax.
@@ -471,6 +517,7 @@ def _loglik_predictions(
                 **{f"prob_{letter}": p for letter, p in zip(LETTERS, row_probs, strict=True)},
                 "parse_failed": False,
                 "completion": "",
+                "truncated_tokens": truncated_tokens,
             }
         )
     return results
@@ -490,12 +537,19 @@ def _generate_predictions(
     max_new_tokens: int,
     tracker: Progress,
     pad_tolerance: float,
+    max_length: int,
 ) -> list[dict]:
+    """Greedy completions; a prompt that leaves less than ``max_new_tokens`` of the context is cut
+    from the left, as lm-evaluation-harness's ``generate_until`` does."""
     import torch
 
     from lora_tradeoff.inference.hf import left_padded
 
-    encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    cut = [
+        truncate_left(ids, 1, max_length - max_new_tokens)
+        for ids in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    ]
+    encoded = [ids for ids, _ in cut]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     results: list[dict] = [{}] * len(prompts)
     with torch.inference_mode():
@@ -518,6 +572,7 @@ def _generate_predictions(
                     **{f"prob_{letter}": float("nan") for letter in LETTERS},
                     "parse_failed": letter == "",
                     "completion": completion,
+                    "truncated_tokens": cut[index][1],
                 }
             tracker.advance(len(chunk))
     return results
@@ -535,6 +590,7 @@ def score_mmlu(
     max_new_tokens: int = 5,
     progress: Callable[[str], None] | None = None,
     pad_tolerance: float = PAD_TOLERANCE,
+    max_length: int | None = None,
 ) -> list[dict]:
     """Answer every item from its prompt; one result row per item, in input order.
 
@@ -554,8 +610,13 @@ def score_mmlu(
     prediction is the first standalone letter A-D of the completion, or ``""``
     (``parse_failed``, counted wrong) when there is none; probabilities are NaN.
 
+    A prompt longer than the model's context (``max_length``, default :func:`context_length`)
+    is scored on its last tokens, as lm-evaluation-harness does: its first tokens are dropped
+    (:func:`truncate_left`; in generate mode the context keeps room for ``max_new_tokens``).
+
     Rows: id, subject, category, gold, prediction, prob_A..prob_D, correct,
-    parse_failed, completion (generated text; empty in loglik mode).
+    parse_failed, completion (generated text; empty in loglik mode), truncated_tokens (tokens
+    dropped from the prompt's left; 0 when it fit).
     Prompts are batched by length, each batch padded by at most ``pad_tolerance`` of its
     tokens (see `BatchedEngine`; both modes); results come back in input order.
     ``progress`` receives one line per batch: questions done of all, questions/s, ETA.
@@ -563,14 +624,15 @@ def score_mmlu(
     if len(items) != len(prompts):
         raise ValueError(f"{len(items)} items but {len(prompts)} prompts")
     tracker = Progress(len(items), "questions", "scored", progress)
+    limit = context_length(model) if max_length is None else max_length
     if mode == "loglik":
         subjects = [item["subject"] for item in items]
         predictions = _loglik_predictions(
-            model, tokenizer, prompts, subjects, batch_size, delimiter, share_prefix, tracker, pad_tolerance
+            model, tokenizer, prompts, subjects, batch_size, delimiter, share_prefix, tracker, pad_tolerance, limit
         )
     elif mode == "generate":
         predictions = _generate_predictions(
-            model, tokenizer, prompts, batch_size, max_new_tokens, tracker, pad_tolerance
+            model, tokenizer, prompts, batch_size, max_new_tokens, tracker, pad_tolerance, limit
         )
     else:
         raise ValueError(f"mode must be 'loglik' or 'generate', got {mode!r}")

@@ -143,6 +143,14 @@ def render_headline(summary: Mapping[str, Any]) -> list[str]:
             rows,
         ),
     ]
+    truncated = {m: mmlu[m]["truncated_questions"] for m in summary["models"] if mmlu[m].get("truncated_questions")}
+    if truncated:
+        counts = ", ".join(f"`{m}` {n:,}" for m, n in truncated.items())
+        lines += [
+            "",
+            f"MMLU prompts longer than the model's context were scored on their last tokens (their first tokens "
+            f"dropped, as lm-evaluation-harness does); questions truncated: {counts}.",
+        ]
     if any(not mmlu[m]["measured"] for m in summary["models"]):
         lines += [
             "",

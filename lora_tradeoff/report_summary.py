@@ -112,7 +112,10 @@ def _mmlu_entry(model: str, inputs: ReportInputs) -> dict[str, Any]:
             "mcnemar_p": float(row["mcnemar_p"]),
             "mdd_points": _optional(row.get("mdd_points")),
         }
-    return {"measured": True, "categories": categories, "subjects": subjects}
+    # Scored tables written before truncation was counted have no column: none was truncated then
+    # either (a prompt over the context was scored as it was).
+    truncated = int((items["truncated_tokens"] > 0).sum()) if "truncated_tokens" in items else 0
+    return {"measured": True, "categories": categories, "subjects": subjects, "truncated_questions": truncated}
 
 
 HYPERPARAMETER_KEYS = (

@@ -12,9 +12,14 @@ from lora_tradeoff.stats import regression_table
 
 
 def mmlu_scored_frame(
-    correct: np.ndarray, subjects: Sequence[str], categories: Sequence[str], probs: np.ndarray | float = 0.25
+    correct: np.ndarray,
+    subjects: Sequence[str],
+    categories: Sequence[str],
+    probs: np.ndarray | float = 0.25,
+    truncated_tokens: Sequence[int] | int = 0,
 ) -> pd.DataFrame:
-    """One row per question, as in ``mmlu_scored.csv``; a wrong answer predicts A (B where gold is A)."""
+    """One row per question, as in ``mmlu_scored.csv``; a wrong answer predicts A (B where gold is A);
+    ``truncated_tokens``: tokens dropped from each prompt's left (0: it fit the context)."""
     n = len(correct)
     gold = [("A", "B", "C", "D")[i % 4] for i in range(n)]
     columns = np.broadcast_to(probs, (n, 4))
@@ -29,6 +34,7 @@ def mmlu_scored_frame(
             "correct": correct,
             "parse_failed": False,
             "completion": "",
+            "truncated_tokens": np.broadcast_to(truncated_tokens, (n,)),
         }
     )
 

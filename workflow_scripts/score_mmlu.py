@@ -34,6 +34,14 @@ rows = score_mmlu(
 )
 scored = pd.DataFrame(rows)
 scored.to_csv(snakemake.output[0], index=False)
+if truncated := int((scored["truncated_tokens"] > 0).sum()):
+    log.warning(
+        "%d of %d prompts were longer than the model's context and lost their first tokens (up to %d), "
+        "as lm-evaluation-harness truncates; fewer shots (mmlu.n_shot) or a longer-context model avoid it",
+        truncated,
+        len(scored),
+        scored["truncated_tokens"].max(),
+    )
 log.info(
     "accuracy by category: %s%s",
     scored.groupby("category")["correct"].mean().round(3).to_dict(),

@@ -396,3 +396,46 @@ def test_a_group_split_over_two_parts_is_refused(model_and_tokenizer, items_and_
     # Ungrouped requests may be split anywhere: they are batched together after the last part.
     ungrouped = loglikelihood_requests(tokenizer, prompts[:3], " ", [""] * 3)
     assert engine.loglikelihood_parts([ungrouped[:4], ungrouped[4:]], 4) == engine.loglikelihood(ungrouped, 4)
+
+
+def _harness_letter_logliks(model, tokenizer, prompt: str, max_length: int) -> list[float]:
+    """lm-evaluation-harness's HFLM._loglikelihood_tokens for one prompt and the four letters:
+    the input is (context + continuation)[-(max_length + 1):][:-1]; the continuation's log-probabilities sum."""
+    import torch
+
+    context_ids, continuations = encode_pairs(
+        tokenizer, prompt, [" " + letter for letter in LETTERS], mmlu.bos_prefix(tokenizer)
+    )
+    logliks = []
+    for continuation in continuations:
+        whole = (context_ids + continuation)[-(max_length + 1) :]
+        with torch.inference_mode():
+            logits = model(torch.tensor([whole[:-1]])).logits[0].log_softmax(-1)
+        targets = whole[-len(continuation) :]
+        positions = range(len(whole) - 1 - len(continuation), len(whole) - 1)
+        logliks.append(sum(float(logits[p, t]) for p, t in zip(positions, targets, strict=True)))
+    return logliks
+
+
+@pytest.mark.parametrize("share_prefix", [False, True])
+def test_a_prompt_longer_than_the_context_loses_its_left_end_as_in_the_harness(
+    model_and_tokenizer, items_and_prompts, share_prefix
+):
+    """Issue 31: scored on its last max_length tokens, like lm-evaluation-harness, and counted."""
+    import torch
+
+    model, tokenizer = model_and_tokenizer
+    items, prompts = items_and_prompts
+    items, prompts = items[::3], prompts[::3]  # one question per subject: prompts of different lengths
+    lengths = [len(encode_pairs(tokenizer, p, [" A"], mmlu.bos_prefix(tokenizer))[0]) for p in prompts]
+    max_length = min(lengths)  # the shortest prompt just fits, the others do not
+    assert max(lengths) > max_length
+    rows = score_mmlu(model, tokenizer, items, prompts, batch_size=4, share_prefix=share_prefix, max_length=max_length)
+    for row, prompt, length in zip(rows, prompts, lengths, strict=True):
+        assert row["truncated_tokens"] == max(length - max_length, 0)
+        expected = torch.softmax(torch.tensor(_harness_letter_logliks(model, tokenizer, prompt, max_length)), -1)
+        assert [row[f"prob_{letter}"] for letter in LETTERS] == pytest.approx(expected.tolist(), abs=1e-4)
+
+
+def test_prompts_within_the_context_are_not_truncated(batched):
+    assert [row["truncated_tokens"] for row in batched] == [0] * len(batched)

@@ -106,7 +106,9 @@ def _mmlu_tables(root: Path) -> None:
         correct = base_correct ^ (rng.random(30) < flip)
         probs = rng.dirichlet(np.ones(4), size=30)
         subjects = ["abstract_algebra", "philosophy", "econometrics"] * 10
-        frames[model] = mmlu_scored_frame(correct, subjects, [categories[i % 3] for i in range(30)], probs)
+        # r64_all's first 4 prompts did not fit the context (issue 31): the report counts them.
+        truncated = [120] * 4 + [0] * 26 if model == "r64_all" else 0
+        frames[model] = mmlu_scored_frame(correct, subjects, [categories[i % 3] for i in range(30)], probs, truncated)
     write_mmlu_tables(root, frames)
 
 
@@ -255,6 +257,12 @@ def test_the_report_names_the_model_its_source_and_checksum(built: dict) -> None
     text = (built["out"] / "summary.md").read_text()
     assert "**Base model**: Qwen2ForCausalLM, 1,777,088,000 parameters" in text
     assert f"sha256 `{QWEN_MANIFEST['sha256']}`" in text
+
+
+def test_the_report_counts_the_truncated_mmlu_questions(built: dict) -> None:
+    counts = {model: entry.get("truncated_questions") for model, entry in built["summary"]["mmlu"].items()}
+    assert counts == {"base": 0, "base_zero_shot": None, "r16_qv": 0, "r64_all": 4}
+    assert "questions truncated: `r64_all` 4." in (built["out"] / "summary.md").read_text()
 
 
 def test_the_report_names_the_sql_block_scored(built: dict) -> None:
