@@ -82,6 +82,18 @@ _WORKER_START_S = 60.0
 _ALLOWED_ACTIONS = frozenset(
     {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
 )
+# Pragmas that only read the schema (their argument names a table or an index, never a value to
+# set): allowed as statements and as table-valued functions (pragma_table_info('singer')), which
+# the official evaluator runs too. Pragmas that can change state (user_version = 1,
+# journal_mode, writable_schema) stay refused.
+READ_ONLY_PRAGMAS = frozenset(
+    "table_info table_xinfo table_list index_list index_info index_xinfo foreign_key_list "
+    "collation_list function_list module_list pragma_list database_list".split()
+)
+# Statements that read: only for them may a table-valued function (json_each, pragma_*) declare
+# its table, which SQLite reports as an UPDATE of sqlite_master (the connection is read-only, and
+# SQLite itself refuses to modify sqlite_master without writable_schema, which is refused).
+_READ_STATEMENTS = frozenset({"SELECT", "WITH", "VALUES"})
 # Authorizer action code -> name, to say in the reason what was refused.
 _ACTION_NAMES = {
     getattr(sqlite3, f"SQLITE_{name}"): name
@@ -149,6 +161,7 @@ class _Sandbox:
 
     def __init__(self, db_path: Path):
         self.deadline = float("inf")
+        self.reading = False  # the statement being prepared is a SELECT, WITH or VALUES
         self.denied: list[str] = []
         self.function_error: str | None = None
         self.conn = sqlite3.connect(f"{db_path.as_uri()}?mode=ro", uri=True, isolation_level=None)
@@ -174,9 +187,13 @@ class _Sandbox:
             raise ValueError(self.function_error)
         return value
 
-    def _authorize(self, action: int, arg1: str | None, *_: object) -> int:
+    def _authorize(self, action: int, arg1: str | None, arg2: str | None, database: str | None, *_: object) -> int:
         if action in _ALLOWED_ACTIONS:
             return sqlite3.SQLITE_OK
+        if action == sqlite3.SQLITE_PRAGMA and (arg1 or "").lower() in READ_ONLY_PRAGMAS:
+            return sqlite3.SQLITE_OK
+        if action == sqlite3.SQLITE_UPDATE and self.reading and arg1 == "sqlite_master" and database == "main":
+            return sqlite3.SQLITE_OK  # a table-valued function declaring its table
         self.denied.append(" ".join(filter(None, (_ACTION_NAMES.get(action, str(action)), arg1))))
         return sqlite3.SQLITE_DENY
 
@@ -220,6 +237,8 @@ def _run_sandboxed(db_path: str, sql: str, timeout_s: float, row_cap: int) -> _O
         return None, f"cannot open database: {exc}", False
     box.denied.clear()
     box.function_error = None
+    words = [token for token in sql_tokens(sql) if not (token.isspace() or token.startswith(("--", "/*")))]
+    box.reading = bool(words) and words[0].upper() in _READ_STATEMENTS
     timed_out = False
     try:
         box.deadline = time.monotonic() + timeout_s
@@ -343,7 +362,8 @@ def execute_query(
     it has not answered `timeout_s` (+0.1 s) after the request: the time bound
     holds for any query, including one long SQL function call. Fails (rows
     None, error set) on: several statements, any non-read action (write, DDL,
-    ATTACH/DETACH, PRAGMA, transaction), a value over MAX_VALUE_BYTES, more
+    ATTACH/DETACH, a PRAGMA other than READ_ONLY_PRAGMAS, transaction; read-only
+    table-valued functions such as json_each and pragma_table_info run), a value over MAX_VALUE_BYTES, more
     than `row_cap` rows or MAX_RESULT_BYTES of text, any SQLite error, a worker
     that died, and a result that arrives after `timeout_s` (timed_out True; the
     clock covers execution, fetching and the transfer of the rows, and a late

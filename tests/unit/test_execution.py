@@ -334,6 +334,12 @@ ADVERSARIAL = {
         "not authorized: PRAGMA writable_schema",
     ),
     "pragma journal_mode": ("PRAGMA journal_mode=DELETE", "not authorized: PRAGMA journal_mode"),
+    # table-valued forms of pragmas that can change state stay refused (issue 31)
+    "pragma_user_version": ("SELECT * FROM pragma_user_version", "not authorized: PRAGMA user_version"),
+    "pragma user_version=": ("PRAGMA user_version = 7", "not authorized: PRAGMA user_version"),
+    "pragma_journal_mode": ("SELECT * FROM pragma_journal_mode", "not authorized: PRAGMA journal_mode"),
+    "update sqlite_master": ("UPDATE sqlite_master SET sql = NULL", "may not be modified"),
+    "cte then update": ("WITH x AS (SELECT 1) UPDATE {table} SET {column} = NULL", "not authorized: UPDATE"),
     "recursive CTE": (
         "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT * FROM c",
         "row cap exceeded",
@@ -534,3 +540,31 @@ def test_a_gold_query_that_failed_once_is_run_again(concert_db: Path) -> None:
 def test_limits_that_would_fail_every_query_are_refused(concert_db: Path, timeout_s, row_cap) -> None:
     with pytest.raises(ValueError, match="timeout_s|row_cap"):
         score_pair(concert_db, "SELECT 1", "SELECT 1", timeout_s=timeout_s, row_cap=row_cap)
+
+
+# --- issue 31: read-only table-valued functions run, as in the official evaluator
+TABLE_VALUED = [
+    # (gold, prediction): the same result, the prediction through a table-valued function
+    ("SELECT count(*) FROM singer", "SELECT count(*) FROM singer, json_each('[1]')"),
+    ("SELECT 7", "SELECT count(*) FROM pragma_table_info('singer')"),
+    ("SELECT 'Name'", "SELECT name FROM pragma_table_info('singer') WHERE cid = 1"),
+    ("SELECT 2", "SELECT count(*) FROM json_tree('{\"a\": 1}')"),
+    ("SELECT 2", "WITH j AS (SELECT value FROM json_each('[3, 4]')) SELECT count(*) FROM j"),
+    (
+        "SELECT count(*) FROM singer",
+        "SELECT count(*) FROM singer WHERE Singer_ID IN (SELECT value FROM json_each('[1,2,3,4,5,6]'))",
+    ),
+    ("SELECT 'singer'", "SELECT name FROM pragma_table_list WHERE name = 'singer'"),
+]
+
+
+@pytest.mark.parametrize(("gold", "pred"), TABLE_VALUED)
+def test_read_only_table_valued_functions_score(spider_dir: Path, gold: str, pred: str) -> None:
+    db = spider_dir / "database" / "concert_singer" / "concert_singer.sqlite"
+    result = score_pair(db, gold, pred)
+    assert (result.score, result.reason) == (1.0, "match")
+
+
+def test_read_only_pragma_statements_run(spider_dir: Path) -> None:
+    db = spider_dir / "database" / "concert_singer" / "concert_singer.sqlite"
+    assert [row[1] for row in execute_query(db, "PRAGMA table_info(singer)").rows][:2] == ["Singer_ID", "Name"]
