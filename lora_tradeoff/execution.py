@@ -63,9 +63,20 @@ DEFAULT_ROW_CAP = 100_000
 # Largest string or blob SQLite may build (sqlite3_limit LENGTH): stops
 # randomblob(1e9)-style allocations inside the engine. Spider values are tiny.
 MAX_VALUE_BYTES = 1_000_000
-# Total str/bytes payload a result may hold; with the row cap this bounds the
-# memory one query can use (rows x MAX_VALUE_BYTES alone would not).
+# Memory a result may take in Python, values of every type counted (`_row_bytes`); with the row
+# cap this bounds the memory one query's rows take in the worker and again in the parent
+# (rows x MAX_VALUE_BYTES alone would not, nor would counting text only: 100,000 rows x 100
+# REAL columns are 10 M float objects, about 0.5 GB).
 MAX_RESULT_BYTES = 64_000_000
+# Bytes counted per row (its tuple) and per value (a pointer and, for a number or NULL, its
+# object): CPython's sizes, rounded up.
+_ROW_OVERHEAD = 64
+_VALUE_OVERHEAD = 32
+# SQLite's own heap in a query worker (`PRAGMA hard_heap_limit`, for the whole process): sorts,
+# temporary b-trees and hash tables of one query stay under it, and with temp_store = MEMORY so do
+# the temporary files an ORDER BY or GROUP BY on large values would otherwise write to disk.
+# Over it, the query fails with "out of memory".
+SQLITE_HEAP_LIMIT = 256_000_000
 # How many SQLite VM instructions run between two deadline checks: small enough
 # to stop within milliseconds, large enough that the check costs little.
 _PROGRESS_STEPS = 1_000
@@ -168,6 +179,8 @@ class _Sandbox:
         self.conn.text_factory = _decode_text
         self.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
         self.conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+        # Temporary tables, sorts and indexes in memory, where SQLITE_HEAP_LIMIT bounds them, not on disk.
+        self.conn.execute("PRAGMA temp_store = MEMORY")
         self.conn.set_authorizer(self._authorize)
         # A truthy return makes SQLite abort the running statement ("interrupted").
         self.conn.set_progress_handler(lambda: time.monotonic() > self.deadline, _PROGRESS_STEPS)
@@ -206,19 +219,24 @@ def _sandbox(db_path: Path, pid: int, thread: int) -> _Sandbox:
     return _Sandbox(db_path)
 
 
-def _payload_bytes(row: tuple) -> int:
-    return sum(len(v) for v in row if isinstance(v, (str, bytes)))
+def _row_bytes(row: tuple) -> int:
+    """Bytes `row` takes in Python, about: the tuple, a pointer per value, each number or NULL as
+    an object, each str or bytes as its length plus an object."""
+    return _ROW_OVERHEAD + sum(
+        _VALUE_OVERHEAD + (len(value) if isinstance(value, (str, bytes)) else 0) for value in row
+    )
 
 
 def _fetch_bounded(cursor: sqlite3.Cursor, row_cap: int) -> tuple[list[tuple] | None, str | None]:
-    """Fetch all rows unless there are more than `row_cap` or MAX_RESULT_BYTES of text."""
+    """Fetch all rows unless there are more than `row_cap` or they take more than MAX_RESULT_BYTES
+    (`_row_bytes`: values of every type count)."""
     rows: list[tuple] = []
     payload = 0
     while batch := cursor.fetchmany(_FETCH_BATCH):
         rows.extend(batch)
         if len(rows) > row_cap:
             return None, f"row cap exceeded (more than {row_cap} rows)"
-        payload += sum(_payload_bytes(row) for row in batch)
+        payload += sum(_row_bytes(row) for row in batch)
         if payload > MAX_RESULT_BYTES:
             return None, f"result too large (more than {MAX_RESULT_BYTES} bytes)"
     return rows, None
@@ -246,6 +264,8 @@ def _run_sandboxed(db_path: str, sql: str, timeout_s: float, row_cap: int) -> _O
             rows, error = _fetch_bounded(cursor, row_cap)
     except (sqlite3.Error, ValueError, OverflowError, MemoryError) as exc:
         rows, error = None, str(exc)
+        if isinstance(exc, MemoryError):  # SQLite's heap limit: Python raises it with no message
+            error = f"out of memory (SQLite may use {SQLITE_HEAP_LIMIT} bytes per query worker)"
         timed_out = isinstance(exc, sqlite3.OperationalError) and time.monotonic() > box.deadline
         if box.function_error and not timed_out:
             error = box.function_error
@@ -257,6 +277,8 @@ def _run_sandboxed(db_path: str, sql: str, timeout_s: float, row_cap: int) -> _O
 def _serve(read_fd: int, write_fd: int) -> None:
     """Main loop of a query worker: answer (db_path, sql, timeout_s, row_cap) requests until EOF."""
     requests, answers = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
+    with closing(sqlite3.connect(":memory:")) as connection:  # the limit is the process's, set once
+        connection.execute(f"PRAGMA hard_heap_limit = {SQLITE_HEAP_LIMIT}")
     answers.send("ready")
     while True:
         try:
@@ -364,7 +386,8 @@ def execute_query(
     None, error set) on: several statements, any non-read action (write, DDL,
     ATTACH/DETACH, a PRAGMA other than READ_ONLY_PRAGMAS, transaction; read-only
     table-valued functions such as json_each and pragma_table_info run), a value over MAX_VALUE_BYTES, more
-    than `row_cap` rows or MAX_RESULT_BYTES of text, any SQLite error, a worker
+    than `row_cap` rows or MAX_RESULT_BYTES (values of every type counted), SQLite's
+    heap over SQLITE_HEAP_LIMIT (temporary data included), any SQLite error, a worker
     that died, and a result that arrives after `timeout_s` (timed_out True; the
     clock covers execution, fetching and the transfer of the rows, and a late
     result is discarded). Never raises for a bad query.

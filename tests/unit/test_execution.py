@@ -568,3 +568,45 @@ def test_read_only_table_valued_functions_score(spider_dir: Path, gold: str, pre
 def test_read_only_pragma_statements_run(spider_dir: Path) -> None:
     db = spider_dir / "database" / "concert_singer" / "concert_singer.sqlite"
     assert [row[1] for row in execute_query(db, "PRAGMA table_info(singer)").rows][:2] == ["Singer_ID", "Name"]
+
+
+# --- issue 31: memory and temporary disk of one query are bounded whatever the value types
+ROWS_100K = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c LIMIT 100000)"
+BLOBS_1500 = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c LIMIT 1500)"
+DEGENERATE = {
+    # 100,000 rows x 100 REAL columns: 10 M floats, about 0.5 GB in each process when only text counted
+    "100k x 100 REAL": (f"{ROWS_100K} SELECT {', '.join(f'x * {i}.5' for i in range(100))} FROM c", "result too large"),
+    "100k x 100 NULL": (f"{ROWS_100K} SELECT {', '.join('NULL' for _ in range(100))} FROM c", "result too large"),
+    # sorting / grouping 1.35 GB of blobs wrote temporary files of that size
+    "ORDER BY blobs": (f"{BLOBS_1500} SELECT x FROM c ORDER BY zeroblob(900000) || x", "out of memory"),
+    "GROUP BY blobs": (f"{BLOBS_1500} SELECT count(*) FROM c GROUP BY randomblob(900000)", "out of memory"),
+}
+
+
+def _worker_peak_and_disk_writes() -> tuple[int, int]:
+    """(peak resident bytes, bytes written to storage) of this thread's query worker (Linux /proc)."""
+    pid = execution._worker().process.pid
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    io = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    return int(status["VmHWM"].split()[0]) * 1024, int(io["write_bytes"])
+
+
+@pytest.mark.parametrize("case", DEGENERATE.values(), ids=DEGENERATE.keys())
+def test_degenerate_queries_stay_within_the_memory_and_disk_bounds(spider_dir: Path, case: tuple) -> None:
+    """Measured here (2-core shared machine): worker peak ~100 MB for the wide results (was ~0.5 GB in the
+    worker and again in the parent), ~270 MB for the blob sorts (SQLite's heap limit of 256 MB), no disk
+    writes (was over 1 GB of temporary files), each in 0.5-3 s."""
+    sql, reason = case
+    db = spider_dir / "database" / "concert_singer" / "concert_singer.sqlite"
+    execution._stop_worker()  # a fresh worker: its peak is this query's
+    result = execute_query(db, sql, timeout_s=10.0)
+    peak, written = _worker_peak_and_disk_writes()
+    assert result.rows is None and reason in result.error and not result.timed_out
+    assert peak < execution.SQLITE_HEAP_LIMIT + 100_000_000  # the heap limit plus the interpreter
+    assert written < 1_000_000
+    assert result.seconds < 10.0
+
+
+def test_every_value_type_counts_toward_the_result_bound() -> None:
+    assert execution._row_bytes((1.5, None, 3)) == execution._row_bytes(("", b"", 0)) > 0
+    assert execution._row_bytes(("abc",)) == execution._row_bytes((0,)) + 3
