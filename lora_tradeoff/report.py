@@ -10,7 +10,8 @@
    per-item CSV rows (:mod:`lora_tradeoff.report_checks`) and a report whose numbers disagree
    with those rows is not written;
 3. sections (:mod:`lora_tradeoff.report_sections`, one renderer per section of ``summary.md``),
-   failure examples (:mod:`lora_tradeoff.report_failures`) and figures
+   failure examples (:mod:`lora_tradeoff.report_failures`), the same Markdown as HTML pages for
+   ``snakemake --report`` (:mod:`lora_tradeoff.report_html`) and figures
    (:mod:`lora_tradeoff.report_plots`).
 """
 
@@ -25,13 +26,23 @@ import numpy as np
 
 from lora_tradeoff.report_checks import headline_mismatches, recompute_from_items
 from lora_tradeoff.report_failures import FAILURE_RULE, failure_examples, render_failure_examples
+from lora_tradeoff.report_html import html_page
 from lora_tradeoff.report_inputs import BASELINE, ReportInputs
 from lora_tradeoff.report_plots import plot_all
-from lora_tradeoff.report_sections import render_summary
+from lora_tradeoff.report_sections import render_headline, render_summary
 from lora_tradeoff.report_summary import build_summary
 
 # Files write_report() writes into its output folder besides the figures (rules/report.smk lists the same names).
-TABLE_FILES = ("summary.md", "summary.json", "failure_examples.md", "failure_examples.json")
+TABLE_FILES = (
+    "summary.md",
+    "summary.json",
+    "failure_examples.md",
+    "failure_examples.json",
+    # The same tables as HTML pages, shown inside `snakemake --report` (lora_tradeoff/report_html.py).
+    "summary.html",
+    "headline.html",
+    "failure_examples.html",
+)
 
 
 def _json_default(value: Any) -> Any:
@@ -69,10 +80,14 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
-    (out / "summary.md").write_text(render_summary(summary))
+    summary_md, failures_md = render_summary(summary), render_failure_examples(examples, baseline)
+    (out / "summary.md").write_text(summary_md)
     (out / "failure_examples.json").write_text(
         json.dumps({"rule": FAILURE_RULE, "examples": examples}, indent=2, default=_json_default) + "\n"
     )
-    (out / "failure_examples.md").write_text(render_failure_examples(examples, baseline))
+    (out / "failure_examples.md").write_text(failures_md)
+    (out / "summary.html").write_text(html_page("Fine-tuning trade-off report", summary_md))
+    (out / "headline.html").write_text(html_page("Headline", "\n".join(render_headline(summary))))
+    (out / "failure_examples.html").write_text(html_page("Failure examples", failures_md))
     plot_all(summary, inputs, out)
     return summary

@@ -83,6 +83,7 @@ from lora_tradeoff.config_check import (
 )
 from lora_tradeoff.files import read_jsonl, write_json
 from lora_tradeoff.logs import Progress
+from lora_tradeoff.overlays import DROP
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 # What save_pretrained writes for a whole model: one file, or an index of shards (models over 5 GB).
@@ -170,6 +171,11 @@ class RunSpec:
         for key, expander in (("seeds", "seeds"), ("sweep", "sweep's points")):
             if key in values:
                 raise TrainingConfigError(f"{config_key(name, key)}: one RunSpec per run; expand the {expander} first")
+        if DROP in values:
+            raise TrainingConfigError(
+                f"{config_key(name, DROP)}: an overlay's instruction, not a setting; merge the config files first "
+                "(lora_tradeoff.overlays.merge_runs)"
+            )
         for key in ("target_modules", "layers_to_transform", "eval_steps"):
             if isinstance(values[key], list):
                 values[key] = tuple(values[key])

@@ -2,6 +2,8 @@ import os
 import sys
 from pathlib import Path
 
+from snakemake.common.configfile import load_configfile
+from snakemake.logging import logger
 from snakemake.utils import validate
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
@@ -13,10 +15,34 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 sys.path.insert(0, workflow.basedir)
 os.environ.update(LORA_TRADEOFF_SOURCE=workflow.basedir)
 
-from lora_tradeoff.config_check import LORA_ONLY_KEYS, config_problems
+from lora_tradeoff.config_check import LORA_ONLY_KEYS, config_problems, load_schema
 from lora_tradeoff.curve import expand_eval_steps
+from lora_tradeoff.overlays import Layer, apply_run_merge, layer_paths, source_name
 from lora_tradeoff.replicates import expand_seed_replicates
 from lora_tradeoff.sweeps import expand_sweeps
+
+# Snakemake replaced the run list of config.yaml by the last --configfile's; merge the files' own run
+# lists by name instead (lora_tradeoff/overlays.py) and say what each overlay did to them.
+_layers = [
+    Layer(source_name(path), load_configfile(str(path)))
+    for path in layer_paths(
+        workflow.configfiles,
+        workflow.overwrite_configfiles,
+        workflow.config_settings.replace_workflow_config,
+    )
+]
+_layers.append(Layer("--config", dict(workflow.config_settings.config)))
+try:
+    _run_changes = apply_run_merge(
+        config,
+        _layers,
+        load_schema(workflow.source_path("../schemas/config.schema.yaml")),
+    )
+except ValueError as error:
+    raise WorkflowError(f"Invalid configuration: {error}")
+if workflow.is_main_process:
+    for _change in _run_changes:
+        logger.info(_change.describe())
 
 _problems = config_problems(
     config, workflow.source_path("../schemas/config.schema.yaml")

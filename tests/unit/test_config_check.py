@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from lora_tradeoff.config_check import config_problems, describe, load_schema, run_schema, with_defaults
+from lora_tradeoff.overlays import Layer, apply_run_merge
 from lora_tradeoff.sweeps import expand_sweeps
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,11 +47,15 @@ def test_nan_and_infinity_are_refused_though_they_pass_minimum_and_maximum(confi
     ],
 )
 def test_shipped_overlays_give_valid_configs(config, overlays):
-    """The README's commands stack these files on config.yaml, as Snakemake merges --configfile."""
+    """The README's commands stack these files on config.yaml, as Snakemake merges --configfile and the
+    Snakefile then merges their runs by name (lora_tradeoff/overlays.py)."""
     from snakemake.utils import update_config
 
+    layers = [Layer("config.yaml", copy.deepcopy(config))]
     for name in overlays:
-        update_config(config, yaml.safe_load((REPO / "config" / name).read_text()))
+        layers.append(Layer(name, yaml.safe_load((REPO / "config" / name).read_text())))
+        update_config(config, layers[-1].config)
+    apply_run_merge(config, layers, load_schema(SCHEMA))
     assert problems(config) == []
     if "mmlu-full.yaml" in overlays:
         filled, errors = with_defaults(config, load_schema(SCHEMA))

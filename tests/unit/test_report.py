@@ -8,6 +8,7 @@ hyperparams.json from the real RunSpec. Nothing here reads /work/main/results.
 from __future__ import annotations
 
 import copy
+import html
 import json
 import shutil
 from pathlib import Path
@@ -24,12 +25,14 @@ from matplotlib.text import Text
 from lora_tradeoff.report import TABLE_FILES, write_report
 from lora_tradeoff.report_checks import headline_mismatches, recompute_headlines
 from lora_tradeoff.report_failures import FAILURE_RULE, failure_examples, render_failure_examples
+from lora_tradeoff.report_html import html_page
 from lora_tradeoff.report_inputs import load_inputs, standard_paths
 from lora_tradeoff.report_plots import FIGURE_FORMATS, FIGURES
 from lora_tradeoff.report_sections import render_intro, render_summary
 from lora_tradeoff.spider_scoring import score_predictions, summarize_scores
-from lora_tradeoff.stats import minimum_detectable_difference, wilson_interval
+from lora_tradeoff.stats import OVERALL, minimum_detectable_difference, wilson_interval
 from lora_tradeoff.training import LOG_COLUMNS, RunSpec
+from tests.html_tables import html_tables
 from tests.mmlu_rows import mmlu_scored_frame, write_mmlu_tables
 
 MODELS = ["base", "base_zero_shot", "r16_qv", "r64_all"]
@@ -332,6 +335,53 @@ def test_every_figure_exists_as_png_and_svg_and_is_not_blank(built: dict) -> Non
         assert svg.lstrip().startswith("<?xml") and "</svg>" in svg
     for name in TABLE_FILES:
         assert (built["out"] / name).stat().st_size > 0
+
+
+def test_the_html_pages_show_the_summary_tables_with_the_json_numbers(built: dict) -> None:
+    """headline.html, summary.html and failure_examples.html: what `snakemake --report` shows inside the report."""
+    out = built["out"]
+    summary = json.loads((out / "summary.json").read_text())
+    (headline,) = html_tables((out / "headline.html").read_text())
+    assert headline[0] == [
+        "model (Spider prompt)", "Spider EX %", "Δ EX pts [95% CI], MDD", "MMLU overall %", "Δ MMLU pts [95% CI], MDD",
+    ]  # fmt: skip
+    rows = {row[0].split(" (")[0]: row for row in headline[1:]}
+    assert list(rows) == summary["models"] == MODELS
+    for model, row in rows.items():
+        spider, mmlu = summary["spider"][model], summary["mmlu"][model]
+        assert row[1] == f"{spider['ex_pct']:.1f}"
+        if model != summary["baseline"]:
+            low, high = spider["delta_ci_low_points"], spider["delta_ci_high_points"]
+            assert row[2].startswith(f"{spider['delta_ex_points']:+.1f} [{low:+.1f}, {high:+.1f}], MDD ")
+        if mmlu["measured"]:
+            overall = mmlu["categories"][OVERALL]
+            assert row[3] == f"{overall['accuracy_pct']:.1f}"
+            if model != summary["baseline"]:
+                assert row[4].startswith(f"{overall['delta_points']:+.1f} [{overall['ci_low_points']:+.1f}, ")
+    assert rows["r64_all"][1] != rows["base"][1]  # the fixture's runs differ from the baseline: the check bites
+
+    # Every table of summary.md, rendered in summary.html, the headline first.
+    lines = (out / "summary.md").read_text().splitlines()
+    md_headers = [line for line, below in zip(lines, lines[1:], strict=False) if below.startswith("|---")]
+    tables = html_tables((out / "summary.html").read_text())
+    assert len(tables) == len(md_headers) > 5
+    assert [len(table[0]) for table in tables] == [line.count(" | ") + 1 for line in md_headers]
+    assert tables[0] == headline
+
+    # Each failure example's question, gold and predicted SQL as text (escaped in the HTML, read back whole).
+    examples = json.loads((out / "failure_examples.json").read_text())["examples"]
+    page = html.unescape((out / "failure_examples.html").read_text())
+    shown = [example for chosen in examples.values() for example in chosen]
+    assert shown
+    for example in shown:
+        assert example["question"] in page and example["gold_sql"] in page
+        assert (example["predicted_sql"] or example["raw_output"]) in page
+
+
+def test_an_html_page_escapes_text_that_looks_like_markup() -> None:
+    page = html_page("t", "**Question:** <script>alert(1)</script> & <b>x</b>\n\n| a |\n|---|\n| <i>1</i> |\n")
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;b&gt;x&lt;/b&gt;" in page
+    assert html_tables(page) == [[["a"], ["<i>1</i>"]]]
 
 
 def test_summary_md_has_the_tables(built: dict) -> None:

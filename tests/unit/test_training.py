@@ -112,7 +112,8 @@ def test_run_spec_reads_config_and_names_bad_keys():
 
 def test_run_spec_takes_its_fields_and_defaults_from_the_schema():
     schema = run_schema(load_schema())
-    assert {field.name for field in dataclasses.fields(RunSpec)} == set(schema["properties"]) - {"seeds", "sweep"}
+    not_settings = {"seeds", "sweep", "drop"}  # expanded or read before a run exists
+    assert {field.name for field in dataclasses.fields(RunSpec)} == set(schema["properties"]) - not_settings
     spec = RunSpec.from_config("plain", {})
     for key, value in spec.to_dict().items():
         assert value == schema["properties"][key].get("default", "plain"), key
@@ -122,6 +123,8 @@ def test_run_spec_takes_its_fields_and_defaults_from_the_schema():
         RunSpec.from_config("a", {"seeds": [1, 2]})
     with pytest.raises(TrainingConfigError, match=r"training\.runs\[a\]\.sweep: one RunSpec per run; expand the sweep"):
         RunSpec.from_config("a", {"sweep": {"r": [8, 16]}})
+    with pytest.raises(TrainingConfigError, match=r"training\.runs\[a\]\.drop: an overlay's instruction"):
+        RunSpec.from_config("a", {"drop": True})
 
 
 def test_nf4_without_cuda_fails_at_once_naming_the_key(tmp_path: Path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import collections
 import json
 import os
@@ -16,6 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.html_tables import html_tables
 from tests.workflow.smk import ENV, new_workdir, planned_jobs, snakemake, snakemake_command, write_config
 
 pytestmark = pytest.mark.slow
@@ -205,12 +207,51 @@ def test_target_runs_only_its_ancestors(tmp_path_factory, base_model_dir):
     )
 
 
-def test_html_report_is_self_contained(finished_run):
+def embedded_page(report_html: str, name: str) -> str:
+    """An HTML result of the report, decoded from the data: URL the report embeds it as."""
+    (encoded,) = re.findall(
+        rf"data:text/html;charset=utf8;filename={re.escape(name)};base64,([A-Za-z0-9+/=]+)", report_html
+    )
+    return base64.b64decode(encoded).decode()
+
+
+def test_html_report_is_self_contained_and_shows_the_tables(finished_run):
     snakemake(finished_run, "--report", "results/report.html")
     html = (finished_run / "results/report.html").read_text()
-    for figure in ("tradeoff", "mmlu_accuracy", "spider_hardness", "train_loss"):
+    for figure in ("frontier", "tradeoff", "mmlu_accuracy", "spider_hardness", "train_loss"):
         assert f"{figure}.png;base64,iVBORw0KGgo" in html  # the PNG itself, embedded (its magic bytes)
-    assert "summary.md" in html and "failure_examples.md" in html
+    # The tables as HTML pages (shown inside the report); Markdown and JSON are not offered as dead links.
+    summary = json.loads((finished_run / "results/report/summary.json").read_text())
+    (headline,) = html_tables(embedded_page(html, "headline.html"))
+    assert [row[0].split(" (")[0] for row in headline[1:]] == summary["models"]
+    assert [row[1] for row in headline[1:]] == [f"{summary['spider'][m]['ex_pct']:.1f}" for m in summary["models"]]
+    assert html_tables(embedded_page(html, "summary.html"))[0] == headline
+    assert "Selection rule." in embedded_page(html, "failure_examples.html")
+    assert "filename=summary.md" not in html and "filename=summary.json" not in html
+
+
+def test_html_report_in_a_browser(finished_run, tmp_path):
+    """Chromium opens the report: each landing-page link shows its result inside the report, the Trade-off
+    category lists the per-run figure first; screenshots of each view (bench/report_screenshots.py)."""
+    from bench.report_screenshots import VIEWS, find_browser, screenshots, view_dom
+
+    browser = find_browser()
+    if browser is None:
+        pytest.skip("no Chromium (apt-get install chromium)")
+    report = finished_run / "results/report.html"
+    if not report.exists():
+        snakemake(finished_run, "--report", "results/report.html")
+    for view, page in (
+        ("headline", "headline.html"),
+        ("summary", "summary.html"),
+        ("failure_examples", "failure_examples.html"),
+    ):
+        frame = re.search(r'<iframe src="([^"]+)"', view_dom(browser, report, view))
+        assert frame and f"filename={page};" in frame.group(1), view
+    entries = view_dom(browser, report, "tradeoff_category")
+    assert 0 < entries.index("1. per run: Δ Spider EX vs Δ MMLU") < entries.index("2. along training")
+    shots = screenshots(report, tmp_path, browser)
+    assert set(shots) == set(VIEWS) and all(png.stat().st_size > 20_000 for png in shots.values())
 
 
 def test_bad_config_fails_before_any_job(tmp_path_factory, base_model_dir):
