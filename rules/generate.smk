@@ -23,5 +23,7 @@ rule generate_sql:
         batch_size=config["generation"]["batch_size"],
         cuda_graphs=config["generation"]["cuda_graphs"],
         quantization=get_model_quantization,
+        dtype=config["dtype"],
+        rehearse_t4=config["rehearse_t4"],
     script:
         "../workflow_scripts/generate_sql.py"
