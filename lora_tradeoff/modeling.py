@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lora_tradeoff.precision import resolve_dtype, torch_dtype
+
 
 class AdapterMismatchError(ValueError):
     """Fine-tuned weights (an adapter or a whole model) were trained from another base model than the one configured."""
@@ -50,13 +52,6 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
-def inference_dtype(device: str) -> Any:
-    """bf16 on CUDA (fast, ample range); float32 on CPU, where bf16 matmuls are slow and lossy."""
-    import torch
-
-    return torch.bfloat16 if device.startswith("cuda") else torch.float32
-
-
 def check_adapter_matches(adapter_dir: Path, model_config: Any) -> None:
     """Fail with a clear message when an adapter cannot belong to this base model."""
     config_path = adapter_dir / "adapter_config.json"
@@ -79,16 +74,16 @@ def check_adapter_matches(adapter_dir: Path, model_config: Any) -> None:
         )
 
 
-def nf4_quantization_config() -> Any:
-    """QLoRA's 4-bit base: NF4 with double quantization, bf16 compute (training and inference alike)."""
-    import torch
+def nf4_quantization_config(compute_dtype: str) -> Any:
+    """QLoRA's 4-bit base: NF4 with double quantization, computing in ``compute_dtype`` (a resolved
+    :func:`lora_tradeoff.precision.resolve_dtype` name; training and inference alike)."""
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16,
+        bnb_4bit_compute_dtype=torch_dtype(compute_dtype),
     )
 
 
@@ -98,8 +93,13 @@ def load_model_and_tokenizer(
     device: str = "auto",
     merge_adapter: bool = True,
     quantization: str = "none",
+    dtype: str = "auto",
 ) -> tuple[Any, Any]:
     """Return ``(model, tokenizer)`` in eval mode on ``device``; the tokenizer is always ``model_dir``'s.
+
+    ``dtype`` is the config's precision setting, resolved for ``device`` by
+    :func:`lora_tradeoff.precision.resolve_dtype` (``auto``: bf16 on CUDA capability >= 8.0,
+    float16 below, float32 on CPU); the model's ``dtype`` attribute says what ran.
 
     ``weights_dir`` is a run's fine-tuned weights. A whole model folder (full fine-tuning) is
     loaded in place of the base model, in the same dtype. An adapter folder is applied with PEFT
@@ -114,6 +114,7 @@ def load_model_and_tokenizer(
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     device = resolve_device(device)
+    precision = resolve_dtype(dtype, device)  # before anything is loaded: a refusal comes at once
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     quantized = quantization == "nf4"
     if quantized:
@@ -124,18 +125,18 @@ def load_model_and_tokenizer(
             )
         model = AutoModelForCausalLM.from_pretrained(
             model_dir,
-            quantization_config=nf4_quantization_config(),
-            dtype=torch.bfloat16,
+            quantization_config=nf4_quantization_config(precision),
+            dtype=torch_dtype(precision),
             device_map={"": torch.device(device).index or 0},
         )
     elif weights_dir is not None and is_full_model(Path(weights_dir)):
         base_config = AutoConfig.from_pretrained(model_dir)
         check_full_model_matches(Path(weights_dir), base_config)
-        model = AutoModelForCausalLM.from_pretrained(weights_dir, dtype=inference_dtype(device)).to(device)
+        model = AutoModelForCausalLM.from_pretrained(weights_dir, dtype=torch_dtype(precision)).to(device)
         model.eval()
         return model, tokenizer
     else:
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=inference_dtype(device))
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype(precision))
         # On the device before the adapter: PEFT then loads the adapter there and merges it there.
         # Merging r 64 on every linear layer of Qwen2.5-Coder-1.5B on 2 CPU threads took 11-14 s
         # (its rule spent 17 s loading, 3 s without an adapter); on a GPU it is a few matmuls.
@@ -179,10 +180,14 @@ def apply_liger_kernels(model: Any) -> None:
 
 
 def load_from_manifest(
-    manifest_path: Path, weights_dir: Path | None = None, device: str = "auto", quantization: str = "none"
+    manifest_path: Path,
+    weights_dir: Path | None = None,
+    device: str = "auto",
+    quantization: str = "none",
+    dtype: str = "auto",
 ) -> tuple[Any, Any]:
     """:func:`load_model_and_tokenizer` on the checkpoint named by the get_base_model manifest."""
     from lora_tradeoff.model_source import read_manifest
 
     model_dir = read_manifest(manifest_path)["model_dir"]
-    return load_model_and_tokenizer(Path(model_dir), weights_dir, device, quantization=quantization)
+    return load_model_and_tokenizer(Path(model_dir), weights_dir, device, quantization=quantization, dtype=dtype)

@@ -158,12 +158,25 @@ def hyperparameter_row(record: Mapping[str, Any]) -> dict[str, Any]:
 
 def training_precision(record: Mapping[str, Any]) -> str | None:
     """How one run computed, from its hyperparams.json: the dtype of the model's weights as loaded
-    (float32 for full fine-tuning's master weights; bfloat16 or 4-bit for a frozen LoRA base) and
-    whether the passes ran under bf16 autocast."""
+    (float32 for full fine-tuning's master weights; bfloat16, float16 or 4-bit for a frozen LoRA
+    base), the trainable weights' dtype where it differs, the autocast (bf16, or fp16 with loss
+    scaling) and the workflow's ``dtype`` setting where it was ``auto`` (records before that key
+    existed say nothing of it)."""
     dtype = record.get("base_dtype")
     if dtype is None:
         return None
-    return f"{dtype} weights, bf16 autocast" if record.get("bf16") else f"{dtype} weights"
+    parts = [f"{dtype} weights"]
+    trainable = record.get("trainable_dtype")
+    if trainable and trainable != dtype:
+        parts.append(f"{trainable} trainable")
+    if record.get("bf16"):
+        parts.append("bf16 autocast")
+    elif record.get("fp16"):
+        parts.append("fp16 autocast + loss scaling")
+    text = ", ".join(parts)
+    if record.get("dtype_setting") == "auto" and record.get("dtype"):
+        text += f" (dtype auto: {record['dtype']})"
+    return text
 
 
 def training_cost_row(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ trained by :func:`fine_tune` into ``results/runs/<name>/``:
 
 Full fine-tuning (``method: full``) is the same trainer without a PEFT config: the weights stay
 float32 (the optimizer's master copy; bf16 weights alone round away updates smaller than 1/256
-of a weight) and the forward and backward passes run under bf16 autocast on a GPU. Its memory is
+of a weight) and the forward and backward passes run under bf16 or float16 autocast on a GPU. Its memory is
 the weights, gradients and AdamW state, 16 bytes per parameter, plus activations: 42 GB at batch
 32 with gradient checkpointing for a 1.5B model. The lean path for a 24 GB card: ``optim:
 adamw_8bit`` (bitsandbytes; the two moments in 8 bits, 10 instead of 16 bytes per parameter),
@@ -37,7 +37,9 @@ prompt-completion masking would also train that trailing newline.
 
 Speed levers (GPU), all off or neutral by default so CPU runs work unchanged:
 
-* ``bf16: auto``: bf16 weights + autocast on a bf16-capable CUDA GPU, float32 elsewhere;
+* the workflow's ``dtype: auto`` (:mod:`lora_tradeoff.precision`): a bf16 LoRA base + bf16
+  autocast on CUDA capability >= 8.0, a float16 base + float16 autocast with loss scaling below
+  (T4), float32 on CPU; trainable weights stay float32 throughout;
 * ``packing: true``: padding-free batches: the batch's examples are concatenated into one
   row with restarting ``position_ids``; attention stays within each example (transformers
   derives the block-diagonal mask from ``position_ids``, or the varlen kernel uses the
@@ -84,6 +86,7 @@ from lora_tradeoff.config_check import (
 from lora_tradeoff.files import read_jsonl, write_json
 from lora_tradeoff.logs import Progress
 from lora_tradeoff.overlays import DROP
+from lora_tradeoff.precision import autocast_flags, resolve_dtype, torch_dtype
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 # What save_pretrained writes for a whole model: one file, or an index of shards (models over 5 GB).
@@ -147,7 +150,6 @@ class RunSpec:
     packing: bool
     group_by_length: bool
     gradient_checkpointing: bool
-    bf16: bool | str
     torch_compile: bool
     attn_implementation: str
     liger_kernel: bool
@@ -268,17 +270,6 @@ def check_optimizer_supported(spec: RunSpec, device: str) -> None:
         )
 
 
-def resolve_bf16(spec: RunSpec, device: str) -> bool:
-    """``auto``: bf16 only on a bf16-capable CUDA GPU (CPU bf16 matmuls are slow and lossy)."""
-    import torch
-
-    if spec.bf16 == "auto":
-        return device == "cuda" and torch.cuda.is_bf16_supported()
-    if spec.bf16 and device != "cuda":
-        raise TrainingConfigError(f"{config_key(spec.name, 'bf16')}: true needs a CUDA GPU; use auto or false")
-    return bool(spec.bf16)
-
-
 # ----------------------------------------------------------------------------- data
 
 
@@ -378,10 +369,15 @@ def last_complete_checkpoint(checkpoint_dir: Path) -> Path | None:
     return complete[-1] if complete else None
 
 
-def run_fingerprint(spec: RunSpec, model_dir: Path, train_jsonl: Path) -> dict[str, Any]:
-    """What a checkpoint must have been trained with to be resumed: spec, base model, data."""
+def run_fingerprint(spec: RunSpec, model_dir: Path, train_jsonl: Path, dtype: str = "auto") -> dict[str, Any]:
+    """What a checkpoint must have been trained with to be resumed: spec, precision setting, base model, data."""
     digest = hashlib.sha256(Path(train_jsonl).read_bytes()).hexdigest()
-    return {"spec": spec.to_dict(), "model_dir": str(Path(model_dir).resolve()), "train_sha256": digest}
+    return {
+        "spec": spec.to_dict(),
+        "dtype": dtype,
+        "model_dir": str(Path(model_dir).resolve()),
+        "train_sha256": digest,
+    }
 
 
 def prepare_resume(checkpoint_dir: Path, fingerprint: dict[str, Any], progress: Callable[[str], None]) -> Path | None:
@@ -442,8 +438,10 @@ def build_lora_config(spec: RunSpec, target_modules: list[str]) -> Any:
     )
 
 
-def build_sft_config(spec: RunSpec, checkpoint_dir: Path, bf16: bool, device: str = "cpu") -> Any:
-    """The TRL/Trainer arguments of a run on ``device`` (everything not set here is the library default)."""
+def build_sft_config(spec: RunSpec, checkpoint_dir: Path, dtype: str = "float32", device: str = "cpu") -> Any:
+    """The TRL/Trainer arguments of a run on ``device`` computing in the resolved ``dtype``
+    (``bf16``/``fp16`` autocast from :func:`lora_tradeoff.precision.autocast_flags`; everything not
+    set here is the library default)."""
     from trl import SFTConfig
 
     return SFTConfig(
@@ -463,8 +461,8 @@ def build_sft_config(spec: RunSpec, checkpoint_dir: Path, bf16: bool, device: st
         save_steps=spec.save_steps,
         save_total_limit=SAVE_TOTAL_LIMIT[spec.method],
         optim=spec.optim,
-        bf16=bf16,
-        fp16=False,
+        **autocast_flags(dtype),
+        use_cpu=device != "cuda",  # transformers takes bf16 autocast on a CPU only when told it is one
         gradient_checkpointing=spec.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if spec.gradient_checkpointing else None,
         torch_compile=spec.torch_compile,
@@ -483,13 +481,23 @@ def build_sft_config(spec: RunSpec, checkpoint_dir: Path, bf16: bool, device: st
     )
 
 
-def load_base_model(spec: RunSpec, model_dir: Path, bf16: bool) -> Any:
-    """The base model for training: float32 on CPU, bf16 on GPU, 4-bit NF4 for QLoRA.
+def base_weights_dtype(spec: RunSpec, dtype: str) -> str:
+    """The dtype the base model's weights load in for training with the resolved ``dtype``.
 
-    Full fine-tuning keeps float32 weights also with bf16 (autocast computes in bf16): the
-    weights are the optimizer's master copy, and in bf16 (8 bits of mantissa) an update smaller
-    than 1/256 of a weight would be rounded away, as most are at learning rates near 1e-5.
+    A LoRA base is frozen, so it loads in ``dtype`` (bf16 or float16 on a GPU; PEFT keeps the
+    adapter, the trainable part, in float32). QLoRA's non-quantized weights load in ``dtype`` too
+    (``prepare_model_for_kbit_training`` then casts them to float32). Full fine-tuning keeps float32
+    weights whatever the autocast: the weights are the optimizer's master copy, and in bf16 (8 bits
+    of mantissa) an update smaller than 1/256 of a weight would be rounded away, as most are at
+    learning rates near 1e-5; float16 master weights would also break loss scaling (the Trainer
+    refuses to unscale float16 gradients).
     """
+    return "float32" if spec.method == "full" else dtype
+
+
+def load_base_model(spec: RunSpec, model_dir: Path, dtype: str = "float32") -> Any:
+    """The base model for training in the resolved ``dtype`` (:func:`base_weights_dtype`); 4-bit NF4
+    computing in ``dtype`` for QLoRA."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -497,11 +505,9 @@ def load_base_model(spec: RunSpec, model_dir: Path, bf16: bool) -> Any:
     if spec.quantization == "nf4":
         from lora_tradeoff.modeling import nf4_quantization_config
 
-        kwargs["quantization_config"] = nf4_quantization_config()
+        kwargs["quantization_config"] = nf4_quantization_config(dtype)
         kwargs["device_map"] = {"": torch.cuda.current_device()}
-        kwargs["dtype"] = torch.bfloat16
-    else:
-        kwargs["dtype"] = torch.bfloat16 if bf16 and spec.method == "lora" else torch.float32
+    kwargs["dtype"] = torch_dtype(base_weights_dtype(spec, dtype))
     model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
     if spec.quantization == "nf4":
         from peft import prepare_model_for_kbit_training
@@ -516,10 +522,15 @@ def build_trainer(
     rows: Sequence[dict[str, Any]],
     checkpoint_dir: Path,
     callbacks: Sequence[Any] = (),
+    dtype: str = "auto",
 ) -> tuple[Any, dict[str, Any]]:
     """An ``SFTTrainer`` ready to train ``spec`` on ``rows``, and facts about it for the record.
 
-    The facts: device, dtype, bf16, resolved target modules, data statistics.
+    ``dtype`` is the workflow's precision setting, resolved for the training device by
+    :func:`lora_tradeoff.precision.resolve_dtype` (a refusal raises
+    :class:`~lora_tradeoff.precision.PrecisionError` before anything is loaded).
+    The facts: device, the resolved dtype, the weights' dtype, bf16/fp16 autocast, resolved target
+    modules, data statistics.
     """
     from transformers import AutoTokenizer, PrinterCallback
     from trl import SFTTrainer
@@ -528,32 +539,47 @@ def build_trainer(
     device = training_device()
     check_attention_supported(spec, device)
     check_liger_supported(spec, device)
-    bf16 = resolve_bf16(spec, device)
+    precision = resolve_dtype(dtype, device)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     dataset, data_stats = build_train_dataset(tokenizer, rows, spec.max_seq_len)
     check_optimizer_supported(spec, device)
-    model = load_base_model(spec, model_dir, bf16)
+    model = load_base_model(spec, model_dir, precision)
     target_modules = resolve_target_modules(model, spec.target_modules) if spec.method == "lora" else []
     trainer = SFTTrainer(
         model=model,
-        args=build_sft_config(spec, checkpoint_dir, bf16, device),
+        args=build_sft_config(spec, checkpoint_dir, precision, device),
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=build_lora_config(spec, target_modules) if spec.method == "lora" else None,
         callbacks=list(callbacks),
     )
     trainer.remove_callback(PrinterCallback)  # progress goes through TrainLogCallback instead
+    if spec.quantization == "nf4" and precision != "bfloat16":
+        # TRL casts a quantized model's adapter to bf16 (the QLoRA paper's choice, with bf16 autocast).
+        # Under float16 autocast the trainable weights stay float32: loss scaling cannot unscale
+        # half-precision gradients, and a T4 has no bf16. The optimizer is built later, in train().
+        for param in trainer.model.parameters():
+            if param.requires_grad:
+                param.data = param.data.float()
     trainer.add_callback(FiniteGradientGuard(spec.name, checkpoint_dir))
     facts = {
         "device": device,
         "device_name": _device_name(device),
+        "dtype": precision,
         "base_dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-        "bf16": bf16,
+        "trainable_dtype": _trainable_dtype(trainer.model),
+        **autocast_flags(precision),
         "target_modules": target_modules,
         "data": data_stats,
         "cudnn_attention": use_safe_attention_kernels(spec, device),
     }
     return trainer, facts
+
+
+def _trainable_dtype(model: Any) -> str | None:
+    """The dtype of the trainable weights (float32 under every autocast), None when nothing trains."""
+    dtypes = sorted({str(param.dtype).removeprefix("torch.") for param in model.parameters() if param.requires_grad})
+    return ",".join(dtypes) or None
 
 
 def use_safe_attention_kernels(spec: RunSpec, device: str) -> bool | None:
@@ -803,8 +829,12 @@ def fine_tune(
     train_jsonl: Path,
     out_dir: Path,
     progress: Callable[[str], None] | None = None,
+    dtype: str = "auto",
 ) -> dict[str, Any]:
     """Train ``spec`` on ``train_jsonl`` into ``out_dir``; return what hyperparams.json records.
+
+    ``dtype`` is the workflow's precision setting (``auto``, ``bfloat16``, ``float16``,
+    ``float32``; :mod:`lora_tradeoff.precision`); hyperparams.json records it and what it resolved to.
 
     Resumes from the newest complete checkpoint in ``out_dir/checkpoints`` when the same
     spec, base model and data left one (e.g. a run killed mid-way). Errors propagate; the
@@ -812,11 +842,12 @@ def fine_tune(
     """
     progress = progress or (lambda message: None)
     check_quantization_supported(spec)  # before anything slow is loaded
+    resolve_dtype(dtype, training_device())
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_dir = out_dir / "checkpoints"
     log_path = out_dir / "train_log.csv"
-    fingerprint = run_fingerprint(spec, model_dir, train_jsonl)
+    fingerprint = run_fingerprint(spec, model_dir, train_jsonl, dtype)
     resume_from = prepare_resume(checkpoint_dir, fingerprint, progress)
     if resume_from is None:
         log_path.unlink(missing_ok=True)
@@ -830,7 +861,7 @@ def fine_tune(
     callbacks: list[Any] = [log_callback]
     if spec.eval_steps:
         callbacks.append(StepWeightsCallback(spec.name, spec.eval_steps, out_dir))
-    trainer, facts = build_trainer(spec, model_dir, read_jsonl(train_jsonl), checkpoint_dir, callbacks)
+    trainer, facts = build_trainer(spec, model_dir, read_jsonl(train_jsonl), checkpoint_dir, callbacks, dtype)
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     # A whole model folder carries its tokenizer, so it loads on its own; an adapter needs the base's.
     tokenizer = trainer.processing_class if spec.method == "full" else None
@@ -852,10 +883,21 @@ def fine_tune(
         "effective_batch_size": spec.per_device_batch_size * spec.grad_accumulation,
         "versions": library_versions(),
         "seed": spec.seed,
+        "dtype_setting": dtype,
         **{
             key: facts[key]
-            for key in ("device", "device_name", "base_dtype", "bf16", "target_modules", "cudnn_attention")
-        },
+            for key in (
+                "device",
+                "device_name",
+                "dtype",
+                "base_dtype",
+                "trainable_dtype",
+                "bf16",
+                "fp16",
+                "target_modules",
+                "cudnn_attention",
+            )
+        },  # fmt: skip
         "base_model_dir": str(model_dir),
         "train_jsonl": str(train_jsonl),
         "train_sha256": fingerprint["train_sha256"],

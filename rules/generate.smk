@@ -24,5 +24,7 @@ rule generate_sql:
         cuda_graphs=config["generation"]["cuda_graphs"],
         sql_block=config["generation"]["sql_block"],
         quantization=get_model_quantization,
+        dtype=config["dtype"],
+        rehearse_t4=config["rehearse_t4"],
     script:
         "../workflow_scripts/generate_sql.py"

@@ -49,6 +49,8 @@ rule score_mmlu:
         use_chat_template=config["mmlu"]["use_chat_template"],
         share_prefix=config["mmlu"]["share_prefix"],
         quantization=get_model_quantization,
+        dtype=config["dtype"],
+        rehearse_t4=config["rehearse_t4"],
         batch_size=config["mmlu"]["batch_size"],
         pad_tolerance=config["mmlu"]["pad_tolerance"],
     script:

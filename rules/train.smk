@@ -26,6 +26,9 @@ rule fine_tune:
         runtime=120,
     params:
         **get_run_params(),
+        # The precision setting, resolved on the job's own device (lora_tradeoff/precision.py).
+        dtype=config["dtype"],
+        rehearse_t4=config["rehearse_t4"],
     script:
         "../workflow_scripts/fine_tune.py"
 

@@ -7,14 +7,21 @@ from lora_tradeoff.generation import generate_sql
 from lora_tradeoff.gpus import claim_gpu
 from lora_tradeoff.logs import peak_gpu_memory, rule_logger
 from lora_tradeoff.modeling import load_from_manifest
+from lora_tradeoff.precision import rehearse_t4
 
 log = rule_logger(snakemake.log[0], f"generate_sql[{snakemake.wildcards.model}]")
 if (gpu := claim_gpu()) is not None:  # several GPUs: this job's own (lora_tradeoff/gpus.py)
     log.info("on GPU %s", gpu)
 torch.set_num_threads(snakemake.threads)
+if rehearse_t4(snakemake.params.rehearse_t4):
+    log.info("T4 rehearsal: capability 7.5, no flash/cuDNN attention, 15 GiB cap")
 weights = snakemake.input.weights[0] if snakemake.input.weights else None
-model, tokenizer = load_from_manifest(snakemake.input.model, weights, quantization=snakemake.params.quantization)
-log.info("model on %s, fine-tuned weights %s", model.device, weights)
+model, tokenizer = load_from_manifest(
+    snakemake.input.model, weights, quantization=snakemake.params.quantization, dtype=snakemake.params.dtype
+)
+log.info(
+    "model on %s in %s (dtype: %s), fine-tuned weights %s", model.device, model.dtype, snakemake.params.dtype, weights
+)
 rows = generate_sql(
     model,
     tokenizer,

@@ -9,13 +9,21 @@ from lora_tradeoff.logs import peak_gpu_memory, rule_logger
 from lora_tradeoff.mmlu import format_prompt, group_by_subject, score_mmlu, target_delimiter
 from lora_tradeoff.mmlu_data import read_suite_csv
 from lora_tradeoff.modeling import load_from_manifest
+from lora_tradeoff.precision import rehearse_t4
 
 log = rule_logger(snakemake.log[0], f"score_mmlu[{snakemake.wildcards.model}]")
 if (gpu := claim_gpu()) is not None:  # several GPUs: this job's own (lora_tradeoff/gpus.py)
     log.info("on GPU %s", gpu)
 torch.set_num_threads(snakemake.threads)
+if rehearse_t4(snakemake.params.rehearse_t4):
+    log.info("T4 rehearsal: capability 7.5, no flash/cuDNN attention, 15 GiB cap")
 weights = snakemake.input.weights[0] if snakemake.input.weights else None
-model, tokenizer = load_from_manifest(snakemake.input.model, weights, quantization=snakemake.params.quantization)
+model, tokenizer = load_from_manifest(
+    snakemake.input.model, weights, quantization=snakemake.params.quantization, dtype=snakemake.params.dtype
+)
+log.info(
+    "model on %s in %s (dtype: %s), fine-tuned weights %s", model.device, model.dtype, snakemake.params.dtype, weights
+)
 suite = read_suite_csv(snakemake.input.suite)
 dev = group_by_subject(read_jsonl(snakemake.input.dev))
 use_chat = snakemake.params.use_chat_template

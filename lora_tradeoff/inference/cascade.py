@@ -30,6 +30,8 @@ import torch
 from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.masking_utils import sdpa_mask
 
+from lora_tradeoff.precision import device_capability
+
 # The additive bias of a key a query may not attend to. Finite and far below any attention score
 # (exp(-30000) is 0 in float32), not the dtype's minimum: for a query that sees none of its own keys
 # (a pad position) CUDA's memory-efficient kernel returned output 0 and log-sum-exp 0 when the bias
@@ -114,7 +116,10 @@ class SharedPrefixes:
 
 def varlen_flash_available(query_like: torch.Tensor) -> bool:
     """Whether torch's variable-length flash-attention kernel runs here: CUDA with compute capability
-    8.0 or newer, float16/bfloat16, head dimension a multiple of 8 up to 256, flash SDPA enabled."""
+    8.0 or newer, float16/bfloat16, head dimension a multiple of 8 up to 256, flash SDPA enabled.
+
+    Below 8.0 (a T4; or a T4 rehearsal, :func:`lora_tradeoff.precision.rehearse_t4`) the per-group
+    path runs instead, on the memory-efficient kernel, which takes float16 and float32 there."""
     if query_like.device.type != "cuda" or query_like.dtype not in (torch.float16, torch.bfloat16):
         return False
     head_dim = query_like.shape[-1]
@@ -122,7 +127,7 @@ def varlen_flash_available(query_like: torch.Tensor) -> bool:
         head_dim % 8 == 0
         and head_dim <= 256
         and torch.backends.cuda.flash_sdp_enabled()
-        and torch.cuda.get_device_capability(query_like.device) >= (8, 0)
+        and device_capability(str(query_like.device)) >= (8, 0)
     )
 
 

@@ -225,8 +225,8 @@ def test_keys_yaml_reads_as_numbers_or_booleans_give_one_line(config):
     assert problems(config) == [
         "config.training.runs[0]: unknown key(s) 1; allowed keys: "
         + ", ".join(sorted(run_schema(load_schema(SCHEMA))["properties"])),
-        "config: unknown key(s) True; allowed keys: generation, mmlu, model, prompt, scoring, spider, training, "
-        "wheel_dir",
+        "config: unknown key(s) True; allowed keys: dtype, generation, mmlu, model, prompt, rehearse_t4, scoring, "
+        "spider, training, wheel_dir",
     ]
 
 

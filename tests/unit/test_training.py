@@ -224,6 +224,10 @@ def test_loss_falls_and_everything_is_on_record(trained):
     assert saved["sft_args"]["learning_rate"] == 5e-3 and saved["sft_args"]["max_steps"] == 6
     assert set(saved["versions"]) >= {"torch", "transformers", "peft", "trl"}
     assert saved["device"] == "cpu" and saved["base_dtype"] == "float32"
+    # dtype auto on a CPU: float32 throughout, no autocast (lora_tradeoff/precision.py)
+    assert (saved["dtype_setting"], saved["dtype"], saved["trainable_dtype"]) == ("auto", "float32", "float32")
+    assert (saved["bf16"], saved["fp16"]) == (False, False)
+    assert (saved["sft_args"]["bf16"], saved["sft_args"]["fp16"]) == (False, False)
     assert saved["train_examples"] == 2 and saved["global_steps"] == 6 and saved["resumed"] is False
     assert saved["train_tokens_per_epoch"] > saved["train_label_tokens_per_epoch"] > 0
     assert 0 < saved["trainable_share"] < 0.01
@@ -235,6 +239,38 @@ def test_loss_falls_and_everything_is_on_record(trained):
         "gradient_checkpointing": False,
         "liger_layer_kernels": 0,
     }
+
+
+def test_bfloat16_trains_a_frozen_bf16_base_under_autocast_with_float32_adapter_weights(
+    tmp_path, base_model_dir, train_jsonl
+):
+    """The mixed-precision path a GPU takes (half-precision base, float32 trainable weights,
+    autocast), run for real on the CPU, where accelerate autocasts bf16 (not float16)."""
+    spec = RunSpec.from_config("bf16", {**TEST_RUN, "max_steps": 2, "save_steps": 100})
+    record = fine_tune(spec, base_model_dir, train_jsonl, tmp_path / "bf16", dtype="bfloat16")
+    assert (record["dtype_setting"], record["dtype"]) == ("bfloat16", "bfloat16")
+    assert (record["base_dtype"], record["trainable_dtype"]) == ("bfloat16", "float32")
+    assert (record["bf16"], record["fp16"], record["sft_args"]["bf16"]) == (True, False, True)
+    losses = [row["loss"] for row in read_train_log(tmp_path / "bf16" / "train_log.csv")]
+    assert len(losses) == 2 and all(0 < loss < 20 for loss in losses), losses
+
+
+def test_float16_on_a_cpu_is_refused_before_anything_is_written(tmp_path, base_model_dir, train_jsonl):
+    from lora_tradeoff.precision import PrecisionError
+
+    spec = RunSpec.from_config("fp16", {**TEST_RUN, "max_steps": 1})
+    with pytest.raises(PrecisionError, match=r"^dtype: float16 needs a CUDA GPU"):
+        fine_tune(spec, base_model_dir, train_jsonl, tmp_path / "fp16", dtype="float16")
+    assert not (tmp_path / "fp16").exists()
+
+
+def test_a_checkpoint_of_another_precision_setting_is_not_resumed(train_jsonl, base_model_dir):
+    from lora_tradeoff.training import run_fingerprint
+
+    spec = RunSpec.from_config("p", TEST_RUN)
+    assert run_fingerprint(spec, base_model_dir, train_jsonl, "auto") != run_fingerprint(
+        spec, base_model_dir, train_jsonl, "float32"
+    )
 
 
 def test_gradient_checkpointing_is_on_record_as_it_ran(tmp_path, base_model_dir, sft_rows):
