@@ -7,7 +7,7 @@ import os
 # Threads that wait for work sleep instead of spinning (GNU OpenMP, read when torch loads).
 # On a busy 2-core machine, torch's two spinning threads took the cores from the thread with
 # the work: a decode step of SmolLM2 took 1.1-4.3 s against 0.21 s when waiting threads sleep,
-# a 2,400-token prefill 14.6 s against 8.9 s (docs/results.md, "Speed on a CPU"). Set it to override.
+# a 2,400-token prefill 14.6 s against 8.9 s (docs/speed.md, "Speed on a CPU"). Set it to override.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 

@@ -1,4 +1,4 @@
-"""bench/run_all.py's table on the figures an H200 run wrote (docs/results-h100/benchmarks.json, SmolLM2-135M)."""
+"""bench/run_all.py's table on the figures an H200 run wrote (docs/results/smollm2-135m-h200/benchmarks.json, SmolLM2-135M)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from bench.run_all import (
     visible_gpus,
 )
 
-RAW = json.loads((Path(__file__).resolve().parents[2] / "docs/results-h100/benchmarks.json").read_text())
+RAW = json.loads((Path(__file__).resolve().parents[2] / "docs/results/smollm2-135m-h200/benchmarks.json").read_text())
 SMOLLM2 = PROFILES[("llama", 576, 30)]
 QWEN = PROFILES[("qwen2", 1536, 28)]
 
@@ -348,7 +348,7 @@ def test_each_model_gets_a_gpu_named_as_its_child_process_sees_it(monkeypatch):
 
 def test_the_committed_two_model_table_is_what_its_figures_render():
     """docs/...-mmlu-full/bench/benchmarks.md was written by run_all from benchmarks.json beside it."""
-    folder = Path(__file__).resolve().parents[2] / "docs/qwen2.5-coder-1.5b-2xh200-mmlu-full/bench"
+    folder = Path(__file__).resolve().parents[2] / "docs/results/qwen2.5-coder-1.5b-2xh200-mmlu-full/bench"
     raw = json.loads((folder / "benchmarks.json").read_text())
     by_label = {profile.label: profile for profile in PROFILES.values()}
     profiles = {name: by_label[figures["label"]] for name, figures in raw["models"].items()}
