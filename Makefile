@@ -35,6 +35,7 @@ lint: venv
 	$(BIN)/snakefmt --check Snakefile rules/
 	$(BIN)/snakemake --lint
 	$(BIN)/ruff check .
+	$(BIN)/python -m lora_tradeoff.config_reference --check config/README.md
 
 test: venv lint
 	$(BIN)/pytest -q --durations=15
