@@ -1,4 +1,7 @@
-"""bench/run_all.py's table on the figures an H200 run wrote (docs/results/smollm2-135m-h200/benchmarks.json, SmolLM2-135M)."""
+"""bench/run_all.py's table on the figures an H200 run wrote (SmolLM2-135M).
+
+The figures: docs/results/smollm2-135m-h200/benchmarks.json.
+"""
 
 from __future__ import annotations
 
