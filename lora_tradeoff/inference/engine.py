@@ -1,7 +1,7 @@
 """Our inference engine: batched greedy generation and continuation log-likelihood.
 
 `BatchedEngine.generate_until` is token-for-token the output of ``model.generate(do_sample=False)``
-run on one prompt at a time, cut at the first stop (`lora_tradeoff.generation.stop_point`
+run on one prompt at a time, cut at the first stop (`lora_tradeoff.spider.generation.stop_point`
 for SQL), and much faster (on an H200, all 1034 three-shot Spider dev prompts of
 Qwen2.5-Coder-1.5B in one batch: 328-392 q/s; at batch 512 ours 204 q/s, transformers'
 batched ``generate`` 16 q/s; docs/qwen2.5-coder-1.5b-h200-bench):
