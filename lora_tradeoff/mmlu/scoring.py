@@ -154,8 +154,7 @@ def encode_contexts(
 
     The same ids as one ``encode`` per text, from batched tokenizer calls: a fast tokenizer
     encodes a batch on all cores (unless ``TOKENIZERS_PARALLELISM=false``), and one call per
-    text cost about 5 ms per MMLU question, 70 s on the 14,042-question test split, a
-    large share of its scoring time on a GPU.
+    text cost a large share of a full-split run's scoring time on a GPU (figures: docs/results.md).
     Raises ValueError when a context is empty or a continuation adds no token of its own.
     """
     check_contexts(contexts)
@@ -256,9 +255,9 @@ def _loglik_predictions(
     With ``share_prefix`` the prompts are tokenized group by group (subjects, each whole, in
     order of first appearance) in a background thread while the engine scores the groups
     already tokenized (:meth:`BatchedEngine.loglikelihood_parts`: the batches of one call over
-    all prompts). Tokenizing all prompts before the first forward took 13.35 s of the 62.1 s
-    that the full test split (14,042 questions) took on an H200 (Qwen2.5-Coder-1.5B, batch 64,
-    pad_tolerance 0.5); a fast tokenizer releases the GIL while it encodes a batch. Without
+    all prompts). Tokenizing every prompt before the first forward was a large share of a
+    full-split run (figures: docs/results.md); a fast tokenizer releases the GIL while it
+    encodes a batch, so the two overlap. Without
     ``share_prefix`` there is one group, tokenized before the first forward.
     """
     import torch
@@ -266,7 +265,7 @@ def _loglik_predictions(
     from lora_tradeoff.inference.engine import BatchedEngine
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    # Built first: it checks pad_tolerance before the prompts are tokenized (13 s to minutes on the full split).
+    # Built first: it checks pad_tolerance before the prompts are tokenized (long on the full split).
     engine = BatchedEngine(model, pad_id, pad_tolerance=pad_tolerance)
     check_contexts(prompts)  # here, so that an empty prompt is named by its index in ``prompts``
     groups = group_keys if share_prefix else [""] * len(prompts)

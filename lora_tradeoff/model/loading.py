@@ -162,10 +162,10 @@ def load_model_and_tokenizer(
 def apply_liger_kernels(model: Any) -> None:
     """Replace ``model``'s RMSNorm, rotary embedding and SwiGLU by Liger's fused Triton kernels, in place.
 
-    Inference only (the loss kernels stay off). A decode step of Qwen2.5-Coder-1.5B launches 1,482
-    kernels for one row, 803 with these, and costs 4.49 ms instead of 5.68 on an H200
-    (bench/bench_decode_step.py), yet all of dev generates at 0.68-0.79x the speed
-    (bench_generation.py --liger), and 7-8 % of the greedy answers change through rounding.
+    Inference only (the loss kernels stay off). They make one decode step launch fewer kernels
+    and run faster (bench/bench_decode_step.py), yet the whole of dev generates more slowly with
+    them (bench_generation.py --liger) and some greedy answers change through rounding; the
+    measured figures are in docs/results.md and the benchmark run folders it lists.
     Raises ValueError off CUDA (Triton kernels) and ImportError without the liger-kernel package.
     """
     if model.device.type != "cuda":
