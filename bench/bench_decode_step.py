@@ -29,7 +29,7 @@ from bench.bench_generation import report_device  # noqa: E402
 from lora_tradeoff.files import write_json  # noqa: E402
 from lora_tradeoff.inference.cascade import cascade_attention_for  # noqa: E402
 from lora_tradeoff.inference.engine import _batch_cache, _Decoder, _encode_prefixes  # noqa: E402
-from lora_tradeoff.modeling import apply_liger_kernels, load_model_and_tokenizer  # noqa: E402
+from lora_tradeoff.model.loading import apply_liger_kernels, load_model_and_tokenizer  # noqa: E402
 
 
 def step_figures(model: object, prefixes: object, rows: int, args: argparse.Namespace) -> dict:

@@ -44,11 +44,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lora_tradeoff.files import write_json  # noqa: E402
-from lora_tradeoff.formatting import SchemaLookup, format_split, select_fewshot_examples  # noqa: E402
-from lora_tradeoff.generation import generate_sql  # noqa: E402
 from lora_tradeoff.inference.profiling import PhaseTimer, summarize_batch  # noqa: E402
-from lora_tradeoff.modeling import apply_liger_kernels, load_model_and_tokenizer  # noqa: E402
-from lora_tradeoff.spider_data import locate_databases, read_spider_dir  # noqa: E402
+from lora_tradeoff.model.loading import apply_liger_kernels, load_model_and_tokenizer  # noqa: E402
+from lora_tradeoff.spider.data import locate_databases, read_spider_dir  # noqa: E402
+from lora_tradeoff.spider.generation import generate_sql  # noqa: E402
+from lora_tradeoff.spider.prompts import SchemaLookup, format_split, select_fewshot_examples  # noqa: E402
 
 SCHEMA = REPO / "schemas" / "config.schema.yaml"
 
@@ -62,7 +62,7 @@ def prompt_defaults() -> dict:
 
 
 def spider_prompt_rows(spider_dir: Path, tokenizer, n: int, style: str = "few_shot") -> list[dict]:
-    """The workflow's prompt rows (lora_tradeoff.formatting, default config) for ``n`` dev questions.
+    """The workflow's prompt rows (lora_tradeoff.spider.prompts, default config) for ``n`` dev questions.
 
     The questions are drawn with seed 0 from all of dev (the workflow's
     spider.dev_limit sampling), so they span many databases, as the full dev set

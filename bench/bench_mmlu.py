@@ -21,16 +21,10 @@ sys.path.insert(0, str(REPO))
 from lora_tradeoff.files import write_json  # noqa: E402
 from lora_tradeoff.inference.batching import PAD_TOLERANCE, check_pad_tolerance  # noqa: E402
 from lora_tradeoff.inference.engine import _plan_batches, _rows_for_requests  # noqa: E402
-from lora_tradeoff.mmlu import (  # noqa: E402
-    format_prompt,
-    group_by_subject,
-    loglikelihood_requests,
-    score_mmlu,
-    select_suite,
-    target_delimiter,
-)
-from lora_tradeoff.mmlu_data import read_mmlu_csv_dir  # noqa: E402
-from lora_tradeoff.modeling import load_model_and_tokenizer  # noqa: E402
+from lora_tradeoff.mmlu.data import read_mmlu_csv_dir  # noqa: E402
+from lora_tradeoff.mmlu.scoring import format_prompt, loglikelihood_requests, score_mmlu, target_delimiter  # noqa: E402
+from lora_tradeoff.mmlu.suite import group_by_subject, select_suite  # noqa: E402
+from lora_tradeoff.model.loading import load_model_and_tokenizer  # noqa: E402
 
 
 def _pad_tolerance(text: str) -> float:

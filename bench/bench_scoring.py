@@ -22,9 +22,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lora_tradeoff.execution import clear_caches  # noqa: E402
 from lora_tradeoff.files import write_json  # noqa: E402
-from lora_tradeoff.spider_scoring import score_predictions, summarize_scores  # noqa: E402
+from lora_tradeoff.spider.execution import clear_caches  # noqa: E402
+from lora_tradeoff.spider.scoring import score_predictions, summarize_scores  # noqa: E402
 
 
 def drop_order_by(sql: str) -> str | None:

@@ -33,8 +33,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lora_tradeoff.files import read_jsonl  # noqa: E402
-from lora_tradeoff.formatting import SchemaLookup, format_items  # noqa: E402
-from lora_tradeoff.training import RunSpec  # noqa: E402
+from lora_tradeoff.spider.prompts import SchemaLookup, format_items  # noqa: E402
+from lora_tradeoff.training.run import RunSpec  # noqa: E402
 
 _FULL: dict[str, Any] = {"method": "full", "learning_rate": 1.0e-5}
 
@@ -144,7 +144,7 @@ def bench_one(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from transformers import TrainerCallback
 
-    from lora_tradeoff.training import build_trainer
+    from lora_tradeoff.training.run import build_trainer
 
     overrides = dict(CONFIGS[args.one])
     if args.batch_size:

@@ -5,7 +5,7 @@ NaN in grad_q when an explicit ``attn_mask`` is passed, the sequence length is 6
 multiple of 128 and a query row's log-sum-exp is below ln(FLT_MAX) ~ -88.7 (pytorch/pytorch#196678;
 hit through Qwen2.5's "massive activation" heads in huggingface/trl#7181). Padded training batches
 always pass a mask, so one batch of such a length poisons the adapter. The workflow's training
-therefore turns the cuDNN backend off (lora_tradeoff.training.avoid_cudnn_attention_backward).
+therefore turns the cuDNN backend off (lora_tradeoff.training.run.avoid_cudnn_attention_backward).
 
 This script runs the reduced case from those reports at several lengths, with the cuDNN backend
 on and off, and prints the count of non-finite values in grad_q:

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_mmlu import add_suite_arguments, load_suite  # noqa: E402
 
-from lora_tradeoff.mmlu import LETTERS, score_mmlu, target_delimiter  # noqa: E402
+from lora_tradeoff.mmlu.scoring import LETTERS, score_mmlu, target_delimiter  # noqa: E402
 
 
 def harness_loglikelihoods(model: Any, tokenizer: Any, context: str, continuations: Sequence[str]) -> list[float]:

@@ -10,8 +10,8 @@ from deepeval.metrics import BaseMetric
 from deepeval.metrics.utils import check_llm_test_case_params, construct_verbose_logs
 from deepeval.test_case import LLMTestCase, SingleTurnParams
 
-from lora_tradeoff.execution import DEFAULT_ROW_CAP, DEFAULT_TIMEOUT_S, Mode, check_limits, score_pair
-from lora_tradeoff.sql_extract import SqlBlock, check_sql_block
+from lora_tradeoff.spider.execution import DEFAULT_ROW_CAP, DEFAULT_TIMEOUT_S, Mode, check_limits, score_pair
+from lora_tradeoff.spider.extraction import SqlBlock, check_sql_block
 
 DB_PATH_KEY = "db_path"
 
@@ -22,7 +22,7 @@ class ExecutionAccuracy(BaseMetric):
     Test case fields: `input` = the question, `actual_output` = raw model output
     (the SQL is extracted from it), `expected_output` = gold SQL,
     `metadata["db_path"]` = the SQLite database. Comparison rules are those of
-    `lora_tradeoff.execution.score_pair` in `mode`; `sql_block` ("first" or "last") says which
+    `lora_tradeoff.spider.execution.score_pair` in `mode`; `sql_block` ("first" or "last") says which
     SQL block of an output with several (a draft, then the final query) is scored. A missing `db_path` (no metadata,
     a misspelt key, a file that does not exist) fails the case with a reason naming the
     path: a skipped metric would let `evaluate()` report the case as passed. (The
@@ -36,7 +36,7 @@ class ExecutionAccuracy(BaseMetric):
     own parameter check would raise MissingTestCaseParamsError for "" or None
     and abort `evaluate()` over the other cases, so `actual_output` is left
     out of the checked parameters. Each query is stopped at `timeout_s` by
-    killing its worker process (`lora_tradeoff.execution.execute_query`).
+    killing its worker process (`lora_tradeoff.spider.execution.execute_query`).
     """
 
     # actual_output is deliberately not required: see the class docstring.

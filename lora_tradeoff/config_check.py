@@ -2,7 +2,7 @@
 
 ``schemas/config.schema.yaml`` is the one place for the configuration's types and
 defaults. :func:`with_defaults` fills those defaults into a copy of a config (or of one
-part of it, such as one run: :mod:`lora_tradeoff.training` builds its ``RunSpec`` that
+part of it, such as one run: :mod:`lora_tradeoff.training.run` builds its ``RunSpec`` that
 way) and returns the schema violations; nothing else in the package restates a default.
 
 ``snakemake.utils.validate`` fills the same defaults but reports a violation as a
@@ -290,7 +290,7 @@ def sweep_problems(index: int, run: dict[str, Any], schema: dict[str, Any]) -> l
 # workflow does not rerun a full run when they change, and a sweep of them is refused for full runs).
 LORA_ONLY_KEYS = ("r", "alpha", "dropout", "target_modules", "layers_to_transform")
 
-# RunSpec.from_config raises these too (lora_tradeoff.training).
+# RunSpec.from_config raises these too (lora_tradeoff.training.run).
 PACKING_WITH_GROUP_BY_LENGTH = "is for padded batches; packing already removes all padding: set one of them"
 FULL_WITH_NF4 = (
     "nf4 is QLoRA (a LoRA adapter on a frozen 4-bit base); full fine-tuning trains every weight: "

@@ -214,7 +214,7 @@ def regression_table(
 ) -> pd.DataFrame:
     """Accuracy per category, overall and per subject of every model, and its change against ``base``.
 
-    ``scored`` maps a model name to its :func:`lora_tradeoff.mmlu.score_mmlu`
+    ``scored`` maps a model name to its :func:`lora_tradeoff.mmlu.scoring.score_mmlu`
     rows (needs id, category, correct; subject for the subject rows). Output rows per
     model, in this order, told apart by ``level`` (:data:`LEVELS`): one per category
     (``level`` "category", in order of appearance), the ``"overall"`` row, then one per

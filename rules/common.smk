@@ -16,10 +16,10 @@ sys.path.insert(0, workflow.basedir)
 os.environ.update(LORA_TRADEOFF_SOURCE=workflow.basedir)
 
 from lora_tradeoff.config_check import LORA_ONLY_KEYS, config_problems, load_schema
-from lora_tradeoff.curve import expand_eval_steps
+from lora_tradeoff.training.curve import expand_eval_steps
 from lora_tradeoff.overlays import Layer, apply_run_merge, layer_paths, source_name
-from lora_tradeoff.replicates import expand_seed_replicates
-from lora_tradeoff.sweeps import expand_sweeps
+from lora_tradeoff.training.replicates import expand_seed_replicates
+from lora_tradeoff.training.sweeps import expand_sweeps
 
 # Snakemake replaced the run list of config.yaml by the last --configfile's; merge the files' own run
 # lists by name instead (lora_tradeoff/overlays.py) and say what each overlay did to them.
@@ -65,23 +65,33 @@ if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
 
 
 try:
-    # A run with `sweep` becomes one run per point, e.g. <name>_lr1e-3 (lora_tradeoff/sweeps.py).
+    # A run with `sweep` becomes one run per point, e.g. <name>_lr1e-3 (lora_tradeoff/training/sweeps.py).
     _runs, SWEEPS = expand_sweeps(config["training"]["runs"])
-    # A run with `seeds` becomes one run <name>_s<seed> per seed (lora_tradeoff/replicates.py).
+    # A run with `seeds` becomes one run <name>_s<seed> per seed (lora_tradeoff/training/replicates.py).
     _runs, REPLICATES = expand_seed_replicates(_runs)
     # A run with `eval_steps` keeps its weights at those steps; each is evaluated as the
-    # model <run>_step<N> (lora_tradeoff/curve.py).
+    # model <run>_step<N> (lora_tradeoff/training/curve.py).
     _runs, CHECKPOINTS = expand_eval_steps(_runs)
 except ValueError as error:
     raise WorkflowError(f"Invalid configuration: {error}")
 RUNS = {run["name"]: run for run in _runs}
 
-# Package modules whose changes must rescore every model (cheap): Snakemake does not
-# track imported code, so they are inputs of score_spider.
-SCORING_CODE = [
-    f"{workflow.basedir}/lora_tradeoff/{name}.py"
-    for name in ("sql_extract", "execution", "hardness", "spider_scoring")
-]
+
+def package_code(*folders, modules=()):
+    """The package code a rule's script runs, as the rule's `code` input: every .py file of the
+    stage folders of lora_tradeoff named (e.g. "spider", "inference", "model") and the named
+    top-level modules (e.g. "logs", "files"). Snakemake tracks a rule's own script but not what it
+    imports; with these inputs a change to that code reruns the rule (rerun trigger mtime), and a
+    module added to, or removed from, one of the folders reruns it too (trigger input) - a whole
+    folder, so that a new module can never be missed, at the price of rerunning the rule for a
+    change to a module of the folder it does not import. The top-level __init__.py holds only the
+    package's docstring and is left out. tests/unit/test_rule_code_inputs.py checks that every
+    module a rule's script imports, directly or through the package, is among these files.
+    """
+    package = Path(workflow.basedir, "lora_tradeoff")
+    files = [path for folder in folders for path in (package / folder).glob("*.py")]
+    files += [package / f"{module}.py" for module in modules]
+    return sorted(str(path) for path in files)
 
 
 wildcard_constraints:

@@ -6,6 +6,12 @@ rule generate_sql:
         prompts=get_generation_prompts,
         model="results/model/base_model.json",
         weights=get_weights,
+        # A change to the generation code (the engine, the stop rule, loading) regenerates every
+        # model's SQL: minutes per model on a GPU, longer on a CPU. Also for a change to another
+        # module of these folders (spider/scoring.py, say): see package_code.
+        code=package_code(
+            "spider", "inference", "model", modules=["files", "gpus", "logs"]
+        ),
     output:
         "results/{model}/spider_predictions.jsonl",
     log:

@@ -31,6 +31,12 @@ rule score_mmlu:
         dev="results/data/mmlu/dev.jsonl",
         model="results/model/base_model.json",
         weights=get_weights,
+        # A change to the MMLU code (prompts, truncation, the engine, loading) rescores every
+        # model: minutes per model on a GPU. Also for a change to another module of these
+        # folders (mmlu/suite.py, say): see package_code.
+        code=package_code(
+            "mmlu", "inference", "model", modules=["files", "gpus", "logs"]
+        ),
     output:
         "results/{model}/mmlu_scored.csv",
     log:
@@ -60,6 +66,7 @@ rule score_mmlu:
 rule mmlu_regression:
     input:
         scored=get_mmlu_scored,
+        code=package_code(modules=["logs", "stats"]),
     output:
         "results/mmlu/regression.csv",
     log:

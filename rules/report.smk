@@ -15,25 +15,9 @@ rule report:
         hyperparams=expand("results/runs/{run}/hyperparams.json", run=RUNS),
         train_logs=expand("results/runs/{run}/train_log.csv", run=RUNS),
         model="results/model/base_model.json",
-        # Package code is not tracked by Snakemake: a change to the report code must
-        # rebuild the report (seconds), so its modules are inputs.
-        code=expand(
-            "{base}/lora_tradeoff/{name}.py",
-            base=workflow.basedir,
-            name=[
-                "report",
-                "report_html",
-                "report_inputs",
-                "frontier",
-                "report_summary",
-                "report_checks",
-                "report_sections",
-                "report_failures",
-                "report_plots",
-                "stats",
-                "replicates",
-                "curve",
-            ],
+        # A change to the report code must rebuild the report (seconds).
+        code=package_code(
+            "report", "spider", "training", modules=["config_check", "logs", "stats"]
         ),
     output:
         frontier_png=report(

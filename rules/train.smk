@@ -1,6 +1,9 @@
 # Fine-tuning (LoRA, QLoRA or full), one job per run in config.training.runs.
 
 
+# No package code input, unlike the evaluation rules: any edit to lora_tradeoff/training/ or
+# model/ would retrain every run (hours for a large model). A change to the training code that
+# must retrain: snakemake --forcerun fine_tune.
 rule fine_tune:
     input:
         train="results/spider/sft_train.jsonl",
@@ -10,7 +13,7 @@ rule fine_tune:
         # output: Snakemake deletes the outputs of a failed or killed job, and the
         # checkpoints are what lets the rerun continue instead of starting over.
         # The fine-tuned weights: a PEFT adapter (LoRA/QLoRA) or a whole model folder
-        # (full fine-tuning); the evaluation rules take either (lora_tradeoff/modeling.py).
+        # (full fine-tuning); the evaluation rules take either (lora_tradeoff/model/loading.py).
         weights=directory("results/runs/{run}/weights"),
         train_log="results/runs/{run}/train_log.csv",
         hyperparams="results/runs/{run}/hyperparams.json",
@@ -26,7 +29,7 @@ rule fine_tune:
         runtime=120,
     params:
         **get_run_params(),
-        # The precision setting, resolved on the job's own device (lora_tradeoff/precision.py).
+        # The precision setting, resolved on the job's own device (lora_tradeoff/model/precision.py).
         dtype=config["dtype"],
         rehearse_t4=config["rehearse_t4"],
     script:

@@ -58,7 +58,7 @@ DEFAULT_MODEL_SOURCE = {
 @pytest.fixture(scope="session")
 def base_model_dir() -> Path:
     """The real default model (SmolLM2-135M-Instruct), converted once and cached."""
-    from lora_tradeoff.model_source import prepare_base_model
+    from lora_tradeoff.model.source import prepare_base_model
 
     manifest = MODEL_CACHE / "manifest.json"
     if not manifest.exists():

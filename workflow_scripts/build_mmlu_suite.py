@@ -4,8 +4,8 @@ import collections
 
 from lora_tradeoff.files import read_jsonl
 from lora_tradeoff.logs import rule_logger
-from lora_tradeoff.mmlu import select_suite
-from lora_tradeoff.mmlu_data import write_suite_csv
+from lora_tradeoff.mmlu.data import write_suite_csv
+from lora_tradeoff.mmlu.suite import select_suite
 
 log = rule_logger(snakemake.log[0], "build_mmlu_suite")
 suite = select_suite(

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from lora_tradeoff.logs import rule_logger
-from lora_tradeoff.training import export_step_weights
+from lora_tradeoff.training.run import export_step_weights
 
 log = rule_logger(snakemake.log[0], f"export_checkpoint[{snakemake.wildcards.run}_step{snakemake.wildcards.step}]")
 export_step_weights(Path(snakemake.input.hyperparams).parent, int(snakemake.wildcards.step), Path(snakemake.output[0]))

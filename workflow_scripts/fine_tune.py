@@ -6,9 +6,9 @@ import torch
 
 from lora_tradeoff.gpus import claim_gpu
 from lora_tradeoff.logs import rule_logger
-from lora_tradeoff.model_source import read_manifest
-from lora_tradeoff.precision import rehearse_t4
-from lora_tradeoff.training import RunSpec, fine_tune
+from lora_tradeoff.model.precision import rehearse_t4
+from lora_tradeoff.model.source import read_manifest
+from lora_tradeoff.training.run import RunSpec, fine_tune
 
 log = rule_logger(snakemake.log[0], f"fine_tune[{snakemake.wildcards.run}]")
 if (gpu := claim_gpu()) is not None:  # several GPUs: this job's own (lora_tradeoff/gpus.py)

@@ -5,9 +5,9 @@ import json
 from transformers import AutoTokenizer
 
 from lora_tradeoff.files import write_jsonl
-from lora_tradeoff.formatting import format_split
 from lora_tradeoff.logs import rule_logger
-from lora_tradeoff.model_source import read_manifest
+from lora_tradeoff.model.source import read_manifest
+from lora_tradeoff.spider.prompts import format_split
 
 log = rule_logger(snakemake.log[0], snakemake.rule)
 training = snakemake.rule == "format_spider_train"

@@ -3,11 +3,11 @@
 import torch
 
 from lora_tradeoff.files import read_jsonl, write_jsonl
-from lora_tradeoff.generation import generate_sql
 from lora_tradeoff.gpus import claim_gpu
 from lora_tradeoff.logs import peak_gpu_memory, rule_logger
-from lora_tradeoff.modeling import load_from_manifest
-from lora_tradeoff.precision import rehearse_t4
+from lora_tradeoff.model.loading import load_from_manifest
+from lora_tradeoff.model.precision import rehearse_t4
+from lora_tradeoff.spider.generation import generate_sql
 
 log = rule_logger(snakemake.log[0], f"generate_sql[{snakemake.wildcards.model}]")
 if (gpu := claim_gpu()) is not None:  # several GPUs: this job's own (lora_tradeoff/gpus.py)

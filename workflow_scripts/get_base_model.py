@@ -4,7 +4,7 @@ from pathlib import Path
 
 from lora_tradeoff.gpus import claim_gpu
 from lora_tradeoff.logs import peak_gpu_memory, rule_logger
-from lora_tradeoff.model_source import prepare_base_model
+from lora_tradeoff.model.source import prepare_base_model
 
 log = rule_logger(snakemake.log[0], "get_base_model")
 if (gpu := claim_gpu()) is not None:  # several GPUs: this job's own (lora_tradeoff/gpus.py)

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from lora_tradeoff.logs import rule_logger
-from lora_tradeoff.mmlu_data import acquire_mmlu
+from lora_tradeoff.mmlu.data import acquire_mmlu
 
 log = rule_logger(snakemake.log[0], "get_mmlu")
 counts = acquire_mmlu(

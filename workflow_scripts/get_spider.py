@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from lora_tradeoff.logs import rule_logger
-from lora_tradeoff.spider_data import acquire_spider
+from lora_tradeoff.spider.data import acquire_spider
 
 log = rule_logger(snakemake.log[0], "get_spider")
 counts = acquire_spider(snakemake.params.source, Path(snakemake.output.dev).parent)

@@ -3,8 +3,8 @@
 from pathlib import Path
 
 from lora_tradeoff.logs import rule_logger
-from lora_tradeoff.report import write_report
-from lora_tradeoff.report_inputs import load_inputs
+from lora_tradeoff.report.build import write_report
+from lora_tradeoff.report.inputs import load_inputs
 
 log = rule_logger(snakemake.log[0], "report")
 params = snakemake.params

@@ -6,10 +6,11 @@ import torch
 from lora_tradeoff.files import read_jsonl
 from lora_tradeoff.gpus import claim_gpu
 from lora_tradeoff.logs import peak_gpu_memory, rule_logger
-from lora_tradeoff.mmlu import format_prompt, group_by_subject, score_mmlu, target_delimiter
-from lora_tradeoff.mmlu_data import read_suite_csv
-from lora_tradeoff.modeling import load_from_manifest
-from lora_tradeoff.precision import rehearse_t4
+from lora_tradeoff.mmlu.data import read_suite_csv
+from lora_tradeoff.mmlu.scoring import format_prompt, score_mmlu, target_delimiter
+from lora_tradeoff.mmlu.suite import group_by_subject
+from lora_tradeoff.model.loading import load_from_manifest
+from lora_tradeoff.model.precision import rehearse_t4
 
 log = rule_logger(snakemake.log[0], f"score_mmlu[{snakemake.wildcards.model}]")
 if (gpu := claim_gpu()) is not None:  # several GPUs: this job's own (lora_tradeoff/gpus.py)

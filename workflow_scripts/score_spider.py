@@ -4,7 +4,7 @@ import json
 
 from lora_tradeoff.files import read_jsonl
 from lora_tradeoff.logs import rule_logger
-from lora_tradeoff.spider_scoring import score_predictions, summarize_scores
+from lora_tradeoff.spider.scoring import score_predictions, summarize_scores
 
 log = rule_logger(snakemake.log[0], f"score_spider[{snakemake.wildcards.model}]")
 predictions = read_jsonl(snakemake.input.predictions)

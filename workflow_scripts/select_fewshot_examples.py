@@ -2,8 +2,8 @@
 
 import json
 
-from lora_tradeoff.formatting import SchemaLookup, select_fewshot_examples
 from lora_tradeoff.logs import rule_logger
+from lora_tradeoff.spider.prompts import SchemaLookup, select_fewshot_examples
 
 log = rule_logger(snakemake.log[0], "select_fewshot_examples")
 train = json.loads(open(snakemake.input.train).read())

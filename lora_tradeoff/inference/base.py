@@ -2,7 +2,7 @@
 
 After lm-evaluation-harness ``lm_eval/api/model.py`` (class ``LM``: ``generate_until``
 and ``loglikelihood``), on token ids rather than strings: tokenization and prompt
-formats stay with the task (`lora_tradeoff.generation`, `lora_tradeoff.mmlu`), so
+formats stay with the task (`lora_tradeoff.spider.generation`, `lora_tradeoff.mmlu.scoring`), so
 every backend sees exactly the same ids. A backend is any class with these two
 methods (`typing.Protocol`, no base class needed); see `engine.BatchedEngine` and
 `hf.HFReference`.

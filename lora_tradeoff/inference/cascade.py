@@ -30,7 +30,7 @@ import torch
 from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.masking_utils import sdpa_mask
 
-from lora_tradeoff.precision import device_capability
+from lora_tradeoff.model.precision import device_capability
 
 # The additive bias of a key a query may not attend to. Finite and far below any attention score
 # (exp(-30000) is 0 in float32), not the dtype's minimum: for a query that sees none of its own keys
@@ -118,7 +118,7 @@ def varlen_flash_available(query_like: torch.Tensor) -> bool:
     """Whether torch's variable-length flash-attention kernel runs here: CUDA with compute capability
     8.0 or newer, float16/bfloat16, head dimension a multiple of 8 up to 256, flash SDPA enabled.
 
-    Below 8.0 (a T4; or a T4 rehearsal, :func:`lora_tradeoff.precision.rehearse_t4`) the per-group
+    Below 8.0 (a T4; or a T4 rehearsal, :func:`lora_tradeoff.model.precision.rehearse_t4`) the per-group
     path runs instead, on the memory-efficient kernel, which takes float16 and float32 there."""
     if query_like.device.type != "cuda" or query_like.dtype not in (torch.float16, torch.bfloat16):
         return False

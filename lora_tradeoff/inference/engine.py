@@ -1,16 +1,14 @@
 """Our inference engine: batched greedy generation and continuation log-likelihood.
 
 `BatchedEngine.generate_until` is token-for-token the output of ``model.generate(do_sample=False)``
-run on one prompt at a time, cut at the first stop (`lora_tradeoff.generation.stop_point`
-for SQL), and much faster (on an H200, all 1034 three-shot Spider dev prompts of
-Qwen2.5-Coder-1.5B in one batch: 328-392 q/s; at batch 512 ours 204 q/s, transformers'
-batched ``generate`` 16 q/s; docs/qwen2.5-coder-1.5b-h200-bench):
+run on one prompt at a time, cut at the first stop (`lora_tradeoff.spider.generation.stop_point`
+for SQL), and much faster than transformers' batched ``generate`` (the measured speeds are in
+docs/results.md and the benchmark run folders it lists, not here, where they would go stale):
 
 * Group prefixes, computed and attended once. Prompts of one Spider database share
   everything before the question (system turn, few-shot examples, the schema): on
-  Spider dev 3-shot, 98 % of the prompt tokens (Qwen2.5-Coder's tokenizer: of the 844k
-  tokens of the 1034 prompts the prefill computes 35k, each database's prefix once (15k)
-  and the questions (20k)).
+  Spider dev 3-shot, nearly all the prompt tokens, so the prefill computes each database's
+  prefix once and then only the questions.
   `batching.prefix_groups` finds the groups from the token ids alone; each group's
   prefix keys/values are computed once per batch and kept once, not copied into every
   row, and attention is split in two ("cascade" attention, `lora_tradeoff.inference.cascade`):
@@ -32,7 +30,7 @@ batched ``generate`` 16 q/s; docs/qwen2.5-coder-1.5b-h200-bench):
   as every row has stopped.
 * The decode step on fixed-shape buffers, replayed as a CUDA graph. At a small
   model's decode step the GPU waits on Python: transformers' forward launches
-  some 1,400 kernels for a 28-layer model. Every tensor of the step (cache, mask,
+  over a thousand kernels for a 28-layer model. Every tensor of the step (cache, mask,
   token, position, write slot, the prefix segments) lives in a buffer that the step
   updates in place, so on CUDA one capture serves every later step of the batch and
   a step costs one graph launch. CPU runs the same step eagerly.

@@ -1,6 +1,6 @@
 """Where a generation run spends its time: wall seconds per phase and per batch, for profiling runs only.
 
-`BatchedEngine` and `lora_tradeoff.generation.generate_sql` take an optional
+`BatchedEngine` and `lora_tradeoff.spider.generation.generate_sql` take an optional
 `PhaseTimer` (default None: no timing, no synchronisation, the code path of the
 normal run). With one, every phase (tokenization, planning, shared-prefix
 prefill, per-question prefill, decode steps by kind, stop checks) runs inside

@@ -10,7 +10,7 @@ import yaml
 
 from lora_tradeoff.config_check import config_problems, describe, load_schema, run_schema, with_defaults
 from lora_tradeoff.overlays import Layer, apply_run_merge
-from lora_tradeoff.sweeps import expand_sweeps
+from lora_tradeoff.training.sweeps import expand_sweeps
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO / "schemas" / "config.schema.yaml"

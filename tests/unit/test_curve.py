@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lora_tradeoff.curve import curve_rows, expand_eval_steps
+from lora_tradeoff.training.curve import curve_rows, expand_eval_steps
 
 
 def test_eval_steps_become_checkpoint_models_and_null_leaves_the_run_as_it_was():

@@ -60,5 +60,10 @@ def test_pyproject_installs_every_package_of_the_repository():
     import tomllib
 
     listed = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
-    packages = {path.parent.name for path in REPO.glob("*/__init__.py")} - {"tests"}
+    top_level = {path.parent.name for path in REPO.glob("*/__init__.py")} - {"tests"}
+    packages = {
+        ".".join(path.parent.relative_to(REPO).parts)
+        for name in top_level
+        for path in (REPO / name).rglob("__init__.py")
+    }
     assert sorted(listed) == sorted(packages)

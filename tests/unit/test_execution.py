@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lora_tradeoff import execution
-from lora_tradeoff.execution import (
+from lora_tradeoff.spider import execution
+from lora_tradeoff.spider.execution import (
     clear_caches,
     execute_query,
     gold_orders_rows,
@@ -524,7 +524,7 @@ def test_ignored_statements_are_counted_not_run(tmp_path: Path, concert_db: Path
 
 def test_a_gold_query_that_failed_once_is_run_again(concert_db: Path) -> None:
     """Only gold successes are cached: a gold timeout on a busy machine must not fail every later prediction."""
-    from lora_tradeoff.execution import clear_caches
+    from lora_tradeoff.spider.execution import clear_caches
 
     clear_caches()
     gold = "SELECT count(*) FROM singer WHERE printf('%.*c', 2000000000, 'x') IS NULL"

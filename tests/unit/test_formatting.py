@@ -7,14 +7,14 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
-from lora_tradeoff.formatting import (
+from lora_tradeoff.spider.data import locate_databases, read_spider_dir
+from lora_tradeoff.spider.prompts import (
     SchemaLookup,
     format_split,
     schema_from_sqlite,
     schema_from_tables_json,
     select_fewshot_examples,
 )
-from lora_tradeoff.spider_data import locate_databases, read_spider_dir
 
 SYSTEM = "You translate questions into SQLite."
 TEMPLATE = "Schema:\n{schema}\n\nQuestion: {question}"
@@ -147,7 +147,7 @@ MISTRAL_V02_TEMPLATE = (
 
 
 def test_template_without_system_turn_names_the_key_and_system_role_false_fits_it(spider, base_model_dir):
-    from lora_tradeoff.formatting import ChatTemplateError
+    from lora_tradeoff.spider.prompts import ChatTemplateError
 
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
     tokenizer.chat_template = MISTRAL_V02_TEMPLATE

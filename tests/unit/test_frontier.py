@@ -20,7 +20,9 @@ import pytest
 from matplotlib.collections import LineCollection, PathCollection
 from matplotlib.text import Text
 
-from lora_tradeoff.frontier import (
+from lora_tradeoff.report.build import write_report
+from lora_tradeoff.report.checks import headline_mismatches, recompute_headlines
+from lora_tradeoff.report.frontier import (
     COLLAPSE,
     FORGETTING,
     FULL,
@@ -32,13 +34,11 @@ from lora_tradeoff.frontier import (
     pareto_optimal,
     sweep_lines,
 )
-from lora_tradeoff.report import write_report
-from lora_tradeoff.report_checks import headline_mismatches, recompute_headlines
-from lora_tradeoff.report_inputs import load_inputs, standard_paths
-from lora_tradeoff.report_plots import STYLE, plot_frontier
-from lora_tradeoff.spider_scoring import score_predictions, summarize_scores
+from lora_tradeoff.report.inputs import load_inputs, standard_paths
+from lora_tradeoff.report.plots import STYLE, plot_frontier
+from lora_tradeoff.spider.scoring import score_predictions, summarize_scores
 from lora_tradeoff.stats import minimum_detectable_difference
-from lora_tradeoff.training import LOG_COLUMNS, RunSpec
+from lora_tradeoff.training.run import LOG_COLUMNS, RunSpec
 from tests.mmlu_rows import mmlu_scored_frame, write_mmlu_tables
 
 N_SPIDER = 40  # dev questions 0..39, all of concert_singer

@@ -16,15 +16,6 @@ from peft import LoraConfig, get_peft_model
 from bench.bench_generation import hf_batched_generate, naive_generate, spider_prompt_rows
 from bench.bench_generation import main as bench_generation
 from lora_tradeoff.files import read_jsonl, write_jsonl
-from lora_tradeoff.generation import (
-    MissingChatTemplateError,
-    PromptTooLongError,
-    SqlStop,
-    encode_prompts,
-    generate_sql,
-    statement_end,
-    stop_point,
-)
 from lora_tradeoff.inference import engine
 from lora_tradeoff.inference.batching import (
     grouped_batches,
@@ -35,7 +26,16 @@ from lora_tradeoff.inference.batching import (
 from lora_tradeoff.inference.engine import BatchedEngine
 from lora_tradeoff.inference.hf import HFReference
 from lora_tradeoff.inference.profiling import PhaseTimer, summarize_batch
-from lora_tradeoff.modeling import AdapterMismatchError, load_model_and_tokenizer
+from lora_tradeoff.model.loading import AdapterMismatchError, load_model_and_tokenizer
+from lora_tradeoff.spider.generation import (
+    MissingChatTemplateError,
+    PromptTooLongError,
+    SqlStop,
+    encode_prompts,
+    generate_sql,
+    statement_end,
+    stop_point,
+)
 
 MAX_NEW = 24
 
@@ -512,7 +512,7 @@ def test_bench_decode_step_times_the_engines_decoder_per_row_count(base_model_di
 
 
 def test_liger_kernels_are_refused_off_cuda_before_anything_changes(base):
-    from lora_tradeoff.modeling import apply_liger_kernels
+    from lora_tradeoff.model.loading import apply_liger_kernels
 
     model, _ = base
     forward = model.model.norm.forward

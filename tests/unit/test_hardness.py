@@ -2,7 +2,7 @@
 
 from collections import Counter
 
-from lora_tradeoff.hardness import count_component1, count_component2, count_others, spider_hardness
+from lora_tradeoff.spider.hardness import count_component1, count_component2, count_others, spider_hardness
 
 COL = [0, [0, 1, False], None]  # val_unit: plain column 1
 COUNT_STAR = [3, [0, [0, 0, False], None]]  # select item: count(*)

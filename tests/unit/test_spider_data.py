@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lora_tradeoff.spider_data import SpiderSourceError, acquire_spider
+from lora_tradeoff.spider.data import SpiderSourceError, acquire_spider
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "data" / "spider_demo"

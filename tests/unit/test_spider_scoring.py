@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lora_tradeoff.spider_scoring import COLUMNS, score_predictions, summarize_scores
+from lora_tradeoff.spider.scoring import COLUMNS, score_predictions, summarize_scores
 
 EASY_SQL = {
     "select": [False, [[0, [0, [0, 1, False], None]]]],

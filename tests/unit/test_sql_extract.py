@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from lora_tradeoff.sql_extract import (
+from lora_tradeoff.spider.extraction import (
     MAX_ANSWER_CHARS,
     extract_sql,
     extract_statements,

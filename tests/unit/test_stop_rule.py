@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from lora_tradeoff.generation import SqlStop
-from lora_tradeoff.sql_extract import extract_sql
+from lora_tradeoff.spider.extraction import extract_sql
+from lora_tradeoff.spider.generation import SqlStop
 
 SINGERS = "SELECT count(*) FROM singer"
 DRAFT = "SELECT name FROM singer"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from lora_tradeoff.config_check import SCHEMA_PATH, config_problems
-from lora_tradeoff.replicates import expand_seed_replicates
-from lora_tradeoff.sweeps import expand_sweeps, format_value, point_name
+from lora_tradeoff.training.replicates import expand_seed_replicates
+from lora_tradeoff.training.sweeps import expand_sweeps, format_value, point_name
 
 REPO = Path(__file__).resolve().parents[2]
 

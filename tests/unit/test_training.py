@@ -21,8 +21,8 @@ import pytest
 
 from lora_tradeoff.config_check import load_schema, run_schema
 from lora_tradeoff.files import write_jsonl
-from lora_tradeoff.formatting import SchemaLookup, format_items
-from lora_tradeoff.training import (
+from lora_tradeoff.spider.prompts import SchemaLookup, format_items
+from lora_tradeoff.training.run import (
     RunSpec,
     TrainingConfigError,
     build_trainer,
@@ -224,7 +224,7 @@ def test_loss_falls_and_everything_is_on_record(trained):
     assert saved["sft_args"]["learning_rate"] == 5e-3 and saved["sft_args"]["max_steps"] == 6
     assert set(saved["versions"]) >= {"torch", "transformers", "peft", "trl"}
     assert saved["device"] == "cpu" and saved["base_dtype"] == "float32"
-    # dtype auto on a CPU: float32 throughout, no autocast (lora_tradeoff/precision.py)
+    # dtype auto on a CPU: float32 throughout, no autocast (lora_tradeoff/model/precision.py)
     assert (saved["dtype_setting"], saved["dtype"], saved["trainable_dtype"]) == ("auto", "float32", "float32")
     assert (saved["bf16"], saved["fp16"]) == (False, False)
     assert (saved["sft_args"]["bf16"], saved["sft_args"]["fp16"]) == (False, False)
@@ -256,7 +256,7 @@ def test_bfloat16_trains_a_frozen_bf16_base_under_autocast_with_float32_adapter_
 
 
 def test_float16_on_a_cpu_is_refused_before_anything_is_written(tmp_path, base_model_dir, train_jsonl):
-    from lora_tradeoff.precision import PrecisionError
+    from lora_tradeoff.model.precision import PrecisionError
 
     spec = RunSpec.from_config("fp16", {**TEST_RUN, "max_steps": 1})
     with pytest.raises(PrecisionError, match=r"^dtype: float16 needs a CUDA GPU"):
@@ -265,7 +265,7 @@ def test_float16_on_a_cpu_is_refused_before_anything_is_written(tmp_path, base_m
 
 
 def test_a_checkpoint_of_another_precision_setting_is_not_resumed(train_jsonl, base_model_dir):
-    from lora_tradeoff.training import run_fingerprint
+    from lora_tradeoff.training.run import run_fingerprint
 
     spec = RunSpec.from_config("p", TEST_RUN)
     assert run_fingerprint(spec, base_model_dir, train_jsonl, "auto") != run_fingerprint(
@@ -274,7 +274,7 @@ def test_a_checkpoint_of_another_precision_setting_is_not_resumed(train_jsonl, b
 
 
 def test_gradient_checkpointing_is_on_record_as_it_ran(tmp_path, base_model_dir, sft_rows):
-    from lora_tradeoff.training import memory_path
+    from lora_tradeoff.training.run import memory_path
 
     spec = RunSpec.from_config("gc", {**TEST_RUN, "max_steps": 1, "gradient_checkpointing": True})
     trainer, _ = build_trainer(spec, base_model_dir, sft_rows, tmp_path / "checkpoints")
@@ -284,7 +284,7 @@ def test_gradient_checkpointing_is_on_record_as_it_ran(tmp_path, base_model_dir,
 
 
 def test_saved_adapter_loads_for_inference_and_changes_greedy_output(trained, base_model_dir, sft_rows):
-    from lora_tradeoff.modeling import load_model_and_tokenizer
+    from lora_tradeoff.model.loading import load_model_and_tokenizer
 
     out_dir, _ = trained
     outputs = []
@@ -354,7 +354,7 @@ def kill_after_checkpoint(
     """Train run ``name`` in a child process, SIGKILL it once its checkpoint after ``step`` is complete,
     and return the complete checkpoints it left."""
     code = (
-        "import json, sys; from pathlib import Path; from lora_tradeoff.training import RunSpec, fine_tune; "
+        "import json, sys; from pathlib import Path; from lora_tradeoff.training.run import RunSpec, fine_tune; "
         f"fine_tune(RunSpec.from_config({name!r}, json.loads(sys.argv[1])), *map(Path, sys.argv[2:]))"
     )
     process = subprocess.Popen(
@@ -406,7 +406,7 @@ def test_non_finite_gradients_stop_training_before_the_optimizer_step(tmp_path, 
     naming the run and the step, instead of writing NaN into every adapter weight."""
     import torch
 
-    from lora_tradeoff.training import TrainingDivergedError
+    from lora_tradeoff.training.run import TrainingDivergedError
 
     spec = RunSpec.from_config("nan", {**TEST_RUN, "max_steps": 3})
     trainer, facts = build_trainer(spec, base_model_dir, sft_rows, tmp_path / "checkpoints")
@@ -444,7 +444,7 @@ def trained_full(tmp_path_factory, base_model_dir: Path, train_jsonl: Path) -> t
 def test_full_fine_tuning_trains_every_weight_into_a_model_folder(trained_full, base_model_dir, sft_rows):
     from safetensors.torch import load_file
 
-    from lora_tradeoff.modeling import is_full_model, load_model_and_tokenizer
+    from lora_tradeoff.model.loading import is_full_model, load_model_and_tokenizer
 
     out_dir, record = trained_full
     losses = [row["loss"] for row in read_train_log(out_dir / "train_log.csv")]
@@ -515,7 +515,7 @@ def test_memory_path_sees_the_fused_lm_head_under_accelerates_autocast_wrapper()
 
     import torch
 
-    from lora_tradeoff.training import memory_path
+    from lora_tradeoff.training.run import memory_path
 
     def _fused_forward(self, *args, **kwargs):
         return None

@@ -49,7 +49,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Literal
 
-from lora_tradeoff.sql_extract import SqlBlock, check_sql_block, extract_statements, split_statements, sql_tokens
+from lora_tradeoff.spider.extraction import SqlBlock, check_sql_block, extract_statements, split_statements, sql_tokens
 
 Mode = Literal["spider", "set"]
 MODES: tuple[Mode, ...] = ("spider", "set")
@@ -302,9 +302,11 @@ class _QueryWorker:
         self.owner = os.getpid()
         parent_read, child_write = os.pipe()
         child_read, parent_write = os.pipe()
-        package_root = str(Path(__file__).resolve().parents[1])
+        package_root = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (package_root, os.environ.get("PYTHONPATH"))))}
-        code = "import sys; from lora_tradeoff.execution import _serve; _serve(int(sys.argv[1]), int(sys.argv[2]))"
+        code = (
+            "import sys; from lora_tradeoff.spider.execution import _serve; _serve(int(sys.argv[1]), int(sys.argv[2]))"
+        )
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-c", code, str(child_read), str(child_write)],

@@ -1,8 +1,8 @@
 """The report's numbers: every model's Spider and MMLU results and changes, and every run's cost.
 
-:func:`build_summary` turns :class:`lora_tradeoff.report_inputs.ReportInputs` into one
-JSON-ready dict (``summary.json``), which the sections (:mod:`lora_tradeoff.report_sections`)
-and figures (:mod:`lora_tradeoff.report_plots`) render. The statistics are those of
+:func:`build_summary` turns :class:`lora_tradeoff.report.inputs.ReportInputs` into one
+JSON-ready dict (``summary.json``), which the sections (:mod:`lora_tradeoff.report.sections`)
+and figures (:mod:`lora_tradeoff.report.plots`) render. The statistics are those of
 :mod:`lora_tradeoff.stats`; Spider's change against the baseline is the same
 :func:`lora_tradeoff.stats.paired_comparison` as each row of MMLU's regression.csv.
 
@@ -19,11 +19,11 @@ from typing import Any
 
 import pandas as pd
 
-from lora_tradeoff.curve import curve_rows
-from lora_tradeoff.frontier import frontier_rows, method_family, sweep_lines
-from lora_tradeoff.replicates import across_seeds
-from lora_tradeoff.report_inputs import BASE_ZERO_SHOT, BASELINE, ReportInputs
+from lora_tradeoff.report.frontier import frontier_rows, method_family, sweep_lines
+from lora_tradeoff.report.inputs import BASE_ZERO_SHOT, BASELINE, ReportInputs
 from lora_tradeoff.stats import OVERALL, paired_comparison, wilson_interval
+from lora_tradeoff.training.curve import curve_rows
+from lora_tradeoff.training.replicates import across_seeds
 
 
 def _paired_spider(base: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
@@ -226,16 +226,16 @@ def build_summary(
     ``base_zero_shot`` runs the base weights and MMLU prompts do not depend on the Spider prompt
     style, so it is not re-measured: its MMLU entry is ``{"measured": False, "same_as": base}``.
     ``replicates`` (``{run: [its seed replicates' run names]}``, see
-    :mod:`lora_tradeoff.replicates`) gives ``replicates[run]``: :func:`replicate_entry`.
-    ``checkpoints`` (``{model: {"run", "step"}}``, see :mod:`lora_tradeoff.curve`) names the
-    models that are a run's adapter at a step; ``curve[run]`` is :func:`lora_tradeoff.curve.curve_rows`.
+    :mod:`lora_tradeoff.training.replicates`) gives ``replicates[run]``: :func:`replicate_entry`.
+    ``checkpoints`` (``{model: {"run", "step"}}``, see :mod:`lora_tradeoff.training.curve`) names the
+    models that are a run's adapter at a step; ``curve[run]`` is :func:`lora_tradeoff.training.curve.curve_rows`.
     ``sql_blocks``: the SQL blocks scored (config generation.sql_block; one value unless the
     models' summaries disagree).
     ``n_shot``: the MMLU prompts' solved examples (``config.mmlu.n_shot``), named in the prose.
-    ``sweeps`` (``{sweep: {"keys", "runs", "values"}}``, see :mod:`lora_tradeoff.sweeps`) names the
-    runs a hyper-parameter sweep made; ``frontier`` is :func:`lora_tradeoff.frontier.frontier_rows`
+    ``sweeps`` (``{sweep: {"keys", "runs", "values"}}``, see :mod:`lora_tradeoff.training.sweeps`) names the
+    runs a hyper-parameter sweep made; ``frontier`` is :func:`lora_tradeoff.report.frontier.frontier_rows`
     (every run, its method family, swept values, Pareto flag and verdict) and ``frontier_lines``
-    :func:`lora_tradeoff.frontier.sweep_lines`.
+    :func:`lora_tradeoff.report.frontier.sweep_lines`.
     Raises ValueError when the baseline has no Spider or MMLU results, or no Spider question scored.
     """
     if baseline not in inputs.spider_scored or baseline not in inputs.mmlu_scored:
@@ -331,7 +331,7 @@ def replicate_entry(
 
     ``{"runs": names, "seeds": [each replicate's training seed, from hyperparams.json],
     "delta_spider_ex_points": ..., "delta_mmlu_overall_points": ...}``, each change as
-    :func:`lora_tradeoff.replicates.across_seeds` of the replicates' changes (mean, sd, 95 %
+    :func:`lora_tradeoff.training.replicates.across_seeds` of the replicates' changes (mean, sd, 95 %
     t-interval across seeds). Each replicate's own per-question interval is in ``tradeoff``.
     """
     return {

@@ -21,10 +21,10 @@ from matplotlib.text import Annotation, Text
 from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import Bbox, offset_copy
 
-from lora_tradeoff.frontier import FAMILIES, FULL, LORA, QLORA
-from lora_tradeoff.report_inputs import BASE_ZERO_SHOT, ReportInputs
-from lora_tradeoff.report_summary import mmlu_shots
-from lora_tradeoff.spider_scoring import HARDNESS_LEVELS
+from lora_tradeoff.report.frontier import FAMILIES, FULL, LORA, QLORA
+from lora_tradeoff.report.inputs import BASE_ZERO_SHOT, ReportInputs
+from lora_tradeoff.report.summary import mmlu_shots
+from lora_tradeoff.spider.scoring import HARDNESS_LEVELS
 from lora_tradeoff.stats import OVERALL, wilson_interval
 
 # The figures plot_all() writes, each in every format (rules/report.smk lists the same names).

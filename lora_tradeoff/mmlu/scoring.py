@@ -1,4 +1,4 @@
-"""MMLU 4-shot regression suite: data loading, suite sampling, prompts and scoring.
+"""MMLU 4-shot scoring: prompts, encoding, truncation, log-likelihood and generate modes.
 
 The prompt format and the scoring rule follow lm-evaluation-harness's ``mmlu``
 task (default variant), so our numbers mean what "MMLU 4-shot" means elsewhere:
@@ -16,89 +16,17 @@ Rows use the normalized MMLU format of the workflow:
 
 from __future__ import annotations
 
-import random
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from lora_tradeoff.inference.base import LoglikelihoodRequest
 from lora_tradeoff.inference.batching import PAD_TOLERANCE, length_batches
 from lora_tradeoff.logs import Progress
+from lora_tradeoff.mmlu.suite import SUBJECT_CATEGORY
 
 LETTERS = ("A", "B", "C", "D")
-
-# Subject -> category of lm-evaluation-harness, copied from SUBJECTS in
-# lm_eval/tasks/mmlu/_generate_configs.py (it defines the mmlu_stem,
-# mmlu_humanities, mmlu_social_sciences and mmlu_other groups). Note that the
-# harness puts anatomy under stem, unlike some other MMLU implementations.
-SUBJECT_CATEGORY: dict[str, str] = {
-    "abstract_algebra": "stem",
-    "anatomy": "stem",
-    "astronomy": "stem",
-    "business_ethics": "other",
-    "clinical_knowledge": "other",
-    "college_biology": "stem",
-    "college_chemistry": "stem",
-    "college_computer_science": "stem",
-    "college_mathematics": "stem",
-    "college_medicine": "other",
-    "college_physics": "stem",
-    "computer_security": "stem",
-    "conceptual_physics": "stem",
-    "econometrics": "social_sciences",
-    "electrical_engineering": "stem",
-    "elementary_mathematics": "stem",
-    "formal_logic": "humanities",
-    "global_facts": "other",
-    "high_school_biology": "stem",
-    "high_school_chemistry": "stem",
-    "high_school_computer_science": "stem",
-    "high_school_european_history": "humanities",
-    "high_school_geography": "social_sciences",
-    "high_school_government_and_politics": "social_sciences",
-    "high_school_macroeconomics": "social_sciences",
-    "high_school_mathematics": "stem",
-    "high_school_microeconomics": "social_sciences",
-    "high_school_physics": "stem",
-    "high_school_psychology": "social_sciences",
-    "high_school_statistics": "stem",
-    "high_school_us_history": "humanities",
-    "high_school_world_history": "humanities",
-    "human_aging": "other",
-    "human_sexuality": "social_sciences",
-    "international_law": "humanities",
-    "jurisprudence": "humanities",
-    "logical_fallacies": "humanities",
-    "machine_learning": "stem",
-    "management": "other",
-    "marketing": "other",
-    "medical_genetics": "other",
-    "miscellaneous": "other",
-    "moral_disputes": "humanities",
-    "moral_scenarios": "humanities",
-    "nutrition": "other",
-    "philosophy": "humanities",
-    "prehistory": "humanities",
-    "professional_accounting": "other",
-    "professional_law": "humanities",
-    "professional_medicine": "other",
-    "professional_psychology": "social_sciences",
-    "public_relations": "social_sciences",
-    "security_studies": "social_sciences",
-    "sociology": "social_sciences",
-    "us_foreign_policy": "social_sciences",
-    "virology": "other",
-    "world_religions": "humanities",
-}
-
-# "other" is left out: it mixes business, medicine and trivia, and the suite is
-# meant to show where fine-tuning costs general knowledge, category by category.
-SUITE_CATEGORIES = ("stem", "humanities", "social_sciences")
-# The harness's four groups (mmlu_stem, mmlu_humanities, mmlu_social_sciences,
-# mmlu_other), in the order the full suite lists them.
-ALL_CATEGORIES = ("stem", "humanities", "social_sciences", "other")
-SUITES = ("per_category", "full")
 
 # The harness's MMLU template (lm_eval/tasks/mmlu/default/_default_template_yaml):
 # target_delimiter " " between "Answer:" and the letter, fewshot_delimiter "\n\n"
@@ -108,131 +36,6 @@ FEWSHOT_DELIMITER = "\n\n"
 
 # A letter standing alone ("B", " B.", "(B)"), not the A of "Answer".
 _STANDALONE_LETTER = re.compile(r"\b([ABCD])\b")
-
-
-# --------------------------------------------------------------------------- data
-
-
-def group_by_subject(rows: Iterable[dict]) -> dict[str, list[dict]]:
-    """Rows per subject, in their original order (the few-shot examples are the first n)."""
-    grouped: dict[str, list[dict]] = {}
-    for row in rows:
-        grouped.setdefault(row["subject"], []).append(row)
-    return grouped
-
-
-# -------------------------------------------------------------------------- suite
-
-
-def _unique_questions(rows: Sequence[dict]) -> list[dict]:
-    """Drop repeated (question, choices) pairs, keeping the first: MMLU's test split
-    holds 27 exact duplicates, and a suite must not count one question twice."""
-    seen: set[tuple] = set()
-    unique = []
-    for row in rows:
-        key = (row["question"], tuple(row["choices"]))
-        if key not in seen:
-            seen.add(key)
-            unique.append(row)
-    return unique
-
-
-def _round_robin_quotas(subjects: Sequence[str], available: dict[str, int], total: int) -> dict[str, int]:
-    """Deal ``total`` questions one at a time over ``subjects`` in the given order.
-
-    Each subject gets ``total // len(subjects)`` or one more (the first subjects
-    in the order get the remainder); a subject with too few questions is
-    skipped once empty, so its share goes to the others.
-    """
-    if total > sum(available[subject] for subject in subjects):
-        raise ValueError(f"asked for {total} questions, the subjects hold only {sum(available.values())}")
-    quotas = dict.fromkeys(subjects, 0)
-    dealt = 0
-    while dealt < total:
-        for subject in subjects:
-            if dealt < total and quotas[subject] < available[subject]:
-                quotas[subject] += 1
-                dealt += 1
-    return quotas
-
-
-def _row_index(row: dict) -> int:
-    return int(row["id"].rsplit("/", 1)[1])
-
-
-def build_suite(
-    test_rows: Sequence[dict],
-    per_category: int = 50,
-    categories: Sequence[str] = SUITE_CATEGORIES,
-    seed: int = 1234,
-) -> list[dict]:
-    """Sample ``per_category`` distinct test questions for each category.
-
-    Questions are spread evenly over the category's subjects: the subjects are
-    shuffled with the seed and dealt questions round-robin, so the remainder
-    lands on the first subjects of the shuffled order. Within a subject the
-    questions are a seeded sample without replacement. Each category draws
-    from its own generator (seeded by seed and category name), so changing the
-    category list does not change the questions of the other categories.
-
-    Returns copies of the rows with a ``"category"`` key, ordered by category
-    (as given), subject and row index. The same rows and seed give the same suite.
-    """
-    by_subject = group_by_subject(test_rows)
-    suite: list[dict] = []
-    for category in categories:
-        subjects = sorted(subject for subject in by_subject if SUBJECT_CATEGORY.get(subject) == category)
-        if not subjects:
-            raise ValueError(f"no test rows of category {category!r}")
-        # String seeds are hashed deterministically by random (version 2 seeding).
-        rng = random.Random(f"{seed}/{category}")
-        rng.shuffle(subjects)
-        pools = {subject: _unique_questions(by_subject[subject]) for subject in subjects}
-        quotas = _round_robin_quotas(subjects, {s: len(pool) for s, pool in pools.items()}, per_category)
-        chosen = [row for subject in subjects for row in rng.sample(pools[subject], quotas[subject])]
-        chosen.sort(key=lambda row: (row["subject"], _row_index(row)))
-        suite.extend({**row, "category": category} for row in chosen)
-    return suite
-
-
-def build_full_suite(test_rows: Sequence[dict]) -> list[dict]:
-    """Every test question, each with its harness category (``"other"`` included).
-
-    This is the harness's ``mmlu`` task: all 14,042 rows of the test split over 57 subjects,
-    duplicates kept (the harness counts the split's 27 repeated questions too, so accuracies
-    compare with its). Returns copies of the rows with a ``"category"`` key, ordered by
-    category (:data:`ALL_CATEGORIES`), subject and row index. A subject outside
-    :data:`SUBJECT_CATEGORY` raises ValueError naming it: its category would be a guess.
-    """
-    unknown = sorted({row["subject"] for row in test_rows} - set(SUBJECT_CATEGORY))
-    if unknown:
-        raise ValueError(f"MMLU test rows of subjects outside the harness's 57: {unknown}")
-    if not test_rows:
-        raise ValueError("no MMLU test rows")
-    order = {category: index for index, category in enumerate(ALL_CATEGORIES)}
-    suite = [{**row, "category": SUBJECT_CATEGORY[row["subject"]]} for row in test_rows]
-    suite.sort(key=lambda row: (order[row["category"]], row["subject"], _row_index(row)))
-    return suite
-
-
-def select_suite(
-    test_rows: Sequence[dict],
-    suite: str = "per_category",
-    per_category: int = 50,
-    categories: Sequence[str] = SUITE_CATEGORIES,
-    seed: int = 1234,
-) -> list[dict]:
-    """The questions every model answers (``config.mmlu.suite``).
-
-    ``"per_category"``: :func:`build_suite` (``per_category`` questions of each of
-    ``categories``, sampled with ``seed``); ``"full"``: :func:`build_full_suite` (the whole
-    test split; the other arguments are not used).
-    """
-    if suite == "per_category":
-        return build_suite(test_rows, per_category=per_category, categories=categories, seed=seed)
-    if suite == "full":
-        return build_full_suite(test_rows)
-    raise ValueError(f"config.mmlu.suite must be one of {SUITES}, got {suite!r}")
 
 
 # ------------------------------------------------------------------------ prompts
@@ -351,8 +154,7 @@ def encode_contexts(
 
     The same ids as one ``encode`` per text, from batched tokenizer calls: a fast tokenizer
     encodes a batch on all cores (unless ``TOKENIZERS_PARALLELISM=false``), and one call per
-    text cost about 5 ms per MMLU question, 70 s on the 14,042-question test split, a
-    large share of its scoring time on a GPU.
+    text cost a large share of a full-split run's scoring time on a GPU (figures: docs/results.md).
     Raises ValueError when a context is empty or a continuation adds no token of its own.
     """
     check_contexts(contexts)
@@ -453,9 +255,9 @@ def _loglik_predictions(
     With ``share_prefix`` the prompts are tokenized group by group (subjects, each whole, in
     order of first appearance) in a background thread while the engine scores the groups
     already tokenized (:meth:`BatchedEngine.loglikelihood_parts`: the batches of one call over
-    all prompts). Tokenizing all prompts before the first forward took 13.35 s of the 62.1 s
-    that the full test split (14,042 questions) took on an H200 (Qwen2.5-Coder-1.5B, batch 64,
-    pad_tolerance 0.5); a fast tokenizer releases the GIL while it encodes a batch. Without
+    all prompts). Tokenizing every prompt before the first forward was a large share of a
+    full-split run (figures: docs/results.md); a fast tokenizer releases the GIL while it
+    encodes a batch, so the two overlap. Without
     ``share_prefix`` there is one group, tokenized before the first forward.
     """
     import torch
@@ -463,7 +265,7 @@ def _loglik_predictions(
     from lora_tradeoff.inference.engine import BatchedEngine
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    # Built first: it checks pad_tolerance before the prompts are tokenized (13 s to minutes on the full split).
+    # Built first: it checks pad_tolerance before the prompts are tokenized (long on the full split).
     engine = BatchedEngine(model, pad_id, pad_tolerance=pad_tolerance)
     check_contexts(prompts)  # here, so that an empty prompt is named by its index in ``prompts``
     groups = group_keys if share_prefix else [""] * len(prompts)

@@ -10,9 +10,9 @@ from typing import Any
 
 import pandas as pd
 
-from lora_tradeoff.execution import DEFAULT_ROW_CAP, DEFAULT_TIMEOUT_S, Mode, score_items
-from lora_tradeoff.hardness import spider_hardness
-from lora_tradeoff.sql_extract import SqlBlock
+from lora_tradeoff.spider.execution import DEFAULT_ROW_CAP, DEFAULT_TIMEOUT_S, Mode, score_items
+from lora_tradeoff.spider.extraction import SqlBlock
+from lora_tradeoff.spider.hardness import spider_hardness
 
 COLUMNS = [
     "id",

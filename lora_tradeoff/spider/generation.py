@@ -16,7 +16,7 @@ from typing import Any
 from lora_tradeoff.inference.engine import BatchedEngine
 from lora_tradeoff.inference.profiling import PhaseTimer, phase
 from lora_tradeoff.logs import Progress
-from lora_tradeoff.sql_extract import SqlBlock, check_sql_block, sql_fence_end, statement_terminator
+from lora_tradeoff.spider.extraction import SqlBlock, check_sql_block, sql_fence_end, statement_terminator
 
 
 class PromptTooLongError(ValueError):
@@ -108,11 +108,11 @@ def statement_end(text: str) -> int | None:
     """Character offset just after the first statement terminator in ``text``, or None.
 
     A terminator is a ';' that a newline follows and that ends the answer's
-    first statement as SQL reads it (`sql_extract.statement_terminator`, the
+    first statement as SQL reads it (`extraction.statement_terminator`, the
     lexing extraction uses: a ';' inside a string literal, quoted identifier,
     ``--`` or ``/* */`` comment, a reasoning block or a harmony analysis message ends
     nothing), or the ``` or ~~~ fence that closes a block holding a statement
-    (`sql_extract.sql_fence_end`: a fence without SQL, such as a schema excerpt, ends
+    (`extraction.sql_fence_end`: a fence without SQL, such as a schema excerpt, ends
     nothing). A ';' at the very end is not one yet: the next token may still be a newline, or an eos.
     """
     ends = [end for end in (statement_terminator(text), sql_fence_end(text)) if end is not None]

@@ -1,7 +1,7 @@
 """The trade-off along training: adapters kept at chosen steps, evaluated like runs.
 
 A run with ``eval_steps: [6, 12]`` in ``config.training.runs`` keeps its adapter after
-optimizer steps 6 and 12 (:class:`lora_tradeoff.training.StepAdapterCallback`); each becomes
+optimizer steps 6 and 12 (:class:`lora_tradeoff.training.run.StepAdapterCallback`); each becomes
 the evaluated model ``<run>_step<N>`` (adapter ``results/runs/<run>/adapter-step<N>/``), scored
 on Spider and MMLU by the same rules and input functions as the base model and the runs, so a
 new step adds only its own evaluation jobs. The report joins them back into one curve per run,

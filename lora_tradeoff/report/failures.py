@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from lora_tradeoff.report_inputs import BASELINE
+from lora_tradeoff.report.inputs import BASELINE
 
 # Failure examples: up to one question per kind, in this order, for every fine-tuned run.
 FAILURE_KINDS: tuple[tuple[str, str], ...] = (

@@ -15,7 +15,7 @@ trained by :func:`fine_tune` into ``results/runs/<name>/``:
                         deleted once the weights and ``hyperparams.json`` are written (a finished
                         run has nothing to resume).
 * ``steps/weights-step<N>/`` the weights after step N for each of ``eval_steps`` (the trade-off
-                        along training, :mod:`lora_tradeoff.curve`); kept, unlike the checkpoints,
+                        along training, :mod:`lora_tradeoff.training.curve`); kept, unlike the checkpoints,
                         and copied into ``weights-step<N>/`` by the rule export_checkpoint.
 
 Full fine-tuning (``method: full``) is the same trainer without a PEFT config: the weights stay
@@ -37,7 +37,7 @@ prompt-completion masking would also train that trailing newline.
 
 Speed levers (GPU), all off or neutral by default so CPU runs work unchanged:
 
-* the workflow's ``dtype: auto`` (:mod:`lora_tradeoff.precision`): a bf16 LoRA base + bf16
+* the workflow's ``dtype: auto`` (:mod:`lora_tradeoff.model.precision`): a bf16 LoRA base + bf16
   autocast on CUDA capability >= 8.0, a float16 base + float16 autocast with loss scaling below
   (T4), float32 on CPU; trainable weights stay float32 throughout;
 * ``packing: true``: padding-free batches: the batch's examples are concatenated into one
@@ -85,8 +85,8 @@ from lora_tradeoff.config_check import (
 )
 from lora_tradeoff.files import read_jsonl, write_json
 from lora_tradeoff.logs import Progress
+from lora_tradeoff.model.precision import autocast_flags, resolve_dtype, torch_dtype
 from lora_tradeoff.overlays import DROP
-from lora_tradeoff.precision import autocast_flags, resolve_dtype, torch_dtype
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 # What save_pretrained writes for a whole model: one file, or an index of shards (models over 5 GB).
@@ -163,7 +163,7 @@ class RunSpec:
         absent keys take the schema's defaults. Raises :class:`TrainingConfigError` naming
         the key for a schema violation (an unknown key too: a typo must not silently fall
         back to a default), for ``seeds`` (the workflow expands it into one run per seed,
-        :mod:`lora_tradeoff.replicates`) and for ``packing`` with ``group_by_length``.
+        :mod:`lora_tradeoff.training.replicates`) and for ``packing`` with ``group_by_length``.
         """
         schema = run_schema(load_schema())
         values, errors = with_defaults({**config, "name": name}, schema)
@@ -440,7 +440,7 @@ def build_lora_config(spec: RunSpec, target_modules: list[str]) -> Any:
 
 def build_sft_config(spec: RunSpec, checkpoint_dir: Path, dtype: str = "float32", device: str = "cpu") -> Any:
     """The TRL/Trainer arguments of a run on ``device`` computing in the resolved ``dtype``
-    (``bf16``/``fp16`` autocast from :func:`lora_tradeoff.precision.autocast_flags`; everything not
+    (``bf16``/``fp16`` autocast from :func:`lora_tradeoff.model.precision.autocast_flags`; everything not
     set here is the library default)."""
     from trl import SFTConfig
 
@@ -503,7 +503,7 @@ def load_base_model(spec: RunSpec, model_dir: Path, dtype: str = "float32") -> A
 
     kwargs: dict[str, Any] = {"attn_implementation": spec.attn_implementation}
     if spec.quantization == "nf4":
-        from lora_tradeoff.modeling import nf4_quantization_config
+        from lora_tradeoff.model.loading import nf4_quantization_config
 
         kwargs["quantization_config"] = nf4_quantization_config(dtype)
         kwargs["device_map"] = {"": torch.cuda.current_device()}
@@ -527,8 +527,8 @@ def build_trainer(
     """An ``SFTTrainer`` ready to train ``spec`` on ``rows``, and facts about it for the record.
 
     ``dtype`` is the workflow's precision setting, resolved for the training device by
-    :func:`lora_tradeoff.precision.resolve_dtype` (a refusal raises
-    :class:`~lora_tradeoff.precision.PrecisionError` before anything is loaded).
+    :func:`lora_tradeoff.model.precision.resolve_dtype` (a refusal raises
+    :class:`~lora_tradeoff.model.precision.PrecisionError` before anything is loaded).
     The facts: device, the resolved dtype, the weights' dtype, bf16/fp16 autocast, resolved target
     modules, data statistics.
     """
@@ -834,7 +834,7 @@ def fine_tune(
     """Train ``spec`` on ``train_jsonl`` into ``out_dir``; return what hyperparams.json records.
 
     ``dtype`` is the workflow's precision setting (``auto``, ``bfloat16``, ``float16``,
-    ``float32``; :mod:`lora_tradeoff.precision`); hyperparams.json records it and what it resolved to.
+    ``float32``; :mod:`lora_tradeoff.model.precision`); hyperparams.json records it and what it resolved to.
 
     Resumes from the newest complete checkpoint in ``out_dir/checkpoints`` when the same
     spec, base model and data left one (e.g. a run killed mid-way). Errors propagate; the

@@ -1,4 +1,4 @@
-"""summary.md, one renderer per section: each takes the summary (:mod:`lora_tradeoff.report_summary`).
+"""summary.md, one renderer per section: each takes the summary (:mod:`lora_tradeoff.report.summary`).
 
 A renderer returns the section's Markdown lines (none: the section is left out, e.g. the
 curve when no run lists ``eval_steps``); :func:`render_summary` joins the sections of
@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from lora_tradeoff.config_check import LORA_ONLY_KEYS
-from lora_tradeoff.frontier import (
+from lora_tradeoff.report.frontier import (
     COLLAPSE,
     COLLAPSE_MDD_MULTIPLE,
     FAMILIES,
@@ -22,9 +22,9 @@ from lora_tradeoff.frontier import (
     FULL,
     NO_FORGETTING,
 )
-from lora_tradeoff.report_inputs import BASE_ZERO_SHOT
-from lora_tradeoff.report_summary import mmlu_shots
-from lora_tradeoff.spider_scoring import HARDNESS_LEVELS
+from lora_tradeoff.report.inputs import BASE_ZERO_SHOT
+from lora_tradeoff.report.summary import mmlu_shots
+from lora_tradeoff.spider.scoring import HARDNESS_LEVELS
 from lora_tradeoff.stats import OVERALL, bootstrap_half_width_points
 
 REFERENCE = "(reference)"  # the baseline's cells of a change against itself
@@ -178,7 +178,7 @@ def _names(runs: Sequence[str]) -> str:
 
 
 def _verdict_policy() -> str:
-    """The verdict rule in words, from :mod:`lora_tradeoff.frontier`'s thresholds."""
+    """The verdict rule in words, from :mod:`lora_tradeoff.report.frontier`'s thresholds."""
     times = "" if COLLAPSE_MDD_MULTIPLE == 1 else f"{COLLAPSE_MDD_MULTIPLE:g} times "
     return (
         f"**Verdict**: *{COLLAPSE}* when Δ EX and Δ MMLU are both drops larger than {times}their MDD "

@@ -5,7 +5,7 @@ checkpoints along training are not runs): its changes against the baseline with 
 paired bootstrap intervals and minimum detectable differences (MDD, both from
 :func:`lora_tradeoff.stats.paired_comparison`, i.e. :func:`lora_tradeoff.stats.minimum_detectable_difference`
 for Spider's and MMLU's paired per-question outcomes alike), its method family
-(:func:`method_family`), its swept values (:mod:`lora_tradeoff.sweeps`), whether it is
+(:func:`method_family`), its swept values (:mod:`lora_tradeoff.training.sweeps`), whether it is
 Pareto-optimal (:func:`pareto_optimal`) and a verdict on forgetting (:func:`frontier_verdict`,
 the one home of that policy). :func:`sweep_lines` joins the points of each sweep in the order
 of the swept value, for the figure and the prose.
@@ -100,7 +100,7 @@ def sweep_members(
 ) -> dict[str, tuple[str, dict[str, Any], str | None]]:
     """``{run: (sweep, swept values, replicate group or None)}`` for every run a sweep made.
 
-    A sweep's point trained with several seeds is a replicate group (:mod:`lora_tradeoff.replicates`
+    A sweep's point trained with several seeds is a replicate group (:mod:`lora_tradeoff.training.replicates`
     expands seeds after sweeps): each of its replicates gets the point's values. Raises ValueError
     for a sweep point that is neither a run nor a replicate group, and for a run in two sweeps.
     """
@@ -129,10 +129,11 @@ def frontier_rows(
     """One row per run, sorted by Δ MMLU overall, highest (least forgetting) first; ties by Δ EX, highest first.
 
     ``tradeoff``, ``spider`` and ``mmlu`` are the summary's entries of the same names
-    (:func:`lora_tradeoff.report_summary.build_summary`), ``hyperparams`` each run's
-    hyperparams.json, ``sweeps`` ``{sweep: {"keys", "runs", "values"}}`` (:func:`lora_tradeoff.sweeps.expand_sweeps`)
-    and ``replicates`` ``{group: [run names]}``. Row keys: ``run``, ``method_family``, ``sweep``
-    (None outside a sweep), ``swept_values`` (``{key: value}``, empty outside a sweep),
+    (:func:`lora_tradeoff.report.summary.build_summary`), ``hyperparams`` each run's
+    hyperparams.json, ``sweeps`` ``{sweep: {"keys", "runs", "values"}}``
+    (:func:`lora_tradeoff.training.sweeps.expand_sweeps`) and ``replicates`` ``{group: [run names]}``.
+    Row keys: ``run``, ``method_family``, ``sweep`` (None outside a sweep), ``swept_values``
+    (``{key: value}``, empty outside a sweep),
     ``replicate_of`` (the seed-replicate group, or None), ``delta_spider_ex_points``,
     ``spider_ci_low_points``, ``spider_ci_high_points``, ``spider_mdd_points``,
     ``delta_mmlu_overall_points``, ``mmlu_ci_low_points``, ``mmlu_ci_high_points``,

@@ -2,17 +2,17 @@
 
 :func:`write_report` runs the report's steps in order, each in its own module:
 
-1. inputs (:mod:`lora_tradeoff.report_inputs`): the files the other rules write, read once;
+1. inputs (:mod:`lora_tradeoff.report.inputs`): the files the other rules write, read once;
    nothing is re-scored;
-2. statistics (:mod:`lora_tradeoff.report_summary`, with :mod:`lora_tradeoff.stats`): every
-   number, as ``summary.json``, with the trade-off frontier (:mod:`lora_tradeoff.frontier`); each
+2. statistics (:mod:`lora_tradeoff.report.summary`, with :mod:`lora_tradeoff.stats`): every
+   number, as ``summary.json``, with the trade-off frontier (:mod:`lora_tradeoff.report.frontier`); each
    headline number and each frontier row's changes are also recomputed straight from the
-   per-item CSV rows (:mod:`lora_tradeoff.report_checks`) and a report whose numbers disagree
+   per-item CSV rows (:mod:`lora_tradeoff.report.checks`) and a report whose numbers disagree
    with those rows is not written;
-3. sections (:mod:`lora_tradeoff.report_sections`, one renderer per section of ``summary.md``),
-   failure examples (:mod:`lora_tradeoff.report_failures`), the same Markdown as HTML pages for
-   ``snakemake --report`` (:mod:`lora_tradeoff.report_html`) and figures
-   (:mod:`lora_tradeoff.report_plots`).
+3. sections (:mod:`lora_tradeoff.report.sections`, one renderer per section of ``summary.md``),
+   failure examples (:mod:`lora_tradeoff.report.failures`), the same Markdown as HTML pages for
+   ``snakemake --report`` (:mod:`lora_tradeoff.report.html`) and figures
+   (:mod:`lora_tradeoff.report.plots`).
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from lora_tradeoff.report_checks import headline_mismatches, recompute_from_items
-from lora_tradeoff.report_failures import FAILURE_RULE, failure_examples, render_failure_examples
-from lora_tradeoff.report_html import html_page
-from lora_tradeoff.report_inputs import BASELINE, ReportInputs
-from lora_tradeoff.report_plots import plot_all
-from lora_tradeoff.report_sections import render_headline, render_summary
-from lora_tradeoff.report_summary import build_summary
+from lora_tradeoff.report.checks import headline_mismatches, recompute_from_items
+from lora_tradeoff.report.failures import FAILURE_RULE, failure_examples, render_failure_examples
+from lora_tradeoff.report.html import html_page
+from lora_tradeoff.report.inputs import BASELINE, ReportInputs
+from lora_tradeoff.report.plots import plot_all
+from lora_tradeoff.report.sections import render_headline, render_summary
+from lora_tradeoff.report.summary import build_summary
 
 # Files write_report() writes into its output folder besides the figures (rules/report.smk lists the same names).
 TABLE_FILES = (
@@ -38,7 +38,7 @@ TABLE_FILES = (
     "summary.json",
     "failure_examples.md",
     "failure_examples.json",
-    # The same tables as HTML pages, shown inside `snakemake --report` (lora_tradeoff/report_html.py).
+    # The same tables as HTML pages, shown inside `snakemake --report` (lora_tradeoff/report/html.py).
     "summary.html",
     "headline.html",
     "failure_examples.html",
@@ -63,9 +63,9 @@ def write_report(
     n_shot: int = 4,
     sweeps: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Write :data:`TABLE_FILES` and every figure of :data:`lora_tradeoff.report_plots.FIGURES` into ``out_dir``.
+    """Write :data:`TABLE_FILES` and every figure of :data:`lora_tradeoff.report.plots.FIGURES` into ``out_dir``.
 
-    The arguments after ``out_dir`` are those of :func:`lora_tradeoff.report_summary.build_summary`.
+    The arguments after ``out_dir`` are those of :func:`lora_tradeoff.report.summary.build_summary`.
     Raises ValueError, writing nothing, when a summary number disagrees with its recomputation
     from the per-item files the inputs were read from. Returns the summary.
     """

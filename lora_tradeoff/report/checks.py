@@ -1,11 +1,12 @@
 """Every headline number of the report, recomputed straight from the per-item CSV rows.
 
-:func:`lora_tradeoff.report.write_report` refuses to write a report whose summary
-(:mod:`lora_tradeoff.report_summary`) disagrees with :func:`recompute_from_items`
+:func:`lora_tradeoff.report.build.write_report` refuses to write a report whose summary
+(:mod:`lora_tradeoff.report.summary`) disagrees with :func:`recompute_from_items`
 (:func:`headline_mismatches`). The recomputation reads the files again and shares no
 code with the summary beyond reading a CSV. The frontier's verdicts and Pareto flags are
 policies, not numbers: they are derived again from the recomputed changes with the policy's
-own functions (:func:`lora_tradeoff.frontier.frontier_verdict`, :func:`lora_tradeoff.frontier.pareto_optimal`).
+own functions (:func:`lora_tradeoff.report.frontier.frontier_verdict`,
+:func:`lora_tradeoff.report.frontier.pareto_optimal`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from lora_tradeoff.frontier import frontier_verdict, pareto_optimal
-from lora_tradeoff.report_inputs import BASELINE, read_mmlu_scored, read_spider_scored
+from lora_tradeoff.report.frontier import frontier_verdict, pareto_optimal
+from lora_tradeoff.report.inputs import BASELINE, read_mmlu_scored, read_spider_scored
 from lora_tradeoff.stats import OVERALL
 
 

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lora_tradeoff.precision import resolve_dtype, torch_dtype
+from lora_tradeoff.model.precision import resolve_dtype, torch_dtype
 
 
 class AdapterMismatchError(ValueError):
@@ -76,7 +76,7 @@ def check_adapter_matches(adapter_dir: Path, model_config: Any) -> None:
 
 def nf4_quantization_config(compute_dtype: str) -> Any:
     """QLoRA's 4-bit base: NF4 with double quantization, computing in ``compute_dtype`` (a resolved
-    :func:`lora_tradeoff.precision.resolve_dtype` name; training and inference alike)."""
+    :func:`lora_tradeoff.model.precision.resolve_dtype` name; training and inference alike)."""
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(
@@ -98,7 +98,7 @@ def load_model_and_tokenizer(
     """Return ``(model, tokenizer)`` in eval mode on ``device``; the tokenizer is always ``model_dir``'s.
 
     ``dtype`` is the config's precision setting, resolved for ``device`` by
-    :func:`lora_tradeoff.precision.resolve_dtype` (``auto``: bf16 on CUDA capability >= 8.0,
+    :func:`lora_tradeoff.model.precision.resolve_dtype` (``auto``: bf16 on CUDA capability >= 8.0,
     float16 below, float32 on CPU); the model's ``dtype`` attribute says what ran.
 
     ``weights_dir`` is a run's fine-tuned weights. A whole model folder (full fine-tuning) is
@@ -162,10 +162,10 @@ def load_model_and_tokenizer(
 def apply_liger_kernels(model: Any) -> None:
     """Replace ``model``'s RMSNorm, rotary embedding and SwiGLU by Liger's fused Triton kernels, in place.
 
-    Inference only (the loss kernels stay off). A decode step of Qwen2.5-Coder-1.5B launches 1,482
-    kernels for one row, 803 with these, and costs 4.49 ms instead of 5.68 on an H200
-    (bench/bench_decode_step.py), yet all of dev generates at 0.68-0.79x the speed
-    (bench_generation.py --liger), and 7-8 % of the greedy answers change through rounding.
+    Inference only (the loss kernels stay off). They make one decode step launch fewer kernels
+    and run faster (bench/bench_decode_step.py), yet the whole of dev generates more slowly with
+    them (bench_generation.py --liger) and some greedy answers change through rounding; the
+    measured figures are in docs/results.md and the benchmark run folders it lists.
     Raises ValueError off CUDA (Triton kernels) and ImportError without the liger-kernel package.
     """
     if model.device.type != "cuda":
@@ -187,7 +187,7 @@ def load_from_manifest(
     dtype: str = "auto",
 ) -> tuple[Any, Any]:
     """:func:`load_model_and_tokenizer` on the checkpoint named by the get_base_model manifest."""
-    from lora_tradeoff.model_source import read_manifest
+    from lora_tradeoff.model.source import read_manifest
 
     model_dir = read_manifest(manifest_path)["model_dir"]
     return load_model_and_tokenizer(Path(model_dir), weights_dir, device, quantization=quantization, dtype=dtype)

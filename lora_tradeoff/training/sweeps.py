@@ -3,7 +3,7 @@
 A run with ``sweep: {learning_rate: [1.0e-4, 1.0e-3]}`` in ``config.training.runs`` becomes
 the runs ``<name>_lr1e-4`` and ``<name>_lr1e-3``: ordinary runs (their own
 ``results/runs/<run>/``, Spider and MMLU scores, rerun tracking), identical but for the swept
-key. Like seed replicates (:mod:`lora_tradeoff.replicates`), expanding names rather than adding
+key. Like seed replicates (:mod:`lora_tradeoff.training.replicates`), expanding names rather than adding
 wildcards keeps every rule and path as it is and lets Snakemake add or drop one point's jobs
 only. Several keys give their cartesian product, the first key varying slowest. The report
 joins the points of one sweep in the order of the swept values (its frontier figure).
