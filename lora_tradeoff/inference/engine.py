@@ -3,7 +3,7 @@
 `BatchedEngine.generate_until` is token-for-token the output of ``model.generate(do_sample=False)``
 run on one prompt at a time, cut at the first stop (`lora_tradeoff.spider.generation.stop_point`
 for SQL), and much faster than transformers' batched ``generate`` (the measured speeds are in
-docs/results.md and the benchmark run folders it lists, not here, where they would go stale):
+docs/speed.md and the benchmark run folders it lists, not here, where they would go stale):
 
 * Group prefixes, computed and attended once. Prompts of one Spider database share
   everything before the question (system turn, few-shot examples, the schema): on

@@ -154,7 +154,7 @@ def encode_contexts(
 
     The same ids as one ``encode`` per text, from batched tokenizer calls: a fast tokenizer
     encodes a batch on all cores (unless ``TOKENIZERS_PARALLELISM=false``), and one call per
-    text cost a large share of a full-split run's scoring time on a GPU (figures: docs/results.md).
+    text cost a large share of a full-split run's scoring time on a GPU (figures: docs/speed.md).
     Raises ValueError when a context is empty or a continuation adds no token of its own.
     """
     check_contexts(contexts)
@@ -256,7 +256,7 @@ def _loglik_predictions(
     order of first appearance) in a background thread while the engine scores the groups
     already tokenized (:meth:`BatchedEngine.loglikelihood_parts`: the batches of one call over
     all prompts). Tokenizing every prompt before the first forward was a large share of a
-    full-split run (figures: docs/results.md); a fast tokenizer releases the GIL while it
+    full-split run (figures: docs/speed.md); a fast tokenizer releases the GIL while it
     encodes a batch, so the two overlap. Without
     ``share_prefix`` there is one group, tokenized before the first forward.
     """

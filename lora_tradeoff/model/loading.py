@@ -165,7 +165,7 @@ def apply_liger_kernels(model: Any) -> None:
     Inference only (the loss kernels stay off). They make one decode step launch fewer kernels
     and run faster (bench/bench_decode_step.py), yet the whole of dev generates more slowly with
     them (bench_generation.py --liger) and some greedy answers change through rounding; the
-    measured figures are in docs/results.md and the benchmark run folders it lists.
+    measured figures are in docs/speed.md and the benchmark run folders it lists.
     Raises ValueError off CUDA (Triton kernels) and ImportError without the liger-kernel package.
     """
     if model.device.type != "cuda":
