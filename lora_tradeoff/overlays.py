@@ -96,6 +96,11 @@ def layer_paths(
 def _layer_runs(layer: Layer) -> tuple[list[Any], bool] | None:
     """The layer's run entries and its replace_runs, or None when it lists no runs."""
     training = layer.config.get("training") if isinstance(layer.config, Mapping) else None
+    if isinstance(training, Mapping) and "runs" not in training and training.get(REPLACE_RUNS):
+        raise ValueError(
+            f"{layer.source}: training.{REPLACE_RUNS}: true without training.runs: list the runs that replace "
+            "the earlier ones, or remove replace_runs"
+        )
     if not isinstance(training, Mapping) or "runs" not in training:
         return None
     runs = training["runs"]
@@ -194,10 +199,41 @@ def merge_runs(layers: Sequence[Layer], schema: dict[str, Any]) -> tuple[list[di
             else:
                 merged[name] = dict(keys)
                 record.added.append(name)
+        for entry in entries:
+            name = entry["name"]
+            unused = unused_values(merged[name], entry) if name in merged else None
+            if unused:
+                raise ValueError(f"{layer.source}: training.runs: {name}: {unused}")
         runs = merged
         record.result = list(merged)
         changes.append(record)
     return (None if runs is None else list(runs.values())), changes
+
+
+def unused_values(run: Mapping[str, Any], entry: Mapping[str, Any]) -> str | None:
+    """Why a value that ``entry`` (one file's entry for ``run``, already merged into it) sets would
+    never be used, or None: a key the run sweeps (the sweep's values replace it), or ``seed`` beside
+    ``seeds`` (each replicate gets its own seed).
+
+    Such a value would be logged as changed and then silently dropped: e.g. an overlay that changes
+    the learning rate of a run an earlier file sweeps over learning rates. A sweep or ``seeds`` that
+    replaces a value an earlier file set is what the user asked for, and passes.
+    """
+    sweep = run.get("sweep")
+    if isinstance(sweep, Mapping):
+        both = [key for key in sweep if key in entry]
+        if both:
+            key = both[0]
+            return (
+                f"{key} {_value(run[key])} is never used: sweep.{key} replaces it with {sweep[key]}; "
+                f"remove {key}, or change the values in sweep.{key}"
+            )
+    if "seeds" in run and "seed" in entry:
+        return (
+            f"seed {run['seed']} is never used: seeds {run['seeds']} gives each replicate its own seed; "
+            "remove seed, or change seeds"
+        )
+    return None
 
 
 def source_name(path: str | Path, cwd: Path | None = None) -> str:
@@ -217,6 +253,8 @@ def apply_run_merge(config: dict[str, Any], layers: Sequence[Layer], schema: dic
     Returns what each layer after the first with runs did (the overlays), for the log.
     """
     runs, changes = merge_runs(layers, schema)
+    if not isinstance(config.get("training"), dict):
+        return changes[1:]  # an empty `training:` in a file: the schema check names it
     if runs is not None:
         config["training"]["runs"] = runs
         config["training"].pop(REPLACE_RUNS, None)

@@ -59,16 +59,27 @@ def read_csv_file(path: Path, subject: str, split: str) -> list[dict[str, Any]]:
     rows = []
     with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
-        for record in reader:
-            if not any(field.strip() for field in record):
-                continue
-            if len(record) != _CSV_FIELDS or record[5].strip() not in _ANSWERS:
-                raise MMLUSourceError(
-                    f"{path}, line {reader.line_num}: expected {_CSV_FIELDS} fields (question, 4 choices, answer "
-                    f"A-D), got {len(record)}: {record[: _CSV_FIELDS + 1]!r}. Fix or remove that row "
-                    "(a choice with a comma needs double quotes)."
-                )
-            rows.append(_row(subject, split, len(rows), record[0], record[1:5], record[5].strip()))
+        try:
+            for record in reader:
+                if not any(field.strip() for field in record):
+                    continue
+                if len(record) != _CSV_FIELDS:
+                    raise MMLUSourceError(
+                        f"{path}, line {reader.line_num}: expected {_CSV_FIELDS} fields (question, 4 choices, "
+                        f"answer A-D), got {len(record)}: {record[: _CSV_FIELDS + 1]!r}. Fix or remove that row "
+                        "(a choice with a comma needs double quotes)."
+                    )
+                if record[5].strip() not in _ANSWERS:
+                    raise MMLUSourceError(
+                        f"{path}, line {reader.line_num}: the answer (last field) is {record[5]!r}, not one of "
+                        "A, B, C, D. Fix that row; a header row (the Hugging Face layout) must be removed."
+                    )
+                rows.append(_row(subject, split, len(rows), record[0], record[1:5], record[5].strip()))
+        except UnicodeDecodeError as error:
+            raise MMLUSourceError(
+                f"{path}, line {reader.line_num + 1}: not UTF-8 ({error.reason} at byte {error.start} of a read "
+                "block); save the file as UTF-8"
+            ) from error
     return rows
 
 

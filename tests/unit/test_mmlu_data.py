@@ -134,16 +134,25 @@ def test_csv_variants_read_the_same_rows(tmp_path, text):
 @pytest.mark.parametrize(
     ("bad_row", "got"),
     [
-        ("Which one?,1,2,3,C", "got 5"),  # a missing choice
-        ("Which one?,1,2,3,4,5,C", "got 7"),  # an unquoted comma in a choice
-        ("Which one?,1,2,3,4,E", "got 6"),  # an answer outside A-D
-        ("Which one?,1,2,3,4,", "got 6"),  # no answer
+        ("Which one?,1,2,3,C", "expected 6 fields .*got 5"),  # a missing choice
+        ("Which one?,1,2,3,4,5,C", "expected 6 fields .*got 7"),  # an unquoted comma in a choice
+        ("Which one?,1,2,3,4,E", "the answer .* is 'E', not one of A, B, C, D"),  # an answer outside A-D
+        ("Which one?,1,2,3,4,", "the answer .* is '', not one of"),  # no answer
+        ("question,A,B,C,D,answer", "the answer .* is 'answer'.*header row"),  # the Hugging Face layout's header
     ],
 )
 def test_a_malformed_row_names_the_file_and_line(tmp_path, bad_row, got):
     (tmp_path / "test").mkdir()
     path = tmp_path / "test" / "anatomy_test.csv"
     path.write_text(GOOD + "\n" + bad_row + "\n", encoding="utf-8")
-    with pytest.raises(MMLUSourceError, match=rf"anatomy_test\.csv, line 4: expected 6 fields .*{got}") as error:
+    with pytest.raises(MMLUSourceError, match=rf"anatomy_test\.csv, line 4: {got}") as error:
         read_mmlu({"source": "csv_dir", "dir": str(tmp_path)}, "test")
-    assert str(path) in str(error.value) and "Fix or remove that row" in str(error.value)
+    assert str(path) in str(error.value) and "Fix" in str(error.value)
+
+
+def test_a_file_that_is_not_utf8_is_named(tmp_path):
+    (tmp_path / "test").mkdir()
+    path = tmp_path / "test" / "anatomy_test.csv"
+    path.write_bytes("Caf\u00e9?,1,2,3,4,A\n".encode("latin-1"))
+    with pytest.raises(MMLUSourceError, match=r"anatomy_test\.csv, line 1: not UTF-8 .*save the file as UTF-8"):
+        read_mmlu({"source": "csv_dir", "dir": str(tmp_path)}, "test")

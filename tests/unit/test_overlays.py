@@ -197,3 +197,26 @@ def test_the_seeds_example_keeps_the_study(base):
         ("r16_qv", [42, 43, 44], 12),
         ("r64_all", None, 12),
     ]
+
+
+def test_a_value_that_a_sweep_or_seeds_would_replace_is_refused(base):
+    """An overlay changing a key that an earlier file sweeps (or seed beside seeds) names the unused value."""
+    swept = overlay({"name": "r64_all", "sweep": {"learning_rate": [1.0e-4, 3.0e-4]}}, source="sweep.yaml")
+    runs, _ = merge_runs([base, swept], SCHEMA)  # the sweep replaces config.yaml's learning_rate: asked for
+    assert by_name(runs)["r64_all"]["sweep"] == {"learning_rate": [1.0e-4, 3.0e-4]}
+    with pytest.raises(ValueError, match=r"lr\.yaml: training\.runs: r64_all: learning_rate 0\.001 is never used"):
+        merge_runs([base, swept, overlay({"name": "r64_all", "learning_rate": 1.0e-3}, source="lr.yaml")], SCHEMA)
+    with pytest.raises(ValueError, match="learning_rate 0.001 is never used: sweep.learning_rate replaces it"):
+        merge_runs([base, overlay({"name": "r8", "learning_rate": 1.0e-3, "sweep": {"learning_rate": [1e-4]}})], SCHEMA)
+    seeds, _ = merge_runs([base, overlay({"name": "r16_qv", "seeds": [1, 2]})], SCHEMA)
+    assert by_name(seeds)["r16_qv"]["seeds"] == [1, 2]  # replaces config.yaml's seed 42: asked for
+    with pytest.raises(ValueError, match=r"r16_qv: seed 7 is never used: seeds \[1, 2\]"):
+        merge_runs([base, overlay({"name": "r16_qv", "seeds": [1, 2], "seed": 7})], SCHEMA)
+
+
+def test_replace_runs_without_runs_and_an_empty_training_section_are_named(base):
+    with pytest.raises(ValueError, match=r"empty\.yaml: training\.replace_runs: true without training\.runs"):
+        merge_runs([base, Layer("empty.yaml", {"training": {"replace_runs": True}})], SCHEMA)
+    config = {**copy.deepcopy(base.config), "training": None}  # what Snakemake merges from a bare `training:`
+    apply_run_merge(config, [base, Layer("bare.yaml", {"training": None})], SCHEMA)
+    assert any("config.training" in problem for problem in config_problems(config, REPO / "schemas/config.schema.yaml"))
