@@ -38,10 +38,17 @@ def test_colab_notebook_runs_unchanged_on_cpu_with_the_smoke_config(tmp_path, ba
     checkout = tmp_path / "lora_tradeoff"
     copy_checkout(checkout)
     # One LoRA run and the base model: the notebook's own cells are what is tested here, the DAG is
-    # covered by the workflow tests.
+    # covered by the workflow tests. The notebook runs in the checkout, on its config.yaml: the
+    # smoke run replaces the demo's runs rather than merging with them by name.
     smoke = yaml.safe_load((REPO / "tests/config/smoke.yaml").read_text())
     config = write_config(
-        tmp_path, base_model_dir, **{"training.runs": smoke["training"]["runs"][:1], "prompt.base_zero_shot": False}
+        tmp_path,
+        base_model_dir,
+        **{
+            "training.runs": smoke["training"]["runs"][:1],
+            "training.replace_runs": True,
+            "prompt.base_zero_shot": False,
+        },
     )
     notebook = nbformat.read(REPO / "notebooks/colab.ipynb", as_version=4)
     parameters = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
@@ -62,5 +69,7 @@ def test_colab_notebook_runs_unchanged_on_cpu_with_the_smoke_config(tmp_path, ba
     assert "dtype auto runs in float32 on cpu" in text
     markdown = [output["data"]["text/markdown"] for output in outputs if "text/markdown" in output.get("data", {})]
     assert len(markdown) == 1 and "## Hyper-parameters" in markdown[0]
+    trained = sorted(path.name for path in (checkout / "results/runs").iterdir())
+    assert trained == ["tiny_qv"], trained  # the smoke config's run alone
     images = [output for output in outputs if "image/png" in output.get("data", {})]
     assert len(images) == len(list((checkout / "results/report").glob("*.png"))) >= 3
