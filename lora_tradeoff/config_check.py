@@ -290,7 +290,7 @@ def sweep_problems(index: int, run: dict[str, Any], schema: dict[str, Any]) -> l
 # workflow does not rerun a full run when they change, and a sweep of them is refused for full runs).
 LORA_ONLY_KEYS = ("r", "alpha", "dropout", "target_modules", "layers_to_transform")
 
-# RunSpec.from_config raises these too (lora_tradeoff.training.run).
+# RunSpec.from_config raises these too (lora_tradeoff.training.run calls run_problems).
 PACKING_WITH_GROUP_BY_LENGTH = "is for padded batches; packing already removes all padding: set one of them"
 FULL_WITH_NF4 = (
     "nf4 is QLoRA (a LoRA adapter on a frozen 4-bit base); full fine-tuning trains every weight: "

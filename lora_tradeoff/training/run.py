@@ -75,11 +75,10 @@ from pathlib import Path
 from typing import Any
 
 from lora_tradeoff.config_check import (
-    FULL_WITH_NF4,
     LORA_ONLY_KEYS,
-    PACKING_WITH_GROUP_BY_LENGTH,
     describe,
     load_schema,
+    run_problems,
     run_schema,
     with_defaults,
 )
@@ -163,7 +162,8 @@ class RunSpec:
         absent keys take the schema's defaults. Raises :class:`TrainingConfigError` naming
         the key for a schema violation (an unknown key too: a typo must not silently fall
         back to a default), for ``seeds`` (the workflow expands it into one run per seed,
-        :mod:`lora_tradeoff.training.replicates`) and for ``packing`` with ``group_by_length``.
+        :mod:`lora_tradeoff.training.replicates`) and for each combination of keys that
+        :func:`lora_tradeoff.config_check.run_problems` refuses.
         """
         schema = run_schema(load_schema())
         values, errors = with_defaults({**config, "name": name}, schema)
@@ -181,12 +181,11 @@ class RunSpec:
         for key in ("target_modules", "layers_to_transform", "eval_steps"):
             if isinstance(values[key], list):
                 values[key] = tuple(values[key])
-        spec = cls(**values)
-        if spec.packing and spec.group_by_length:
-            raise TrainingConfigError(f"{config_key(name, 'group_by_length')}: {PACKING_WITH_GROUP_BY_LENGTH}")
-        if spec.method == "full" and spec.quantization == "nf4":
-            raise TrainingConfigError(f"{config_key(name, 'quantization')}: {FULL_WITH_NF4}")
-        return spec
+        # The combinations the schema cannot express: the workflow names them before any job runs
+        # (config_check.check_config), this names them to a caller of the library.
+        if problems := run_problems(values):
+            raise TrainingConfigError("; ".join(f"{config_key(name, key)}: {message}" for key, message in problems))
+        return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready values (tuples as lists); a full run's LoRA-only keys as None (not used)."""

@@ -340,10 +340,14 @@ def torch_equal(a, b) -> bool:
 
 
 def test_eval_step_beyond_the_last_step_fails_before_training(tmp_path, base_model_dir, train_jsonl):
-    spec = RunSpec.from_config("tiny", {**TEST_RUN, "max_steps": 2, "eval_steps": [1, 3]})
+    # Bounded by num_epochs, the last step is known only once the data is read: fine_tune refuses it.
+    spec = RunSpec.from_config("tiny", {**TEST_RUN, "num_epochs": 1, "eval_steps": [1, 3]})
     with pytest.raises(TrainingConfigError, match=r"runs\[tiny\]\.eval_steps: step\(s\) \[3\] lie beyond"):
         fine_tune(spec, base_model_dir, train_jsonl, tmp_path / "beyond")
     assert not (tmp_path / "beyond" / "train_log.csv").exists()
+    # Bounded by max_steps, the spec itself is refused (the same check as the workflow's config check).
+    with pytest.raises(TrainingConfigError, match=r"runs\[tiny\]\.eval_steps: step\(s\) \[3\] lie beyond max_steps 2"):
+        RunSpec.from_config("tiny", {**TEST_RUN, "max_steps": 2, "eval_steps": [1, 3]})
     with pytest.raises(TrainingConfigError, match=r"eval_steps: \[2, 2\] has non-unique elements"):
         RunSpec.from_config("tiny", {"eval_steps": [2, 2]})
 
