@@ -1,29 +1,23 @@
 """Rule score_mmlu: n-shot MMLU answers of one model (base or fine-tuned) on the suite."""
 
 import pandas as pd
-import torch
 
 from lora_tradeoff.files import read_jsonl
-from lora_tradeoff.gpus import claim_gpu
-from lora_tradeoff.logs import peak_gpu_memory, rule_logger
+from lora_tradeoff.logs import peak_gpu_memory
 from lora_tradeoff.mmlu.data import read_suite_csv
 from lora_tradeoff.mmlu.scoring import format_prompt, score_mmlu, target_delimiter
 from lora_tradeoff.mmlu.suite import group_by_subject
-from lora_tradeoff.model.loading import load_from_manifest
-from lora_tradeoff.model.precision import rehearse_t4
+from lora_tradeoff.model.job import load_evaluated_model, start_model_job
 
-log = rule_logger(snakemake.log[0], f"score_mmlu[{snakemake.wildcards.model}]")
-if (gpu := claim_gpu()) is not None:  # several GPUs: this job's own (lora_tradeoff/gpus.py)
-    log.info("on GPU %s", gpu)
-torch.set_num_threads(snakemake.threads)
-if rehearse_t4(snakemake.params.rehearse_t4):
-    log.info("T4 rehearsal: capability 7.5, no flash/cuDNN attention, 15 GiB cap")
-weights = snakemake.input.weights[0] if snakemake.input.weights else None
-model, tokenizer = load_from_manifest(
-    snakemake.input.model, weights, quantization=snakemake.params.quantization, dtype=snakemake.params.dtype
+log = start_model_job(
+    snakemake.log[0], f"score_mmlu[{snakemake.wildcards.model}]", snakemake.threads, snakemake.params.rehearse_t4
 )
-log.info(
-    "model on %s in %s (dtype: %s), fine-tuned weights %s", model.device, model.dtype, snakemake.params.dtype, weights
+model, tokenizer = load_evaluated_model(
+    snakemake.input.model,
+    snakemake.input.weights[0] if snakemake.input.weights else None,
+    snakemake.params.quantization,
+    snakemake.params.dtype,
+    log,
 )
 suite = read_suite_csv(snakemake.input.suite)
 dev = group_by_subject(read_jsonl(snakemake.input.dev))

@@ -22,9 +22,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from lora_tradeoff.inference.base import LoglikelihoodRequest
-from lora_tradeoff.inference.batching import PAD_TOLERANCE, length_batches
+from lora_tradeoff.inference.batching import PAD_TOLERANCE
 from lora_tradeoff.logs import Progress
 from lora_tradeoff.mmlu.suite import SUBJECT_CATEGORY
+from lora_tradeoff.model.token_ids import bos_prefix, encode_texts, end_of_turn_ids, pad_token_id
 
 LETTERS = ("A", "B", "C", "D")
 
@@ -95,18 +96,6 @@ def target_delimiter(use_chat_template: bool) -> str:
 # ------------------------------------------------------------------------ scoring
 
 
-def bos_prefix(tokenizer: Any) -> list[int]:
-    """The ids the tokenizer puts before a text by default (``[<s>]`` for Mistral/Llama-2, none for
-    SmolLM2 or Qwen2.5): lm-evaluation-harness encodes contexts with the tokenizer's default special
-    tokens and never adds a second BOS to a text that already starts with one."""
-    plain = tokenizer.encode("a", add_special_tokens=False)
-    default = tokenizer.encode("a")
-    for start in range(len(default) - len(plain) + 1):
-        if default[start : start + len(plain)] == plain:
-            return list(default[:start])
-    return []
-
-
 def encode_pair(
     tokenizer: Any, context: str, continuation: str, prefix: Sequence[int] = ()
 ) -> tuple[list[int], list[int]]:
@@ -165,7 +154,7 @@ def encode_contexts(
         texts += [stripped] + [stripped + trailing + continuation for continuation in continuations]
     ids: list[list[int]] = []
     for start in range(0, len(texts), ENCODE_CHUNK):
-        ids += tokenizer(texts[start : start + ENCODE_CHUNK], add_special_tokens=False)["input_ids"]
+        ids += encode_texts(tokenizer, texts[start : start + ENCODE_CHUNK])
     prefix = list(prefix)
     width = 1 + len(continuations)
     encoded = []
@@ -264,7 +253,7 @@ def _loglik_predictions(
 
     from lora_tradeoff.inference.engine import BatchedEngine
 
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = pad_token_id(tokenizer)
     # Built first: it checks pad_tolerance before the prompts are tokenized (long on the full split).
     engine = BatchedEngine(model, pad_id, pad_tolerance=pad_tolerance)
     check_contexts(prompts)  # here, so that an empty prompt is named by its index in ``prompts``
@@ -331,6 +320,27 @@ def parse_letter(completion: str) -> str:
     return match.group(1) if match else ""
 
 
+class AnswerStop:
+    """The stop rule of generate mode (`lora_tradeoff.inference.base.StopRule`): the first end-of-turn
+    token or ``max_new_tokens``, whichever comes first, as ``model.generate`` stops; the kept text
+    is decoded without special tokens."""
+
+    def __init__(self, tokenizer: Any, end_of_turn: frozenset[int], max_new_tokens: int) -> None:
+        self.tokenizer = tokenizer
+        self.end_of_turn = end_of_turn
+        self.max_new_tokens = max_new_tokens
+
+    def check(self, new_ids: list[int]) -> tuple[list[int], str, str] | None:
+        at = next((i for i, token in enumerate(new_ids) if token in self.end_of_turn), None)
+        if at is not None:
+            kept, reason = new_ids[: at + 1], "eos"
+        elif len(new_ids) >= self.max_new_tokens:
+            kept, reason = new_ids[: self.max_new_tokens], "max_new_tokens"
+        else:
+            return None
+        return kept, self.tokenizer.decode(kept, skip_special_tokens=True), reason
+
+
 def _generate_predictions(
     model: Any,
     tokenizer: Any,
@@ -341,42 +351,32 @@ def _generate_predictions(
     pad_tolerance: float,
     max_length: int,
 ) -> list[dict]:
-    """Greedy completions; a prompt that leaves less than ``max_new_tokens`` of the context is cut
-    from the left, as lm-evaluation-harness's ``generate_until`` does."""
-    import torch
+    """Greedy completions through the inference engine (the `LM` interface Spider generation uses);
+    a prompt that leaves less than ``max_new_tokens`` of the context is cut from the left, as
+    lm-evaluation-harness's ``generate_until`` does."""
+    from lora_tradeoff.inference.engine import BatchedEngine
 
-    from lora_tradeoff.inference.hf import left_padded
-
-    cut = [
-        truncate_left(ids, 1, max_length - max_new_tokens)
-        for ids in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-    ]
-    encoded = [ids for ids, _ in cut]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    results: list[dict] = [{}] * len(prompts)
-    with torch.inference_mode():
-        lengths = [len(ids) for ids in encoded]
-        for chunk in length_batches(lengths, batch_size, pad_tolerance):
-            input_ids, attention_mask = left_padded([encoded[i] for i in chunk], pad_id)
-            width = input_ids.shape[1]
-            output = model.generate(
-                input_ids=input_ids.to(model.device),
-                attention_mask=attention_mask.to(model.device),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=pad_id,
-            )
-            completions = tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
-            for index, completion in zip(chunk, completions, strict=True):
-                letter = parse_letter(completion)
-                results[index] = {
-                    "prediction": letter,
-                    **{f"prob_{letter}": float("nan") for letter in LETTERS},
-                    "parse_failed": letter == "",
-                    "completion": completion,
-                    "truncated_tokens": cut[index][1],
-                }
-            tracker.advance(len(chunk))
+    end_of_turn = end_of_turn_ids(model, tokenizer)
+    engine = BatchedEngine(model, pad_token_id(tokenizer, end_of_turn), pad_tolerance=pad_tolerance)
+    cut = [truncate_left(ids, 1, max_length - max_new_tokens) for ids in encode_texts(tokenizer, prompts)]
+    generations = engine.generate_until(
+        [ids for ids, _ in cut],
+        AnswerStop(tokenizer, end_of_turn, max_new_tokens),
+        batch_size,
+        on_batch=lambda batch: tracker.advance(len(batch)),
+    )
+    results = []
+    for generation, (_, truncated_tokens) in zip(generations, cut, strict=True):
+        letter = parse_letter(generation.text)
+        results.append(
+            {
+                "prediction": letter,
+                **{f"prob_{letter}": float("nan") for letter in LETTERS},
+                "parse_failed": letter == "",
+                "completion": generation.text,
+                "truncated_tokens": truncated_tokens,
+            }
+        )
     return results
 
 

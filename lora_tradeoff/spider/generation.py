@@ -16,6 +16,7 @@ from typing import Any
 from lora_tradeoff.inference.engine import BatchedEngine
 from lora_tradeoff.inference.profiling import PhaseTimer, phase
 from lora_tradeoff.logs import Progress
+from lora_tradeoff.model.token_ids import encode_texts, end_of_turn_ids, pad_token_id
 from lora_tradeoff.spider.extraction import SqlBlock, check_sql_block, sql_fence_end, statement_terminator
 
 
@@ -48,9 +49,7 @@ def encode_prompts(tokenizer: Any, prompt_rows: Sequence[dict]) -> list[list[int
         tokenizer.apply_chat_template(row["messages"], add_generation_prompt=True, tokenize=False)
         for row in prompt_rows
     ]
-    if not texts:
-        return []
-    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return encode_texts(tokenizer, texts)
 
 
 def check_prompt_lengths(
@@ -136,19 +135,6 @@ def _stop_candidates(tokenizer: Any) -> frozenset[int]:
     )
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
-    """Ids that end the assistant's turn: the generation config's (where ``generate`` stops) and the tokenizer's."""
-    configured = model.generation_config.eos_token_id
-    ids = set(configured if isinstance(configured, list) else [configured])
-    ids.add(tokenizer.eos_token_id)
-    ids.discard(None)
-    if not ids:
-        raise ValueError(
-            f"{tokenizer.name_or_path!r} defines no eos token; generation could not stop at the end of a turn."
-        )
-    return frozenset(ids)
-
-
 # ---------------------------------------------------------------------------
 # The stop rule
 
@@ -160,7 +146,7 @@ class SqlStop:
     def __init__(self, model: Any, tokenizer: Any, max_new_tokens: int, sql_block: SqlBlock = "first") -> None:
         self.tokenizer = tokenizer
         self.sql_block = check_sql_block(sql_block)
-        self.eos_ids = _eos_ids(model, tokenizer)
+        self.eos_ids = end_of_turn_ids(model, tokenizer)
         self.candidates = _stop_candidates(tokenizer)
         self.max_new_tokens = max_new_tokens
 
@@ -232,9 +218,8 @@ def generate_sql(
         )
     with phase(timer, "stop_rule_setup"):
         scanner = SqlStop(model, tokenizer, max_new_tokens, sql_block)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(scanner.eos_ids)
     tracker = Progress(len(prompt_rows), "items", "generated", progress)
-    engine = BatchedEngine(model, pad_id, cuda_graphs=cuda_graphs, timer=timer)
+    engine = BatchedEngine(model, pad_token_id(tokenizer, scanner.eos_ids), cuda_graphs=cuda_graphs, timer=timer)
     outputs = engine.generate_until(prompt_ids, scanner, batch_size, on_batch=lambda batch: tracker.advance(len(batch)))
     return [
         {

@@ -24,6 +24,7 @@ from lora_tradeoff.mmlu.scoring import (
 )
 from lora_tradeoff.mmlu.suite import group_by_subject
 from lora_tradeoff.model.loading import load_model_and_tokenizer
+from lora_tradeoff.model.token_ids import bos_prefix
 
 # Subjects with short questions, 3 questions each (prefix sharing
 # needs several questions per subject); 1-shot keeps the prompts short so the
@@ -158,6 +159,21 @@ def test_generate_mode_parses_letters(model_and_tokenizer, items_and_prompts):
         assert row["correct"] == (row["prediction"] == row["gold"])
     # The model continues "Answer:" with a letter on these questions.
     assert sum(not row["parse_failed"] for row in rows) >= 3
+
+
+def test_generate_mode_completions_are_those_of_model_generate(model_and_tokenizer, items_and_prompts):
+    """Generate mode runs through the inference engine; its completions are ``model.generate``'s
+    greedy tokens on each prompt alone, up to eos or the budget, without special tokens."""
+    import torch
+
+    model, tokenizer = model_and_tokenizer
+    items, prompts = items_and_prompts
+    rows = score_mmlu(model, tokenizer, items[:3], prompts[:3], batch_size=3, mode="generate", max_new_tokens=6)
+    for row, prompt in zip(rows, prompts[:3], strict=True):
+        ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]])
+        with torch.inference_mode():
+            output = model.generate(input_ids=ids, max_new_tokens=6, do_sample=False)
+        assert row["completion"] == tokenizer.decode(output[0, ids.shape[1] :], skip_special_tokens=True)
 
 
 @pytest.mark.parametrize(
@@ -404,7 +420,7 @@ def _harness_letter_logliks(model, tokenizer, prompt: str, max_length: int) -> l
     import torch
 
     context_ids, continuations = encode_pairs(
-        tokenizer, prompt, [" " + letter for letter in LETTERS], scoring.bos_prefix(tokenizer)
+        tokenizer, prompt, [" " + letter for letter in LETTERS], bos_prefix(tokenizer)
     )
     logliks = []
     for continuation in continuations:
@@ -427,7 +443,7 @@ def test_a_prompt_longer_than_the_context_loses_its_left_end_as_in_the_harness(
     model, tokenizer = model_and_tokenizer
     items, prompts = items_and_prompts
     items, prompts = items[::3], prompts[::3]  # one question per subject: prompts of different lengths
-    lengths = [len(encode_pairs(tokenizer, p, [" A"], scoring.bos_prefix(tokenizer))[0]) for p in prompts]
+    lengths = [len(encode_pairs(tokenizer, p, [" A"], bos_prefix(tokenizer))[0]) for p in prompts]
     max_length = min(lengths)  # the shortest prompt just fits, the others do not
     assert max(lengths) > max_length
     rows = score_mmlu(model, tokenizer, items, prompts, batch_size=4, share_prefix=share_prefix, max_length=max_length)

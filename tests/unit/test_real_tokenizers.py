@@ -20,8 +20,9 @@ import pytest
 
 from lora_tradeoff.files import fetch_wheel_member, sha256_file
 from lora_tradeoff.mmlu.data import read_mmlu_csv_dir
-from lora_tradeoff.mmlu.scoring import LETTERS, bos_prefix, encode_pair, format_prompt, target_delimiter
+from lora_tradeoff.mmlu.scoring import LETTERS, encode_pair, format_prompt, target_delimiter
 from lora_tradeoff.mmlu.suite import group_by_subject
+from lora_tradeoff.model.token_ids import bos_prefix
 from lora_tradeoff.model.tokenizers import SentencePieceError, tokenizer_from_spec
 from lora_tradeoff.spider.prompts import ChatTemplateError, SchemaLookup, format_split, select_fewshot_examples
 from lora_tradeoff.training.run import tokenize_sft_example
