@@ -8,7 +8,3 @@
 * `hf.HFReference`: plain ``model.generate`` and one forward per request, the
   reference the engine is tested and benchmarked against.
 """
-
-from lora_tradeoff.inference.base import LM, Generation, LoglikelihoodRequest, StopRule
-
-__all__ = ["LM", "Generation", "LoglikelihoodRequest", "StopRule"]
