@@ -2,19 +2,10 @@
 
 from lora_tradeoff.files import read_jsonl, write_jsonl
 from lora_tradeoff.logs import peak_gpu_memory
-from lora_tradeoff.model.job import load_evaluated_model, start_model_job
+from lora_tradeoff.model.job import start_evaluation_job
 from lora_tradeoff.spider.generation import generate_sql
 
-log = start_model_job(
-    snakemake.log[0], f"generate_sql[{snakemake.wildcards.model}]", snakemake.threads, snakemake.params.rehearse_t4
-)
-model, tokenizer = load_evaluated_model(
-    snakemake.input.model,
-    snakemake.input.weights[0] if snakemake.input.weights else None,
-    snakemake.params.quantization,
-    snakemake.params.dtype,
-    log,
-)
+log, model, tokenizer = start_evaluation_job(snakemake, "generate_sql")
 rows = generate_sql(
     model,
     tokenizer,

@@ -7,18 +7,9 @@ from lora_tradeoff.logs import peak_gpu_memory
 from lora_tradeoff.mmlu.data import read_suite_csv
 from lora_tradeoff.mmlu.scoring import format_prompt, score_mmlu, target_delimiter
 from lora_tradeoff.mmlu.suite import group_by_subject
-from lora_tradeoff.model.job import load_evaluated_model, start_model_job
+from lora_tradeoff.model.job import start_evaluation_job
 
-log = start_model_job(
-    snakemake.log[0], f"score_mmlu[{snakemake.wildcards.model}]", snakemake.threads, snakemake.params.rehearse_t4
-)
-model, tokenizer = load_evaluated_model(
-    snakemake.input.model,
-    snakemake.input.weights[0] if snakemake.input.weights else None,
-    snakemake.params.quantization,
-    snakemake.params.dtype,
-    log,
-)
+log, model, tokenizer = start_evaluation_job(snakemake, "score_mmlu")
 suite = read_suite_csv(snakemake.input.suite)
 dev = group_by_subject(read_jsonl(snakemake.input.dev))
 use_chat = snakemake.params.use_chat_template

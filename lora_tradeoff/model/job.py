@@ -34,13 +34,23 @@ def start_model_job(log_path: str | Path, name: str, threads: int, rehearse: boo
     return log
 
 
-def load_evaluated_model(
-    manifest: str | Path, weights: str | Path | None, quantization: str, dtype: str, log: logging.Logger
-) -> tuple[Any, Any]:
-    """The model an evaluation rule scores: the base model of ``manifest``, with the fine-tuned
-    ``weights`` (an adapter or a full model folder; None for the base model) on it; logged."""
+def start_evaluation_job(job: Any, rule: str) -> tuple[logging.Logger, Any, Any]:
+    """:func:`start_model_job`, then the model an evaluation rule scores: ``(logger, model, tokenizer)``.
+
+    ``job`` is the rule script's ``snakemake`` object: its ``log``, ``threads``, ``wildcards.model``,
+    ``input.model`` (the base model's manifest), ``input.weights`` (the fine-tuned weights, an
+    adapter or a full model folder; empty for the base model) and ``params.quantization``,
+    ``params.dtype`` and ``params.rehearse_t4``.
+    """
+    log = start_model_job(job.log[0], f"{rule}[{job.wildcards.model}]", job.threads, job.params.rehearse_t4)
+    weights = job.input.weights[0] if job.input.weights else None
     model, tokenizer = load_from_manifest(
-        Path(manifest), None if weights is None else Path(weights), quantization=quantization, dtype=dtype
+        Path(job.input.model),
+        None if weights is None else Path(weights),
+        quantization=job.params.quantization,
+        dtype=job.params.dtype,
     )
-    log.info("model on %s in %s (dtype: %s), fine-tuned weights %s", model.device, model.dtype, dtype, weights)
-    return model, tokenizer
+    log.info(
+        "model on %s in %s (dtype: %s), fine-tuned weights %s", model.device, model.dtype, job.params.dtype, weights
+    )
+    return log, model, tokenizer
