@@ -65,8 +65,9 @@ def resolve_dtype(setting: str, device: str) -> Dtype:
     if not device.startswith("cuda"):
         if setting == "float16":
             raise PrecisionError(
-                f"{DTYPE_KEY}: float16 needs a CUDA GPU (accelerate autocasts and scales float16 losses on GPUs "
-                "only; on a CPU training would silently run in float32); set dtype: auto or float32 here"
+                f"{DTYPE_KEY}: float16 needs a CUDA GPU (it is the precision of GPUs without bf16: on a CPU, "
+                "float16 generation and scoring are slow, and training would silently run in float32: accelerate "
+                "autocasts and scales float16 losses on GPUs only); set dtype: auto or float32 here"
             )
         return "float32" if setting == "auto" else setting
     capability = device_capability(device)
