@@ -127,12 +127,17 @@ def _type_hint(error: jsonschema.ValidationError) -> str:
 
     Text that reads as a number: Snakemake's ``--config key={...}`` keeps every value inside
     the braces as text, and YAML 1.1 (PyYAML) reads ``5e-4`` (no dot) as text. A float with
-    no fraction where an integer is expected: ``16.0``.
+    no fraction where an integer is expected: ``16.0``. ``true``/``false`` as text: Snakemake's
+    ``--config key=true`` (it reads only ``True``/``False`` as booleans).
     """
     expected = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
     value = error.instance
     if isinstance(value, float) and value.is_integer() and "integer" in expected:
         return f"; write {int(value)}"
+    if isinstance(value, str) and "boolean" in expected and value.strip().lower() in ("true", "false"):
+        # Snakemake's --config reads True and False as booleans, but true and false as text.
+        key = ".".join(str(part) for part in error.absolute_path)
+        return f"; on the command line write it capitalised: --config {key}={value.strip().capitalize()}"
     if not isinstance(value, str) or not {"integer", "number"} & set(expected):
         return ""
     try:

@@ -89,6 +89,15 @@ def test_wrong_type_and_enum(config):
     assert "config.training.runs[0].quantization: 'int8' is not allowed; use one of ['none', 'nf4']" in found
 
 
+def test_a_boolean_given_as_text_names_the_capitalised_spelling(config):
+    """``--config rehearse_t4=true`` reaches the config as the text 'true' (Snakemake reads True only)."""
+    config["rehearse_t4"] = "true"
+    assert problems(config) == [
+        "config.rehearse_t4: 'true' has the wrong type; expected boolean; "
+        "on the command line write it capitalised: --config rehearse_t4=True"
+    ]
+
+
 def test_missing_path_names_key(config):
     config["spider"] = {"source": "dir", "dir": "/nonexistent/spider"}
     assert problems(config) == ["config.spider.dir: /nonexistent/spider does not exist"]
