@@ -436,8 +436,9 @@ def _interval_note(summary: Mapping[str, Any]) -> list[str]:
     ]
     per_category = summary["mmlu_n_per_category"]
     ns = sorted(set(n for c, n in per_category.items() if c != OVERALL))
+    questions = "question" if ns == [1] else "questions"
     observed = (
-        f"Here, with n = {', '.join(map(str, ns))} questions per category, the intervals of the runs' category "
+        f"Here, with n = {', '.join(map(str, ns))} {questions} per category, the intervals of the runs' category "
         f"rows are {min(widths):.1f} to {max(widths):.1f} points wide. "
         if widths
         else ""
