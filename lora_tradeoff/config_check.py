@@ -122,22 +122,29 @@ def _condition(error: jsonschema.ValidationError, schema: dict[str, Any]) -> str
     return ", ".join(f"{key} {test['const']}" for key, test in tests.items() if "const" in test)
 
 
+_BOOLEAN_WORDS = {"true": "true", "yes": "true", "on": "true", "false": "false", "no": "false", "off": "false"}
+
+
 def _type_hint(error: jsonschema.ValidationError) -> str:
     """How to write a value of the wrong type that looks like the expected one ('' if none).
 
     Text that reads as a number: Snakemake's ``--config key={...}`` keeps every value inside
     the braces as text, and YAML 1.1 (PyYAML) reads ``5e-4`` (no dot) as text. A float with
-    no fraction where an integer is expected: ``16.0``. ``true``/``false`` as text: Snakemake's
-    ``--config key=true`` (it reads only ``True``/``False`` as booleans).
+    no fraction where an integer is expected: ``16.0``. ``true``/``false`` (or yes/no, on/off) as
+    text: quoted in a YAML file, or Snakemake's ``--config key=true`` (it reads only ``True`` and
+    ``False`` as booleans, and every value inside ``key={...}`` as text).
     """
     expected = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
     value = error.instance
     if isinstance(value, float) and value.is_integer() and "integer" in expected:
         return f"; write {int(value)}"
-    if isinstance(value, str) and "boolean" in expected and value.strip().lower() in ("true", "false"):
-        # Snakemake's --config reads True and False as booleans, but true and false as text.
-        key = ".".join(str(part) for part in error.absolute_path)
-        return f"; on the command line write it capitalised: --config {key}={value.strip().capitalize()}"
+    if isinstance(value, str) and "boolean" in expected and value.strip().lower() in _BOOLEAN_WORDS:
+        # Quoted in a YAML file, or from --config: Snakemake reads `key=True` as a boolean but
+        # `key=true` (and every value inside `key={...}`) as text.
+        word = _BOOLEAN_WORDS[value.strip().lower()]
+        path = list(error.absolute_path)
+        command_line = f"; on the command line: --config {path[0]}={word.capitalize()}" if len(path) == 1 else ""
+        return f"; write {word} unquoted in a YAML file given with --configfile{command_line}"
     if not isinstance(value, str) or not {"integer", "number"} & set(expected):
         return ""
     try:

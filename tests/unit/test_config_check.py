@@ -93,8 +93,15 @@ def test_a_boolean_given_as_text_names_the_capitalised_spelling(config):
     """``--config rehearse_t4=true`` reaches the config as the text 'true' (Snakemake reads True only)."""
     config["rehearse_t4"] = "true"
     assert problems(config) == [
-        "config.rehearse_t4: 'true' has the wrong type; expected boolean; "
-        "on the command line write it capitalised: --config rehearse_t4=True"
+        "config.rehearse_t4: 'true' has the wrong type; expected boolean; write true unquoted in a YAML file "
+        "given with --configfile; on the command line: --config rehearse_t4=True"
+    ]
+    # A nested key cannot be set as key=True on the command line: the YAML spelling only.
+    config["rehearse_t4"] = False
+    config["training"]["runs"][0]["packing"] = "No"
+    assert problems(config) == [
+        "config.training.runs[0].packing: 'No' has the wrong type; expected boolean; write false unquoted in a "
+        "YAML file given with --configfile"
     ]
 
 
@@ -274,3 +281,15 @@ def test_run_key_combinations_fail_before_any_job(config):
     del config["training"]["runs"][0]["max_steps"]  # bounded by num_epochs: fine_tune checks when it starts
     config["training"]["runs"][0]["packing"] = False
     assert problems(config) == []
+
+
+def test_seeds_outside_numpys_range_fail_before_any_job(config):
+    """numpy seeds take 0 .. 2**32 - 1: a negative training seed would fail at the job's start and a
+    negative mmlu.seed in mmlu_regression, after every scoring had run."""
+    config["training"]["runs"][0]["seed"] = -5
+    config["training"]["runs"][1]["seeds"] = [42, 2**40]
+    config["mmlu"]["seed"] = -1
+    found = problems(config)
+    assert any(p.startswith("config.training.runs[0].seed: -5 is less than the minimum of 0") for p in found), found
+    assert any(p.startswith("config.training.runs[1].seeds[1]: 1099511627776 is greater than") for p in found), found
+    assert any(p.startswith("config.mmlu.seed: -1 is less than the minimum of 0") for p in found), found
