@@ -25,6 +25,7 @@ merged config; their types are those of ``schemas/config.schema.yaml``.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ class RunChanges:
     replaced: list[str] | None = None  # the names it replaced (replace_runs: true), else None
     changed: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # run -> "key old -> new"
     added: list[str] = dataclasses.field(default_factory=list)
+    near: dict[str, str] = dataclasses.field(default_factory=dict)  # added run -> the earlier run its name is close to
     dropped: list[str] = dataclasses.field(default_factory=list)
     result: list[str] = dataclasses.field(default_factory=list)  # the run names after this layer
 
@@ -61,7 +63,12 @@ class RunChanges:
             parts.append(f"replaced the runs before it ({', '.join(self.replaced) or 'none'})")
         parts += [f"changed {name} ({'; '.join(keys)})" for name, keys in self.changed.items()]
         if self.added and self.replaced is None:
-            parts.append(f"added {', '.join(self.added)}")
+            # A misspelt name adds a run (trained from the schema's defaults) instead of changing one.
+            named = [
+                f"{name} (a new run; did you mean {self.near[name]}?)" if name in self.near else name
+                for name in self.added
+            ]
+            parts.append(f"added {', '.join(named)}")
         if self.dropped:
             parts.append(f"dropped {', '.join(self.dropped)}")
         return f"{self.source}: training.runs: {'; '.join(parts) or 'no change'}; now {', '.join(self.result)}"
@@ -153,6 +160,8 @@ def merge_runs(layers: Sequence[Layer], schema: dict[str, Any]) -> tuple[list[di
         for index, entry in enumerate(entries):
             where = f"{layer.source}: training.runs[{index}]"
             name = entry.get("name") if isinstance(entry, Mapping) else None
+            if name is not None and not isinstance(name, str):
+                raise ValueError(f'{where}: name {name!r} is not text; write it in quotes (name: "{name}")')
             if not isinstance(name, str):
                 raise ValueError(
                     f"{where}: {entry!r} has no name; each run is a mapping with a name: the run it changes, "
@@ -197,6 +206,8 @@ def merge_runs(layers: Sequence[Layer], schema: dict[str, Any]) -> tuple[list[di
                 if diffs:
                     record.changed[name] = diffs
             else:
+                if not replace and (close := difflib.get_close_matches(name, list(merged), n=1, cutoff=0.8)):
+                    record.near[name] = close[0]
                 merged[name] = dict(keys)
                 record.added.append(name)
         for entry in entries:

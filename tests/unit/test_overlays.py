@@ -49,6 +49,16 @@ def test_a_new_name_adds_a_run_with_only_its_own_keys(base):
     assert changes[1].added == ["r8_qv"] and "added r8_qv; now r16_qv, r64_all, r8_qv" in changes[1].describe()
 
 
+def test_a_new_name_close_to_an_earlier_one_is_flagged_as_a_possible_typo(base):
+    """Misspelling the run to change adds a run trained from the defaults; the log line says so."""
+    _, changes = merge_runs([base, overlay({"name": "r16_qvv", "learning_rate": 1.0e-3})], SCHEMA)
+    assert changes[1].describe() == (
+        "my.yaml: training.runs: added r16_qvv (a new run; did you mean r16_qv?); now r16_qv, r64_all, r16_qvv"
+    )
+    _, changes = merge_runs([base, overlay({"name": "full", "method": "full"})], SCHEMA)
+    assert "added full; now" in changes[1].describe()  # no earlier name near it
+
+
 def test_drop_removes_one_run(base):
     runs, changes = merge_runs([base, overlay({"name": "r64_all", "drop": True})], SCHEMA)
     assert [run["name"] for run in runs] == ["r16_qv"]
@@ -108,6 +118,7 @@ def test_replace_runs_replaces_the_runs_before_it(base):
             "my.yaml: training.runs[0].drop: 'yes' has the wrong type; expected boolean",
         ),
         ([{"r": 8}], {}, "my.yaml: training.runs[0]: {'r': 8} has no name"),
+        ([{"name": 16, "r": 8}], {}, 'my.yaml: training.runs[0]: name 16 is not text; write it in quotes (name: "16")'),
         ([], {"replace_runs": 1}, "my.yaml: training.replace_runs: 1 has the wrong type; expected boolean"),
     ],
 )
