@@ -77,7 +77,9 @@ except ValueError as error:
 RUNS = {run["name"]: run for run in _runs}
 if workflow.is_main_process and (SWEEPS or REPLICATES):
     # The overlays' lines above name config entries; these are the runs they expand into.
-    logger.info(f"training.runs: {len(RUNS)} runs after sweeps and seeds: {', '.join(RUNS)}")
+    logger.info(
+        f"training.runs: {len(RUNS)} runs after sweeps and seeds: {', '.join(RUNS)}"
+    )
 
 
 def package_code(*folders, modules=()):
