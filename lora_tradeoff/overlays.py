@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ class RunChanges:
     near: dict[str, str] = dataclasses.field(default_factory=dict)  # added run -> the earlier run its name is close to
     dropped: list[str] = dataclasses.field(default_factory=list)
     result: list[str] = dataclasses.field(default_factory=list)  # the run names after this layer
+    listed: list[str] = dataclasses.field(default_factory=list)  # the names this layer's entries set keys of
 
     def describe(self) -> str:
         """One line, e.g. ``my.yaml: training.runs: changed r16_qv (learning_rate 0.0005 -> 0.001); now r16_qv``."""
@@ -147,6 +149,7 @@ def merge_runs(layers: Sequence[Layer], schema: dict[str, Any]) -> tuple[list[di
     drop_schema = run_schema(schema)["properties"][DROP]
     runs: dict[str, dict[str, Any]] | None = None
     changes = []
+    dropped_by: dict[str, str] = {}  # run name -> the file that dropped it
     for layer in layers:
         found = _layer_runs(layer)
         if found is None:
@@ -187,6 +190,8 @@ def merge_runs(layers: Sequence[Layer], schema: dict[str, Any]) -> tuple[list[di
                         f"{where}: drop: true with other keys ({others}); either drop {name} "
                         "(name and drop: true only) or change it (no drop)"
                     )
+                if name not in merged and name in dropped_by:
+                    raise ValueError(f"{where}: drop: true names {name}, which {dropped_by[name]} already dropped")
                 if name not in merged:
                     raise ValueError(
                         f"{where}: drop: true names {name}, which no earlier config file defines; runs defined: "
@@ -195,6 +200,7 @@ def merge_runs(layers: Sequence[Layer], schema: dict[str, Any]) -> tuple[list[di
                     )
                 del merged[name]
                 record.dropped.append(name)
+                dropped_by[name] = layer.source
             elif name in merged and not replace:
                 before = merged[name]
                 diffs = [
@@ -203,6 +209,7 @@ def merge_runs(layers: Sequence[Layer], schema: dict[str, Any]) -> tuple[list[di
                     if key != "name" and before.get(key, _UNSET) != value
                 ]
                 merged[name] = {**before, **keys}
+                record.listed.append(name)
                 if diffs:
                     record.changed[name] = diffs
             else:
@@ -210,6 +217,7 @@ def merge_runs(layers: Sequence[Layer], schema: dict[str, Any]) -> tuple[list[di
                     record.near[name] = close[0]
                 merged[name] = dict(keys)
                 record.added.append(name)
+                record.listed.append(name)
         for entry in entries:
             name = entry["name"]
             unused = unused_values(merged[name], entry) if name in merged else None
@@ -261,12 +269,46 @@ def apply_run_merge(config: dict[str, Any], layers: Sequence[Layer], schema: dic
     """Put the runs of ``layers`` merged by name (:func:`merge_runs`) into ``config``, Snakemake's merge of them.
 
     ``config.training.replace_runs`` (a per-file instruction, read from each layer) is removed.
-    Returns what each layer after the first with runs did (the overlays), for the log.
+    Returns what each layer with runs did: the first (the base config) defined them, the others
+    are the overlays the log describes; :func:`run_origins` reads them all.
     """
     runs, changes = merge_runs(layers, schema)
     if not isinstance(config.get("training"), dict):
-        return changes[1:]  # an empty `training:` in a file: the schema check names it
+        return changes  # an empty `training:` in a file: the schema check names it
     if runs is not None:
         config["training"]["runs"] = runs
         config["training"].pop(REPLACE_RUNS, None)
-    return changes[1:]
+    return changes
+
+
+def run_origins(changes: Sequence[RunChanges]) -> dict[str, list[str]]:
+    """The files (``RunChanges.source``) whose entries set keys of each merged run, in merge order."""
+    origins: dict[str, list[str]] = {}
+    for change in changes:
+        if change.replaced is not None:
+            origins = {}
+        for name in change.listed:
+            origins.setdefault(name, []).append(change.source)
+        origins = {name: origins[name] for name in change.result if name in origins}
+    return origins
+
+
+_RUN_INDEX = re.compile(r"^config\.training\.runs\[(\d+)\]")
+
+
+def locate_run_problems(
+    problems: Sequence[str], runs: Sequence[Mapping[str, Any]], origins: Mapping[str, Sequence[str]]
+) -> list[str]:
+    """Each problem about ``config.training.runs[i]`` (an index into the merged list) with that run's
+    name and the files that set it: ``config.training.runs[1] (r64_all: config.yaml, my.yaml).lerning_rate``."""
+    located = []
+    for problem in problems:
+        match = _RUN_INDEX.match(problem)
+        index = int(match[1]) if match else -1
+        if 0 <= index < len(runs) and isinstance(runs[index], Mapping):
+            name = runs[index].get("name")
+            files = ", ".join(origins.get(name, [])) if isinstance(name, str) else ""
+            label = f"{name}: {files}" if files else str(name)
+            problem = f"{match[0]} ({label}){problem[match.end() :]}"
+        located.append(problem)
+    return located

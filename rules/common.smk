@@ -17,7 +17,14 @@ os.environ.update(LORA_TRADEOFF_SOURCE=workflow.basedir)
 
 from lora_tradeoff.config_check import LORA_ONLY_KEYS, config_problems, load_schema
 from lora_tradeoff.training.curve import expand_eval_steps
-from lora_tradeoff.overlays import Layer, apply_run_merge, layer_paths, source_name
+from lora_tradeoff.overlays import (
+    Layer,
+    apply_run_merge,
+    layer_paths,
+    locate_run_problems,
+    run_origins,
+    source_name,
+)
 from lora_tradeoff.training.replicates import expand_seed_replicates
 from lora_tradeoff.training.sweeps import expand_sweeps
 
@@ -41,13 +48,20 @@ try:
 except ValueError as error:
     raise WorkflowError(f"Invalid configuration: {error}")
 if workflow.is_main_process:
-    for _change in _run_changes:
+    for _change in _run_changes[1:]:  # the overlays (the first layer defined the runs)
         logger.info(_change.describe())
 
 _problems = config_problems(
     config, workflow.source_path("../schemas/config.schema.yaml")
 )
 if _problems:
+    # A run's index is into the merged list: name the run and the files that set it.
+    _training = config.get("training")
+    _runs_listed = _training.get("runs") if isinstance(_training, dict) else None
+    if isinstance(_runs_listed, list):
+        _problems = locate_run_problems(
+            _problems, _runs_listed, run_origins(_run_changes)
+        )
     raise WorkflowError(
         "Invalid configuration (config.yaml or --config/--configfile):\n  "
         + "\n  ".join(_problems)

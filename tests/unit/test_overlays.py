@@ -10,7 +10,15 @@ import pytest
 import yaml
 
 from lora_tradeoff.config_check import config_problems, load_schema
-from lora_tradeoff.overlays import Layer, apply_run_merge, layer_paths, merge_runs, source_name
+from lora_tradeoff.overlays import (
+    Layer,
+    apply_run_merge,
+    layer_paths,
+    locate_run_problems,
+    merge_runs,
+    run_origins,
+    source_name,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = load_schema(REPO / "schemas" / "config.schema.yaml")
@@ -191,7 +199,7 @@ def test_the_readmes_overlay_example_does_what_they_say(base, readme):
     (example, *_) = readme_overlays(REPO / readme)
     config, layers = copy.deepcopy(base.config), [base, Layer("my.yaml", example)]
     update_config(config, example)
-    (change,) = apply_run_merge(config, layers, SCHEMA)
+    (_, change) = apply_run_merge(config, layers, SCHEMA)
     described = change.describe()
     assert described == (
         "my.yaml: training.runs: changed r16_qv (learning_rate 0.0005 -> 0.001); added r8_qv; dropped r64_all; "
@@ -231,3 +239,33 @@ def test_replace_runs_without_runs_and_an_empty_training_section_are_named(base)
     config = {**copy.deepcopy(base.config), "training": None}  # what Snakemake merges from a bare `training:`
     apply_run_merge(config, [base, Layer("bare.yaml", {"training": None})], SCHEMA)
     assert any("config.training" in problem for problem in config_problems(config, REPO / "schemas/config.schema.yaml"))
+
+
+def test_a_problem_of_a_merged_run_names_the_run_and_the_files_that_set_it(base):
+    """The schema check counts runs in the merged list; the message adds the name and its files."""
+    runs, changes = merge_runs(
+        [base, overlay({"name": "r64_all", "lerning_rate": 1.0e-3}, {"name": "r8_qv", "r": 8})], SCHEMA
+    )
+    origins = run_origins(changes)
+    assert origins == {"r16_qv": ["config.yaml"], "r64_all": ["config.yaml", "my.yaml"], "r8_qv": ["my.yaml"]}
+    problems = [
+        "config.training.runs[1]: unknown key(s) lerning_rate",
+        "config.training.runs[2].r: 0 is less",
+        "config.x",
+    ]
+    assert locate_run_problems(problems, runs, origins) == [
+        "config.training.runs[1] (r64_all: config.yaml, my.yaml): unknown key(s) lerning_rate",
+        "config.training.runs[2] (r8_qv: my.yaml).r: 0 is less",
+        "config.x",
+    ]
+    # A file that replaces the runs before it is their only origin.
+    _, changes = merge_runs([base, overlay({"name": "r16_qv", "r": 4}, replace_runs=True)], SCHEMA)
+    assert run_origins(changes) == {"r16_qv": ["my.yaml"]}
+
+
+def test_a_drop_repeated_in_a_later_file_names_the_file_that_dropped_the_run(base):
+    first = overlay({"name": "r64_all", "drop": True}, source="my.yaml")
+    again = overlay({"name": "r64_all", "drop": True}, source="other.yaml")
+    message = r"^other\.yaml: training\.runs\[0\]: drop: true names r64_all, which my\.yaml already dropped"
+    with pytest.raises(ValueError, match=message):
+        merge_runs([base, first, again], SCHEMA)

@@ -261,7 +261,9 @@ def test_bad_config_fails_before_any_job(tmp_path_factory, base_model_dir):
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     proc = snakemake(workdir, "-n", check=False)
     assert proc.returncode != 0
-    assert "config.training.runs[0]: unknown key(s) lerning_rate; allowed keys: alpha," in proc.stderr + proc.stdout
+    name = config["training"]["runs"][0]["name"]
+    expected = f"config.training.runs[0] ({name}: config.yaml): unknown key(s) lerning_rate; allowed keys: alpha,"
+    assert expected in proc.stderr + proc.stdout
     assert not (workdir / "results").exists()
 
 
