@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import ast
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from tests.rule_scripts import SCRIPT, rules, script_imports
 
 REPO = Path(__file__).resolve().parents[2]
 ENV_FILES = sorted((REPO / "envs").glob("*.yaml"))
@@ -73,63 +75,7 @@ def test_pyproject_installs_every_package_of_the_repository():
 
 # ------------------------------------------------------------------ each rule's env holds its imports
 
-_RULE = re.compile(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", re.S | re.M)
-_SCRIPT = re.compile(r'script:\s*"\.\./(workflow_scripts/\w+\.py)"')
 _ENV = re.compile(r'conda:\s*"\.\./envs/(\w+\.yaml)"')
-
-
-def _module_level_imports(source: Path) -> set[str]:
-    """Dotted names this file imports when it is run or imported: its module-level statements,
-    class bodies included, function bodies and ``if TYPE_CHECKING:`` blocks left out (a lazy import
-    runs only if its function is called; those are the rule's business, not its env's)."""
-    names: set[str] = set()
-
-    def visit(node: ast.AST) -> None:
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
-                continue
-            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
-                continue
-            if isinstance(child, ast.Import):
-                names.update(alias.name for alias in child.names)
-            elif isinstance(child, ast.ImportFrom) and child.level == 0 and child.module:
-                names.add(child.module)
-                names.update(f"{child.module}.{alias.name}" for alias in child.names)
-            visit(child)
-
-    visit(ast.parse(source.read_text()))
-    return names
-
-
-def _package_file(name: str) -> Path | None:
-    path = REPO.joinpath(*name.split("."))
-    if path.with_suffix(".py").is_file():
-        return path.with_suffix(".py")
-    return path / "__init__.py" if (path / "__init__.py").is_file() else None
-
-
-def _third_party_imports(script: Path) -> set[str]:
-    """Top-level names of the modules outside lora_tradeoff and the standard library that running
-    ``script`` imports, following lora_tradeoff's module-level imports."""
-    found: set[str] = set()
-    seen: set[Path] = set()
-    todo = [script]
-    while todo:
-        path = todo.pop()
-        if path in seen:
-            continue
-        seen.add(path)
-        for name in _module_level_imports(path):
-            parts = name.split(".")
-            if parts[0] == "lora_tradeoff":
-                todo += [file for depth in range(2, len(parts) + 1) if (file := _package_file(".".join(parts[:depth])))]
-            elif parts[0] not in sys.stdlib_module_names and parts[0] != "__future__":
-                found.add(parts[0])
-    return found
-
-
-def _normalise(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _with_requirements(distributions: set[str]) -> set[str]:
@@ -147,19 +93,17 @@ def _with_requirements(distributions: set[str]) -> set[str]:
             requirements = metadata.requires(name) or []
         except metadata.PackageNotFoundError:
             continue
-        for requirement in requirements:
-            if "extra ==" in requirement:
-                continue
-            todo.append(_normalise(re.match(r"[A-Za-z0-9_.-]+", requirement)[0]))
+        for requirement in map(Requirement, requirements):
+            if requirement.marker is None or "extra" not in str(requirement.marker):
+                todo.append(canonicalize_name(requirement.name))
     return provided
 
 
 def _rules_with_scripts() -> list[tuple[str, Path, str]]:
-    text = "\n".join(path.read_text() for path in sorted((REPO / "rules").glob("*.smk")))
     return [
-        (match[1], REPO / script[1], _ENV.search(match[2])[1])
-        for match in _RULE.finditer(text)
-        if (script := _SCRIPT.search(match[2]))
+        (rule, REPO / script[1], _ENV.search(body)[1])
+        for rule, body in rules().items()
+        if (script := SCRIPT.search(body))
     ]
 
 
@@ -169,12 +113,12 @@ def test_each_rules_env_provides_every_package_its_script_imports(rule, script, 
     the env neither pins nor gets through a pinned package fails the job at its first line."""
     from importlib import metadata
 
-    pins = {_normalise(name) for name in env_pins(yaml.safe_load((REPO / "envs" / env_file).read_text()))}
+    pins = {canonicalize_name(name) for name in env_pins(yaml.safe_load((REPO / "envs" / env_file).read_text()))}
     provided = _with_requirements(pins)
     by_module = metadata.packages_distributions()
     missing = {
-        module: sorted({_normalise(dist) for dist in by_module.get(module, [module])})
-        for module in _third_party_imports(script)
+        module: sorted({canonicalize_name(dist) for dist in by_module.get(module, [module])})
+        for module in script_imports(script, lazy=False)[1]
     }
     missing = {module: dists for module, dists in missing.items() if not set(dists) & provided}
     assert not missing, f"rule {rule} ({script.name}) imports {missing}, which envs/{env_file} does not provide"
