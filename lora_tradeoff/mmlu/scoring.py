@@ -253,7 +253,7 @@ def _loglik_predictions(
 
     from lora_tradeoff.inference.engine import BatchedEngine
 
-    pad_id = pad_token_id(tokenizer)
+    pad_id = pad_token_id(tokenizer, model)
     # Built first: it checks pad_tolerance before the prompts are tokenized (long on the full split).
     engine = BatchedEngine(model, pad_id, pad_tolerance=pad_tolerance)
     check_contexts(prompts)  # here, so that an empty prompt is named by its index in ``prompts``
@@ -357,7 +357,7 @@ def _generate_predictions(
     from lora_tradeoff.inference.engine import BatchedEngine
 
     end_of_turn = end_of_turn_ids(model, tokenizer)
-    engine = BatchedEngine(model, pad_token_id(tokenizer, end_of_turn), pad_tolerance=pad_tolerance)
+    engine = BatchedEngine(model, pad_token_id(tokenizer, model), pad_tolerance=pad_tolerance)
     cut = [truncate_left(ids, 1, max_length - max_new_tokens) for ids in encode_texts(tokenizer, prompts)]
     generations = engine.generate_until(
         [ids for ids, _ in cut],

@@ -7,7 +7,7 @@ tokenizer, used by Spider generation, MMLU scoring and the check of a converted 
 * **end of turn** (:func:`end_of_turn_ids`): where ``generate`` stops, i.e. the generation
   config's eos ids, and the tokenizer's eos;
 * **padding** (:func:`pad_token_id`): the tokenizer's pad token, else its eos token (as the
-  harness's ``HFLM`` does), else the smallest end-of-turn id. Padding is always masked, so the
+  harness's ``HFLM`` does), else the smallest end-of-turn id of the model. Padding is always masked, so the
   choice changes no result; it is one choice so that logs and batches agree across stages;
 * **beginning of sequence**: a chat prompt holds whatever its template writes, so it is encoded
   without the tokenizer's special tokens (:func:`encode_texts`); a plain-text prompt (MMLU without
@@ -16,7 +16,7 @@ tokenizer, used by Spider generation, MMLU scoring and the check of a converted 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -33,13 +33,14 @@ def end_of_turn_ids(model: Any, tokenizer: Any) -> frozenset[int]:
     return frozenset(ids)
 
 
-def pad_token_id(tokenizer: Any, end_of_turn: Iterable[int] = ()) -> int:
-    """The id of (masked) padding: the tokenizer's pad token, else its eos, else ``min(end_of_turn)``."""
+def pad_token_id(tokenizer: Any, model: Any = None) -> int:
+    """The id of (masked) padding: the tokenizer's pad token, else its eos, else (given the model)
+    the smallest of :func:`end_of_turn_ids`."""
     for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
         if candidate is not None:
             return int(candidate)
-    if ids := sorted(end_of_turn):
-        return int(ids[0])
+    if model is not None:
+        return min(end_of_turn_ids(model, tokenizer))
     raise ValueError(
         f"{tokenizer.name_or_path!r} defines neither a pad nor an eos token: batches cannot be padded. "
         "Use a checkpoint whose tokenizer_config.json names an eos_token."

@@ -219,7 +219,7 @@ def generate_sql(
     with phase(timer, "stop_rule_setup"):
         scanner = SqlStop(model, tokenizer, max_new_tokens, sql_block)
     tracker = Progress(len(prompt_rows), "items", "generated", progress)
-    engine = BatchedEngine(model, pad_token_id(tokenizer, scanner.eos_ids), cuda_graphs=cuda_graphs, timer=timer)
+    engine = BatchedEngine(model, pad_token_id(tokenizer, model), cuda_graphs=cuda_graphs, timer=timer)
     outputs = engine.generate_until(prompt_ids, scanner, batch_size, on_batch=lambda batch: tracker.advance(len(batch)))
     return [
         {
