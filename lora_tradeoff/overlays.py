@@ -296,11 +296,15 @@ def run_origins(changes: Sequence[RunChanges]) -> dict[str, list[str]]:
 _RUN_INDEX = re.compile(r"^config\.training\.runs\[(\d+)\]")
 
 
-def locate_run_problems(
-    problems: Sequence[str], runs: Sequence[Mapping[str, Any]], origins: Mapping[str, Sequence[str]]
-) -> list[str]:
-    """Each problem about ``config.training.runs[i]`` (an index into the merged list) with that run's
-    name and the files that set it: ``config.training.runs[1] (r64_all: config.yaml, my.yaml).lerning_rate``."""
+def locate_run_problems(problems: Sequence[str], config: Mapping[str, Any], changes: Sequence[RunChanges]) -> list[str]:
+    """Each problem about ``config.training.runs[i]`` (an index into the merged list of ``config``)
+    with that run's name and the files that set it (:func:`run_origins` of the merge's ``changes``):
+    ``config.training.runs[1] (r64_all: config.yaml, my.yaml).lerning_rate``."""
+    training = config.get("training")
+    runs = training.get("runs") if isinstance(training, Mapping) else None
+    if not isinstance(runs, list):
+        return list(problems)
+    origins = run_origins(changes)
     located = []
     for problem in problems:
         match = _RUN_INDEX.match(problem)

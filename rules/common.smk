@@ -22,7 +22,6 @@ from lora_tradeoff.overlays import (
     apply_run_merge,
     layer_paths,
     locate_run_problems,
-    run_origins,
     source_name,
 )
 from lora_tradeoff.training.replicates import expand_seed_replicates
@@ -56,12 +55,7 @@ _problems = config_problems(
 )
 if _problems:
     # A run's index is into the merged list: name the run and the files that set it.
-    _training = config.get("training")
-    _runs_listed = _training.get("runs") if isinstance(_training, dict) else None
-    if isinstance(_runs_listed, list):
-        _problems = locate_run_problems(
-            _problems, _runs_listed, run_origins(_run_changes)
-        )
+    _problems = locate_run_problems(_problems, config, _run_changes)
     raise WorkflowError(
         "Invalid configuration (config.yaml or --config/--configfile):\n  "
         + "\n  ".join(_problems)

@@ -253,7 +253,7 @@ def test_a_problem_of_a_merged_run_names_the_run_and_the_files_that_set_it(base)
         "config.training.runs[2].r: 0 is less",
         "config.x",
     ]
-    assert locate_run_problems(problems, runs, origins) == [
+    assert locate_run_problems(problems, {"training": {"runs": runs}}, changes) == [
         "config.training.runs[1] (r64_all: config.yaml, my.yaml): unknown key(s) lerning_rate",
         "config.training.runs[2] (r8_qv: my.yaml).r: 0 is less",
         "config.x",
