@@ -16,11 +16,12 @@ from lora_tradeoff.model.job import start_evaluation_job
 @pytest.fixture(autouse=True)
 def own_logging(monkeypatch):
     """rule_logger points stderr and the root logger at the job's log file: give them back after each test."""
-    monkeypatch.setattr(sys, "stderr", sys.stderr)
+    before = sys.stderr
+    monkeypatch.setattr(sys, "stderr", before)
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     yield
-    if sys.stderr is not sys.__stderr__ and hasattr(sys.stderr, "name") and str(sys.stderr.name).endswith("job.log"):
+    if sys.stderr is not before:  # the log file rule_logger opened
         sys.stderr.close()
     root.handlers[:] = handlers
     root.setLevel(level)
